@@ -1,0 +1,75 @@
+"""
+The seams of cluso-router.
+
+Each interface here has one default implementation in the library and one
+in-memory fake in L{cluso_router.testing}; code on either side of a seam
+depends on the interface, never on the other side's class.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zope.interface import Attribute, Interface
+
+
+class IFrameEncoder(Interface):
+    """
+    Turns an event into the bytes one wire dialect sends for it.
+
+    The router asks each distinct encoder once per broadcast, so the cost of
+    encoding and framing does not grow with the number of subscribers.
+    """
+
+    def encode_event(event: Any) -> bytes:
+        """
+        Return the complete wire frame for C{event} (an L{cluso_router.event.Event}).
+        """
+
+
+class ISession(Interface):
+    """
+    One client connection as the router sees it: an id, the channels it
+    subscribed to, whether it was heard from lately, and a way to hand it a
+    ready-made frame.
+    """
+
+    connection_id = Attribute("Opaque, unique id of this connection (C{str}).")
+    channels = Attribute("The C{set} of channel names this session subscribed to.")
+    encoder = Attribute("The L{IFrameEncoder} of this session's wire dialect.")
+    heard = Attribute("C{True} when anything (a message or a pong) arrived since the last sweep.")
+
+    def deliver(frame: bytes) -> bool:
+        """
+        Queue or write C{frame}, keeping order with everything sent before.
+
+        @return: C{False} when the frame could not be handed to the
+            connection (it is closing or gone), else C{True}.
+        """
+
+    def ping() -> None:
+        """
+        Send a protocol-level ping.
+        """
+
+    def abort() -> None:
+        """
+        Drop the connection at once, without a closing handshake.
+        """
+
+    def close(code: int, reason: str) -> None:
+        """
+        Start a closing handshake with C{code} and C{reason}.
+        """
+
+
+class IPublisher(Interface):
+    """
+    Something events can be published through: the router itself, or a
+    backplane that carries them to every node first.
+    """
+
+    def publish(channel: str, data: Any) -> Any:
+        """
+        Publish C{data} on C{channel}; return a delivery report.
+        """

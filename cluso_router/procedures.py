@@ -1,0 +1,80 @@
+"""
+Named procedures that clients call with C{invoke}.
+
+One registry serves every transport (the JSON dialect's C{invoke}, the HTTP
+API, WAMP calls), so an operation is written once.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred
+
+
+class ProcedureError(Exception):
+    """
+    An expected failure of a procedure: the client sees C{message} and
+    C{code} as they are, and nothing is logged as a crash.
+    """
+
+    def __init__(self, message: str, code: str = "procedure_error") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class NoSuchProcedure(ProcedureError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"No such procedure: {name}", "no_such_procedure")
+
+
+class ProcedureRegistry:
+    """
+    Maps procedure names to callables taking the call's C{data}.
+
+    A procedure may return a plain value, a L{Deferred} or a coroutine.
+    """
+
+    def __init__(self) -> None:
+        self._procedures: dict[str, Callable[[Any], Any]] = {}
+
+    def register(self, name: str, procedure: Callable[[Any], Any]) -> None:
+        if name in self._procedures:
+            raise ValueError(f"procedure {name!r} is already registered")
+        self._procedures[name] = procedure
+
+    def unregister(self, name: str) -> None:
+        self._procedures.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._procedures
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._procedures))
+
+    def call(self, name: str, data: Any) -> Deferred[Any]:
+        """
+        Call procedure C{name} with C{data}.
+
+        @return: a L{Deferred} firing with the result, or failing with
+            L{NoSuchProcedure}, a L{ProcedureError} or whatever it raised.
+        """
+        procedure = self._procedures.get(name)
+        if procedure is None:
+            return fail(NoSuchProcedure(name))
+        d = maybeDeferred(procedure, data)
+
+        return d.addCallback(await_result)
+
+
+def await_result(value: Any) -> Any:
+    """
+    Turn a coroutine (or other awaitable) result into a L{Deferred}; leave
+    any other value alone. For callbacks of functions that may be async.
+    """
+    if inspect.isawaitable(value):
+        return ensureDeferred(value)  # type: ignore[arg-type]
+    return value

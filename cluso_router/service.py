@@ -1,0 +1,117 @@
+"""
+Assembling a whole server: the router, the ping sweeper and the web site
+composed in one L{MultiService}, listening on an endpoint string.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore
+from twisted.logger import Logger
+
+from .events import EventBroadcaster
+from .health import DEFAULT_PING_INTERVAL, PingSweeper
+from .router import Router
+from .web import build_root, build_site
+
+DEFAULT_LISTEN = "tcp:3000:interface=127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """
+    Everything C{twistd cluso} can be told, with its defaults.
+    """
+
+    root: str = "."
+    listen: str = DEFAULT_LISTEN
+    ping_interval: float = DEFAULT_PING_INTERVAL
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", os.path.realpath(self.root))
+        if not os.path.isdir(self.root):
+            raise ValueError(f"root is not a directory: {self.root}")
+        if self.ping_interval <= 0:
+            raise ValueError("ping interval must be positive")
+
+
+class ListeningService(Service):
+    """
+    Listens on an endpoint while running and logs where, once it knows the
+    real port (C{tcp:0} picks a free one).
+
+    A failure to listen that is known at start (the port is taken) is raised
+    from C{startService}, so C{twistd} reports it and exits.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: IReactorCore, description: str, factory: IProtocolFactory) -> None:
+        self._reactor = reactor
+        self.description = description
+        self.factory = factory
+        self.port: IListeningPort | None = None
+        self._listening: Deferred[Any] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        endpoint = serverFromString(self._reactor, self.description)
+        failures: list[Any] = []
+        self._listening = endpoint.listen(self.factory)
+        self._listening.addCallbacks(self._listened, failures.append)
+        if failures:
+            failures[0].raiseException()
+
+    def _listened(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        address = port.getHost()
+        host = getattr(address, "host", "localhost")
+        if host in ("0.0.0.0", "::", ""):
+            host = "localhost"
+        elif ":" in host:
+            host = f"[{host}]"
+        url = f"http://{host}:{getattr(address, 'port', '')}/"
+        self.log.info(
+            "cluso-router listening on {url} (WebSocket {ws_url})",
+            url=url,
+            ws_url="ws" + url[4:] + "ws",
+        )
+        return port
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        port, self.port = self.port, None
+        if port is not None:
+            return port.stopListening()
+        return None
+
+
+class ClusoService(MultiService):
+    """
+    The whole server. Its parts are public attributes so plugins and
+    embedding code can reach the router and the broadcaster.
+
+    Children stop in reverse order: the port closes first, then every
+    connection is closed with 1001 by the router.
+    """
+
+    def __init__(self, config: ServerConfig, reactor: Any = None) -> None:
+        super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        self.config = config
+        self.router = Router(cwd=config.root, clock=reactor)
+        self.broadcaster = EventBroadcaster(self.router)
+        self.sweeper = PingSweeper(self.router, config.ping_interval, clock=reactor)
+        self.root_resource = build_root(self.router)
+        self.site = build_site(self.root_resource)
+        self.web = ListeningService(reactor, config.listen, self.site)
+        self.router.setServiceParent(self)
+        self.sweeper.setServiceParent(self)
+        self.web.setServiceParent(self)

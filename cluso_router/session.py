@@ -1,0 +1,157 @@
+"""
+One connection's state as the router sees it, and its ordered send path.
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+import time
+from collections import deque
+from typing import Any, Final, Protocol
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ._directwrite import supports_direct_write, write_frame
+from .interfaces import IFrameEncoder, ISession
+from .messages import dumps, text_frame
+
+#: Close code sent to a client that stopped reading while events piled up.
+CLOSE_SLOW_CONSUMER: Final = 4008
+DEFAULT_MAX_QUEUE_BYTES: Final = 1024 * 1024
+
+_ALPHABET: Final = string.digits + string.ascii_lowercase
+
+
+def new_connection_id() -> str:
+    """
+    An id shaped like the original server's (C{conn-<ms>-<base36>}), with a
+    random tail long enough not to collide.
+    """
+    tail = "".join(secrets.choice(_ALPHABET) for _ in range(8))
+    return f"conn-{int(time.time() * 1000)}-{tail}"
+
+
+class Connection(Protocol):
+    """
+    What a session needs from the protocol object that owns the socket.
+    """
+
+    def sendPing(self, payload: bytes | None = None) -> None: ...
+
+    def sendClose(self, code: int | None = None, reason: str | None = None) -> None: ...
+
+    def dropConnection(self, abort: bool = False) -> None: ...
+
+
+@implementer(ISession, IPushProducer)
+class Session:
+    """
+    A WebSocket client registered with the router.
+
+    Frames go straight to the socket while the transport keeps up. When the
+    transport asks its producer (this session) to pause, frames wait in a
+    queue bounded in bytes; a client that lets the queue overflow is closed
+    with L{CLOSE_SLOW_CONSUMER}, so one slow reader never grows the server's
+    memory nor delays anyone else.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        connection: Connection,
+        transport: Any,
+        encoder: IFrameEncoder,
+        connection_id: str | None = None,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
+    ) -> None:
+        self.connection_id = connection_id or new_connection_id()
+        self.channels: set[str] = set()
+        self.encoder = encoder
+        self.heard = True
+        self.max_queue_bytes = max_queue_bytes
+        self._connection = connection
+        self._transport = transport
+        self._direct = supports_direct_write(transport)
+        self._paused = False
+        self._closed = False
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    def attach(self) -> None:
+        """
+        Become the transport's streaming producer, replacing any left over
+        from the HTTP request that upgraded to WebSocket.
+        """
+        if getattr(self._transport, "producer", None) is not None:
+            self._transport.unregisterProducer()
+        self._transport.registerProducer(self, True)
+
+    def send_message(self, message: Any) -> bool:
+        """
+        Encode C{message} as JSON and send it in order with events.
+        """
+        return self.deliver(text_frame(dumps(message)))
+
+    def deliver(self, frame: bytes) -> bool:
+        if self._closed:
+            return False
+        if self._paused or self._queue:
+            if self._queued_bytes + len(frame) > self.max_queue_bytes:
+                self._overflow()
+                return False
+            self._queue.append(frame)
+            self._queued_bytes += len(frame)
+            return True
+        if write_frame(self._transport, frame, self._direct):
+            return True
+        self._closed = True
+        return False
+
+    def ping(self) -> None:
+        if not self._closed:
+            self._connection.sendPing()
+
+    def abort(self) -> None:
+        self.stopProducing()
+        self._connection.dropConnection(abort=True)
+
+    def close(self, code: int, reason: str) -> None:
+        self.stopProducing()
+        self._connection.sendClose(code, reason)
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        while self._queue and not self._paused and not self._closed:
+            frame = self._queue.popleft()
+            self._queued_bytes -= len(frame)
+            self._transport.write(frame)
+
+    def stopProducing(self) -> None:
+        """
+        The connection is going away: drop what is queued and refuse more.
+        """
+        self._closed = True
+        self._queue.clear()
+        self._queued_bytes = 0
+
+    def _overflow(self) -> None:
+        self.log.warn(
+            "Closing slow consumer {connection_id}: {queued} bytes queued",
+            connection_id=self.connection_id,
+            queued=self._queued_bytes,
+        )
+        self.close(CLOSE_SLOW_CONSUMER, "slow consumer: reconnect and recover")
+
+    def __repr__(self) -> str:
+        return f"<Session {self.connection_id} channels={sorted(self.channels)}>"

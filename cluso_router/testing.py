@@ -1,0 +1,195 @@
+"""
+In-memory fakes for testing code that uses cluso-router, without sockets.
+
+C{FakeSession} stands in for a WebSocket client at the router's seam;
+C{RecordingPublisher} stands in for the router at the broadcaster's seam.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from zope.interface import implementer
+
+from .event import DeliveryReport
+from .interfaces import IFrameEncoder, IPublisher, ISession
+from .messages import JSON_ENCODER
+from .session import new_connection_id
+
+
+def decode_text_frame(frame: bytes) -> Any:
+    """
+    The JSON value inside one unmasked WebSocket text frame.
+    """
+    if frame[0] != 0x81:
+        raise ValueError(f"not a single text frame: first byte {frame[0]:#x}")
+    length = frame[1] & 0x7F
+    offset = 2
+    if length == 126:
+        length = int.from_bytes(frame[2:4], "big")
+        offset = 4
+    elif length == 127:
+        length = int.from_bytes(frame[2:10], "big")
+        offset = 10
+    payload = frame[offset : offset + length]
+    if len(payload) != length:
+        raise ValueError("truncated frame")
+    return json.loads(payload)
+
+
+@implementer(ISession)
+class FakeSession:
+    """
+    A session that keeps what it is sent.
+
+    @ivar frames: every frame delivered, in order.
+    @ivar fail: when true, deliveries are refused (as by a closed socket).
+    @ivar broken: when true, deliveries raise (as by a buggy transport).
+    """
+
+    def __init__(
+        self, connection_id: str | None = None, encoder: IFrameEncoder = JSON_ENCODER
+    ) -> None:
+        self.connection_id = connection_id or new_connection_id()
+        self.channels: set[str] = set()
+        self.encoder = encoder
+        self.heard = True
+        self.frames: list[bytes] = []
+        self.pings = 0
+        self.aborted = False
+        self.closed: tuple[int, str] | None = None
+        self.fail = False
+        self.broken = False
+
+    def deliver(self, frame: bytes) -> bool:
+        if self.broken:
+            raise RuntimeError(f"{self.connection_id} is broken")
+        if self.fail or self.aborted:
+            return False
+        self.frames.append(frame)
+        return True
+
+    @property
+    def messages(self) -> list[Any]:
+        """
+        The JSON values of every frame received so far.
+        """
+        return [decode_text_frame(frame) for frame in self.frames]
+
+    def ping(self) -> None:
+        self.pings += 1
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+@implementer(IPublisher)
+class RecordingPublisher:
+    """
+    A publisher that records C{(channel, data)} pairs and delivers nothing.
+    """
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, Any]] = []
+
+    def publish(self, channel: str, data: Any) -> DeliveryReport:
+        self.published.append((channel, data))
+        return DeliveryReport(0, 0)
+
+
+class WebSocketTestClient:
+    """
+    A real WebSocket client on the running reactor, for end-to-end tests of
+    a router and of event sources: frames arrive in a queue to await.
+
+    Create with L{connect_client}.
+    """
+
+    def __init__(self) -> None:
+        from twisted.internet.defer import Deferred, DeferredQueue
+
+        self.queue: DeferredQueue[Any] = DeferredQueue()
+        self.opened: Deferred[None] = Deferred()
+        self.closed: Deferred[tuple[bool, int | None, str | None]] = Deferred()
+        self.protocol: Any = None
+
+    def send_json(self, message: Any) -> None:
+        self.protocol.sendMessage(json.dumps(message).encode("utf-8"))
+
+    def send_raw(self, payload: bytes, binary: bool = False) -> None:
+        self.protocol.sendMessage(payload, isBinary=binary)
+
+    async def next_message(self, timeout: float = 5.0) -> Any:
+        """
+        The next JSON message, failing with C{TimeoutError} after C{timeout}.
+        """
+        from twisted.internet import reactor
+
+        d = self.queue.get()
+        d.addTimeout(timeout, reactor)
+        try:
+            return await d
+        except Exception as e:
+            from twisted.internet.defer import TimeoutError as DeferredTimeout
+
+            if isinstance(e, DeferredTimeout):
+                raise TimeoutError(f"no message within {timeout}s") from None
+            raise
+
+    async def request(self, message: dict[str, Any], timeout: float = 5.0) -> Any:
+        """
+        Send C{message} and return the next reply carrying its C{id}, while
+        events arriving meanwhile stay queued in order.
+        """
+        self.send_json(message)
+        skipped = []
+        try:
+            while True:
+                reply = await self.next_message(timeout)
+                if reply.get("type") == "response" and reply.get("id") == message.get("id"):
+                    return reply
+                skipped.append(reply)
+        finally:
+            self.queue.pending[:0] = skipped
+
+    def close(self, code: int = 1000) -> Any:
+        self.protocol.sendClose(code)
+        return self.closed
+
+
+async def connect_client(url: str, headers: dict[str, str] | None = None) -> WebSocketTestClient:
+    """
+    Connect to C{url} (C{ws://host:port/ws}), wait for the handshake and
+    return the client; the server's greeting is the first queued message.
+    """
+    from autobahn.twisted.websocket import (
+        WebSocketClientFactory,
+        WebSocketClientProtocol,
+        connectWS,
+    )
+
+    client = WebSocketTestClient()
+
+    class Protocol(WebSocketClientProtocol):
+        def onOpen(self) -> None:
+            client.protocol = self
+            client.opened.callback(None)
+
+        def onMessage(self, payload: bytes, isBinary: bool) -> None:
+            client.queue.put(json.loads(payload))
+
+        def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+            if not client.opened.called:
+                client.opened.errback(ConnectionError(f"handshake failed: {code} {reason}"))
+            if not client.closed.called:
+                client.closed.callback((wasClean, code, reason))
+
+    factory = WebSocketClientFactory(url, headers=headers or {})
+    factory.protocol = Protocol
+    connectWS(factory)
+    await client.opened
+    return client

@@ -1,0 +1,18 @@
+"""
+The HTTP side of the router: JSON API resources and the site that serves
+them beside the WebSocket endpoint.
+"""
+
+from ._json import ApiError, Directory, JsonEndpoint, NotFound, envelope, read_json
+from .site import build_root, build_site
+
+__all__ = [
+    "ApiError",
+    "Directory",
+    "JsonEndpoint",
+    "NotFound",
+    "build_root",
+    "build_site",
+    "envelope",
+    "read_json",
+]

@@ -1,0 +1,43 @@
+"""
+C{POST /api/events/<channel>}: publish from anything that speaks HTTP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from ..interfaces import IPublisher
+from ..messages import ProtocolError, check_channel
+from ._json import ApiError, Directory, JsonEndpoint, NotFound, read_json
+
+
+class PublishResource(Directory):
+    """
+    The channel is the rest of the path, percent-decoded, so
+    C{/api/events/build%2Fdone} publishes on C{build/done}.
+    """
+
+    def __init__(self, publisher: IPublisher) -> None:
+        super().__init__()
+        self._publisher = publisher
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        segments = [path, *(request.postpath or [])]
+        request.postpath = []
+        raw = b"/".join(segments)
+        if not raw:
+            return NotFound()
+        channel = unquote(raw.decode("utf-8", "replace"))
+        return JsonEndpoint({b"POST": lambda request: self._publish(channel, request)})
+
+    def _publish(self, channel: str, request: Request) -> dict[str, Any]:
+        try:
+            check_channel(channel)
+        except ProtocolError as e:
+            raise ApiError(e.message) from None
+        report = self._publisher.publish(channel, read_json(request))
+        return {"channel": channel, "delivered": report.delivered, "failed": report.failed}
