@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReact
 from twisted.logger import Logger
 
 from .events import EventBroadcaster
+from .filechanges import FileChangeLedger
 from .health import DEFAULT_PING_INTERVAL, PingSweeper
 from .router import Router
 from .web import build_root, build_site
@@ -108,6 +109,7 @@ class ClusoService(MultiService):
         self.config = config
         self.router = Router(cwd=config.root, clock=reactor)
         self.broadcaster = EventBroadcaster(self.router)
+        self.file_changes = FileChangeLedger(self.broadcaster, clock=reactor)
         self.sweeper = PingSweeper(self.router, config.ping_interval, clock=reactor)
         self.root_resource = build_root(self.router)
         self.site = build_site(self.root_resource)
