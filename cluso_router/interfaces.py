@@ -73,3 +73,33 @@ class IPublisher(Interface):
         """
         Publish C{data} on C{channel}; return a delivery report.
         """
+
+
+class IEventSourceFactory(Interface):
+    """
+    A Twisted plugin that adds one event source (a service publishing on
+    the router) to C{twistd cluso}.
+
+    Providers are module-level objects in the C{cluso_plugins} package,
+    found with C{twisted.plugin.getPlugins(IEventSourceFactory, cluso_plugins)}.
+    """
+
+    name = Attribute("Short unique name used with C{--sources} (C{str}), e.g. C{files}.")
+    description = Attribute("One line shown by C{--list-sources} (C{str}).")
+    options = Attribute(
+        "Options this source adds to C{twistd cluso}: a sequence of "
+        "C{[long, short, default, help, coerce]} lists, as in "
+        "C{twisted.python.usage.Options.optParameters}."
+    )
+
+    def applies_to(root: str) -> bool:
+        """
+        Whether the source is on by default for the workspace at C{root}.
+        """
+
+    def make_source(context: Any) -> Any:
+        """
+        Build the source's L{twisted.application.service.IService} from a
+        L{cluso_router.sources.SourceContext}; the service is started and
+        stopped as a child of the main service.
+        """
