@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from twisted.internet import reactor
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)], redirectStandardIO=False)
     service = makeService(options)
     try:
         service.startService()

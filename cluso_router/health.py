@@ -67,6 +67,7 @@ class PingSweeper(Service):
         self.dropped = 0
         self.last_sweep_seconds = 0.0
         self.longest_slice_seconds = 0.0
+        self.slices = 0
         self._timer = timer
         self._cooperator = Cooperator(
             terminationPredicateFactory=lambda: _TimeBudget(slice_seconds, timer),
@@ -115,6 +116,7 @@ class PingSweeper(Service):
     def _timed(self, work: Callable[[], None]) -> None:
         started = self._timer()
         work()
+        self.slices += 1
         self.longest_slice_seconds = max(self.longest_slice_seconds, self._timer() - started)
 
     def _visit(self, sessions: list[ISession]) -> Iterator[None]:

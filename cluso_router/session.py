@@ -41,7 +41,9 @@ class Connection(Protocol):
 
     def sendPing(self, payload: bytes | None = None) -> None: ...
 
-    def sendClose(self, code: int | None = None, reason: str | None = None) -> None: ...
+    def sendCloseFrame(
+        self, code: int | None = None, reasonUtf8: bytes | None = None, isReply: bool = False
+    ) -> None: ...
 
     def dropConnection(self, abort: bool = False) -> None: ...
 
@@ -124,8 +126,14 @@ class Session:
         self._connection.dropConnection(abort=True)
 
     def close(self, code: int, reason: str) -> None:
+        """
+        Start the closing handshake. Any code a server may send is allowed
+        (Autobahn's C{sendClose} only takes 1000 and 3000-4999, which rules
+        out 1001 "going away" and 1008 "policy violation").
+        """
         self.stopProducing()
-        self._connection.sendClose(code, reason)
+        reason_bytes = reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+        self._connection.sendCloseFrame(code, reason_bytes)
 
     def pauseProducing(self) -> None:
         self._paused = True

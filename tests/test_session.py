@@ -1,0 +1,121 @@
+"""
+A session's send path: ordered writes, the bounded queue while the
+transport is paused, and closing a consumer that lets it overflow.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.testing import StringTransport
+
+from cluso_router.messages import JSON_ENCODER
+from cluso_router.session import CLOSE_SLOW_CONSUMER, Session
+from cluso_router.testing import decode_text_frame
+
+
+class FakeConnection:
+    def __init__(self) -> None:
+        self.pings = 0
+        self.close_frames: list[tuple[int | None, bytes | None]] = []
+        self.dropped: list[bool] = []
+
+    def sendPing(self, payload: bytes | None = None) -> None:
+        self.pings += 1
+
+    def sendCloseFrame(
+        self, code: int | None = None, reasonUtf8: bytes | None = None, isReply: bool = False
+    ) -> None:
+        self.close_frames.append((code, reasonUtf8))
+
+    def dropConnection(self, abort: bool = False) -> None:
+        self.dropped.append(abort)
+
+
+def make_session(max_queue_bytes: int = 1000) -> tuple[Session, StringTransport, FakeConnection]:
+    transport = StringTransport()
+    connection = FakeConnection()
+    session = Session(connection, transport, JSON_ENCODER, max_queue_bytes=max_queue_bytes)
+    session.attach()
+    return session, transport, connection
+
+
+def test_attach_replaces_the_upgrade_requests_producer() -> None:
+    """
+    The session becomes the transport's streaming producer even when the
+    HTTP channel that upgraded the connection was registered before it.
+    """
+    transport = StringTransport()
+    transport.registerProducer(object(), True)
+    session = Session(FakeConnection(), transport, JSON_ENCODER)
+    session.attach()
+    assert transport.producer is session
+    assert transport.streaming
+
+
+def test_frames_queue_while_paused_and_flush_in_order() -> None:
+    """
+    While paused, frames wait in the queue; on resume they are written in
+    the order they were delivered, after anything written before.
+    """
+    session, transport, _ = make_session()
+    assert session.send_message({"n": 0})
+    session.pauseProducing()
+    for n in (1, 2, 3):
+        assert session.send_message({"n": n})
+    assert session.queued_bytes > 0
+    written_while_paused = transport.value()
+    session.resumeProducing()
+    assert session.queued_bytes == 0
+    assert transport.value().startswith(written_while_paused)
+    frames = split_frames(transport.value())
+    assert [decode_text_frame(f)["n"] for f in frames] == [0, 1, 2, 3]
+
+
+def test_overflowing_the_queue_closes_with_slow_consumer_code() -> None:
+    """
+    A delivery that would take the queue past its byte bound is refused,
+    the queue is dropped and the connection is closed with 4008.
+    """
+    session, _, connection = make_session(max_queue_bytes=100)
+    session.pauseProducing()
+    assert session.send_message({"pad": "x" * 40})
+    assert not session.send_message({"pad": "x" * 80})
+    assert session.queued_bytes == 0
+    (code, reason), *_ = connection.close_frames
+    assert code == CLOSE_SLOW_CONSUMER
+    assert reason is not None and b"slow consumer" in reason
+    assert not session.send_message({"after": "close"})
+
+
+def test_close_reason_is_cut_to_fit_a_control_frame() -> None:
+    """
+    A close reason is cut to 123 bytes without splitting a UTF-8 character.
+    """
+    session, _, connection = make_session()
+    session.close(1001, "é" * 100)
+    ((code, reason),) = connection.close_frames
+    assert code == 1001
+    assert reason is not None and len(reason) <= 123
+    reason.decode("utf-8")
+
+
+def test_stop_producing_refuses_further_frames() -> None:
+    """
+    Once the transport stops its producer, nothing more is accepted.
+    """
+    session, transport, _ = make_session()
+    session.stopProducing()
+    assert not session.send_message({"late": True})
+    assert transport.value() == b""
+
+
+def split_frames(data: bytes) -> list[bytes]:
+    frames: list[bytes] = []
+    while data:
+        length = data[1] & 0x7F
+        header = 2
+        if length == 126:
+            length = int.from_bytes(data[2:4], "big")
+            header = 4
+        frames.append(data[: header + length])
+        data = data[header + length :]
+    return frames
