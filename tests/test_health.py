@@ -39,7 +39,8 @@ def test_heard_sessions_are_pinged_and_silent_ones_aborted() -> None:
 
     run_sweep(clock, sweeper)
     assert (lively.pings, silent.pings) == (1, 1)
-    assert not lively.heard and not silent.heard
+    assert not lively.heard
+    assert not silent.heard
 
     lively.heard = True
     run_sweep(clock, sweeper)

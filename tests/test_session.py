@@ -82,7 +82,8 @@ def test_overflowing_the_queue_closes_with_slow_consumer_code() -> None:
     assert session.queued_bytes == 0
     (code, reason), *_ = connection.close_frames
     assert code == CLOSE_SLOW_CONSUMER
-    assert reason is not None and b"slow consumer" in reason
+    assert reason is not None
+    assert b"slow consumer" in reason
     assert not session.send_message({"after": "close"})
 
 
@@ -94,7 +95,8 @@ def test_close_reason_is_cut_to_fit_a_control_frame() -> None:
     session.close(1001, "é" * 100)
     ((code, reason),) = connection.close_frames
     assert code == 1001
-    assert reason is not None and len(reason) <= 123
+    assert reason is not None
+    assert len(reason) <= 123
     reason.decode("utf-8")
 
 
