@@ -9,11 +9,12 @@ from ._version import __version__
 from .event import DeliveryReport, Event
 from .events import EventBroadcaster
 from .health import PingSweeper
-from .interfaces import IFrameEncoder, IPublisher, ISession
+from .interfaces import IEventSourceFactory, IFrameEncoder, IPublisher, ISession
 from .procedures import ProcedureError
 from .protocol import ClusoWebSocketFactory, websocket_resource
 from .router import Router
 from .service import ClusoService, ServerConfig
+from .sources import SourceContext
 from .tap import Options, makeService
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "DeliveryReport",
     "Event",
     "EventBroadcaster",
+    "IEventSourceFactory",
     "IFrameEncoder",
     "IPublisher",
     "ISession",
@@ -30,6 +32,7 @@ __all__ = [
     "ProcedureError",
     "Router",
     "ServerConfig",
+    "SourceContext",
     "__version__",
     "makeService",
     "websocket_resource",
