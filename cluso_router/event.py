@@ -17,6 +17,7 @@ class Event:
     channel: str
     data: Any
     timestamp: str
+    seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,9 +21,17 @@ class IFrameEncoder(Interface):
     encoding and framing does not grow with the number of subscribers.
     """
 
-    def encode_event(event: Any) -> bytes:
+    per_subscription = Attribute(
+        "C{True} when the frame names the subscription it is delivered for "
+        "(as WAMP's EVENT does), so it is encoded once per subscription "
+        "instead of once per broadcast."
+    )
+
+    def encode_event(event: Any, subscription: Any) -> bytes:
         """
-        Return the complete wire frame for C{event} (an L{cluso_router.event.Event}).
+        Return the complete wire frame for C{event} (an
+        L{cluso_router.event.Event}) delivered through C{subscription} (an
+        L{cluso_router.observation.Subscription}).
         """
 
 

@@ -19,6 +19,7 @@ from zope.interface import implementer
 
 from .event import Event
 from .interfaces import IFrameEncoder
+from .observation import MATCHES, Match
 
 MAX_CHANNEL_LENGTH: Final = 255
 NO_ID: Final = object()
@@ -37,15 +38,28 @@ class ProtocolError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Since:
+    """
+    The last event a client saw on a channel: replay what came after.
+    """
+
+    seq: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
 class Subscribe:
     channel: str
     request_id: Any = NO_ID
+    match: Match = "exact"
+    since: Since | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribe:
     channel: str
     request_id: Any = NO_ID
+    match: Match = "exact"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,12 +143,43 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _match(message: dict[str, Any], request_id: Any) -> Match:
+    match = message.get("match", "exact")
+    if match not in MATCHES:
+        raise ProtocolError(
+            "invalid_match", "match must be one of exact, prefix, wildcard", request_id
+        )
+    return match  # type: ignore[no-any-return]
+
+
+def _since(message: dict[str, Any], match: Match, request_id: Any) -> Since | None:
+    since = message.get("since")
+    if since is None:
+        return None
+    if match != "exact":
+        raise ProtocolError(
+            "invalid_since", "recovery with 'since' needs an exact subscription", request_id
+        )
+    seq = since.get("seq") if isinstance(since, dict) else None
+    epoch = since.get("epoch") if isinstance(since, dict) else None
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0 or not isinstance(epoch, str):
+        raise ProtocolError(
+            "invalid_since",
+            'since must be {"seq": <non-negative integer>, "epoch": <string>}',
+            request_id,
+        )
+    return Since(seq, epoch)
+
+
 def _subscribe(message: dict[str, Any], request_id: Any) -> Request:
-    return Subscribe(check_channel(message.get("channel"), request_id), request_id)
+    channel = check_channel(message.get("channel"), request_id)
+    match = _match(message, request_id)
+    return Subscribe(channel, request_id, match, _since(message, match, request_id))
 
 
 def _unsubscribe(message: dict[str, Any], request_id: Any) -> Request:
-    return Unsubscribe(check_channel(message.get("channel"), request_id), request_id)
+    channel = check_channel(message.get("channel"), request_id)
+    return Unsubscribe(channel, request_id, _match(message, request_id))
 
 
 def _procedure_call(name_key: str) -> Callable[[dict[str, Any], Any], Request]:
@@ -185,11 +230,12 @@ def greeting(connection_id: str, cwd: str) -> dict[str, Any]:
     return _response(NO_ID, data={"status": "connected", "connectionId": connection_id, "cwd": cwd})
 
 
-def ack(status: str, channel: str, request_id: Any = NO_ID) -> dict[str, Any]:
+def ack(status: str, channel: str, request_id: Any = NO_ID, **details: Any) -> dict[str, Any]:
     """
-    The answer to subscribe and unsubscribe.
+    The answer to subscribe and unsubscribe; C{details} adds fields such as
+    the match policy or the channel's history position.
     """
-    return _response(request_id, data={"status": status, "channel": channel})
+    return _response(request_id, data={"status": status, "channel": channel, **details})
 
 
 def result(request_id: Any, data: Any) -> dict[str, Any]:
@@ -208,12 +254,15 @@ def error(code: str, message: str, request_id: Any = NO_ID) -> dict[str, Any]:
 
 
 def event_envelope(event: Event) -> dict[str, Any]:
-    return {
+    envelope = {
         "type": "event",
         "channel": event.channel,
         "data": event.data,
         "timestamp": event.timestamp,
     }
+    if event.seq is not None:
+        envelope["seq"] = event.seq
+    return envelope
 
 
 @implementer(IFrameEncoder)
@@ -222,7 +271,9 @@ class JsonEventEncoder:
     Encodes events as the JSON dialect's C{event} envelope in a text frame.
     """
 
-    def encode_event(self, event: Event) -> bytes:
+    per_subscription = False
+
+    def encode_event(self, event: Event, subscription: object = None) -> bytes:
         return text_frame(dumps(event_envelope(event)))
 
 

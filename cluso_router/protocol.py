@@ -79,12 +79,51 @@ class ClusoServerProtocol(WebSocketServerProtocol):
             session.send_message(messages.error(e.code, e.message, e.request_id))
 
     def _handle_subscribe(self, session: Session, request: Subscribe) -> None:
-        self.factory.router.subscribe(session, request.channel)
-        session.send_message(messages.ack("subscribed", request.channel, request.request_id))
+        """
+        Subscribe, acknowledge, then replay what the client missed when it
+        asked to recover. All of it happens in one reactor turn, so no event
+        published meanwhile can fall between the replay and live delivery.
+        """
+        router = self.factory.router
+        router.subscribe(session, request.channel, request.match)
+        if request.match != "exact":
+            session.send_message(
+                messages.ack("subscribed", request.channel, request.request_id, match=request.match)
+            )
+            return
+        if request.since is None:
+            position = router.position(request.channel)
+            session.send_message(
+                messages.ack(
+                    "subscribed",
+                    request.channel,
+                    request.request_id,
+                    seq=position.seq,
+                    epoch=position.epoch,
+                )
+            )
+            return
+        recovery = router.since(request.channel, request.since.seq, request.since.epoch)
+        session.send_message(
+            messages.ack(
+                "subscribed",
+                request.channel,
+                request.request_id,
+                seq=recovery.position.seq,
+                epoch=recovery.position.epoch,
+                recovered=recovery.recovered,
+                replayed=len(recovery.events),
+            )
+        )
+        for event in recovery.events:
+            session.deliver(session.encoder.encode_event(event, None))
 
     def _handle_unsubscribe(self, session: Session, request: Unsubscribe) -> None:
-        self.factory.router.unsubscribe(session, request.channel)
-        session.send_message(messages.ack("unsubscribed", request.channel, request.request_id))
+        self.factory.router.unsubscribe(session, request.channel, request.match)
+        details = {"match": request.match} if request.match != "exact" else {}
+        session.send_message(
+            messages.ack("unsubscribed", request.channel, request.request_id, **details)
+        )
 
     def _handle_send(self, session: Session, request: Send) -> None:
         router = self.factory.router

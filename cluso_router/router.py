@@ -20,7 +20,9 @@ from ._reactor import default_reactor
 from ._time import iso_timestamp
 from ._version import __version__
 from .event import DeliveryReport, Event
+from .history import MemoryHistory, Position, Recovery
 from .interfaces import IPublisher, ISession
+from .observation import ExactIndex, Match, PrefixIndex, Subscription, WildcardIndex
 from .procedures import ProcedureRegistry
 
 #: Channels only the server publishes on; clients may not C{send} to them.
@@ -36,9 +38,10 @@ class Router(Service):
     """
     Sessions, subscriptions and fan-out for one node.
 
-    Subscriptions are kept twice, as C{channel -> sessions} for broadcasting
-    and as each session's own channel set for cleanup, so both cost
-    O(subscribers) and O(own channels) respectively.
+    Subscriptions are kept twice: in one index per match policy
+    (L{cluso_router.observation}) for broadcasting, and as each session's own
+    channels (exact) or the router's record of its patterns for cleanup, so
+    broadcast costs O(subscribers) and cleanup O(own subscriptions).
     """
 
     log = Logger()
@@ -50,6 +53,7 @@ class Router(Service):
         clock: IReactorTime | None = None,
         wallclock: Callable[[], float] = time.time,
         server_channels: frozenset[str] = SERVER_CHANNELS,
+        history: MemoryHistory | None = None,
     ) -> None:
         self.cwd = cwd
         self.clock: IReactorTime = clock if clock is not None else default_reactor()
@@ -60,7 +64,14 @@ class Router(Service):
         self.failed: Counter[str] = Counter()
         self._wallclock = wallclock
         self._sessions: dict[str, ISession] = {}
-        self._subscribers: dict[str, set[ISession]] = {}
+        self._indexes: dict[Match, Any] = {
+            "exact": ExactIndex(),
+            "prefix": PrefixIndex(),
+            "wildcard": WildcardIndex(),
+        }
+        self._patterns_of: dict[ISession, set[tuple[Match, str]]] = {}
+        self._has_patterns = False
+        self.history = history if history is not None else MemoryHistory(self.clock)
         self._started_at = self.clock.seconds()
         self._closing: dict[str, Deferred[None]] = {}
         self.procedures.register("server.info", self.server_info)
@@ -80,8 +91,10 @@ class Router(Service):
             return
         del self._sessions[session.connection_id]
         for channel in session.channels:
-            self._remove_subscriber(channel, session)
+            self._remove_subscriber("exact", channel, session)
         session.channels.clear()
+        for match, pattern in self._patterns_of.pop(session, ()):
+            self._remove_subscriber(match, pattern, session)
         waiting = self._closing.pop(session.connection_id, None)
         if waiting is not None:
             waiting.callback(None)
@@ -98,79 +111,151 @@ class Router(Service):
 
     # subscriptions
 
-    def subscribe(self, session: ISession, channel: str) -> bool:
+    def subscribe(self, session: ISession, channel: str, match: Match = "exact") -> bool:
         """
-        Add C{session} to C{channel}; C{False} if it was already there.
+        Add C{session} to C{channel} (a pattern unless C{match} is
+        C{exact}); C{False} if it was already there.
         """
-        if channel in session.channels:
-            return False
-        session.channels.add(channel)
-        self._subscribers.setdefault(channel, set()).add(session)
+        if match == "exact":
+            if channel in session.channels:
+                return False
+            session.channels.add(channel)
+        else:
+            held = self._patterns_of.setdefault(session, set())
+            if (match, channel) in held:
+                return False
+            held.add((match, channel))
+        index = self._indexes[match]
+        subscription = index.get(channel)
+        if subscription is None:
+            subscription = Subscription(channel, match)
+            index.add(subscription)
+        subscription.sessions.add(session)
+        self._has_patterns = bool(len(self._indexes["prefix"]) or len(self._indexes["wildcard"]))
         return True
 
-    def unsubscribe(self, session: ISession, channel: str) -> bool:
+    def unsubscribe(self, session: ISession, channel: str, match: Match = "exact") -> bool:
         """
-        Remove C{session} from C{channel}; C{False} if it was not there.
+        Remove C{session} from C{channel} under C{match}; C{False} if it was
+        not there.
         """
-        if channel not in session.channels:
-            return False
-        session.channels.discard(channel)
-        self._remove_subscriber(channel, session)
+        if match == "exact":
+            if channel not in session.channels:
+                return False
+            session.channels.discard(channel)
+        else:
+            held = self._patterns_of.get(session)
+            if not held or (match, channel) not in held:
+                return False
+            held.discard((match, channel))
+            if not held:
+                del self._patterns_of[session]
+        self._remove_subscriber(match, channel, session)
         return True
 
-    def _remove_subscriber(self, channel: str, session: ISession) -> None:
-        subscribers = self._subscribers.get(channel)
-        if subscribers is None:
+    def _remove_subscriber(self, match: Match, channel: str, session: ISession) -> None:
+        index = self._indexes[match]
+        subscription = index.get(channel)
+        if subscription is None:
             return
-        subscribers.discard(session)
-        if not subscribers:
-            del self._subscribers[channel]
+        subscription.sessions.discard(session)
+        if not subscription.sessions:
+            index.remove(subscription)
+            self._has_patterns = bool(
+                len(self._indexes["prefix"]) or len(self._indexes["wildcard"])
+            )
 
     def subscriber_counts(self) -> Mapping[str, int]:
-        return {channel: len(s) for channel, s in self._subscribers.items()}
+        """
+        Subscribers of each exact channel.
+        """
+        return {s.pattern: len(s.sessions) for s in self._indexes["exact"]}
+
+    def pattern_counts(self) -> Mapping[str, Mapping[str, int]]:
+        """
+        Subscribers of each prefix and wildcard pattern.
+        """
+        return {
+            match: {s.pattern: len(s.sessions) for s in self._indexes[match]}
+            for match in ("prefix", "wildcard")
+        }
+
+    def matching_subscriptions(self, channel: str) -> list[Subscription]:
+        """
+        Every subscription an event on C{channel} goes to, exact first.
+        """
+        subscriptions = list(self._indexes["exact"].matching(channel))
+        if self._has_patterns:
+            subscriptions.extend(self._indexes["prefix"].matching(channel))
+            subscriptions.extend(self._indexes["wildcard"].matching(channel))
+        return subscriptions
+
+    # history
+
+    def position(self, channel: str) -> Position:
+        return self.history.position(channel)
+
+    def since(self, channel: str, seq: int, epoch: str) -> Recovery:
+        return self.history.since(channel, seq, epoch)
 
     # publishing
 
     def publish(self, channel: str, data: Any) -> DeliveryReport:
         """
-        Stamp C{data} as an event on C{channel} and deliver it here.
+        Stamp C{data} as the next event on C{channel}, keep it in the
+        channel's history and deliver it here.
         """
-        event = Event(channel, data, iso_timestamp(self._wallclock()))
+        event = self.history.record(channel, data, iso_timestamp(self._wallclock()))
         return self.deliver(event)
 
     def deliver(self, event: Event) -> DeliveryReport:
         """
-        Hand C{event} to every subscriber of its channel.
+        Hand C{event} to every session subscribed to its channel, once each
+        even when several of its subscriptions match.
 
-        Each wire dialect encodes and frames the event once; the same bytes
-        then go to all of that dialect's subscribers. A subscriber that fails
-        is logged and counted and never stops the others.
+        Each wire dialect encodes and frames the event once (once per
+        subscription for dialects whose frames name the subscription); the
+        same bytes then go to all of that dialect's subscribers. A
+        subscriber that fails is logged and counted and never stops the
+        others.
         """
         channel = event.channel
         self.published[channel] += 1
-        subscribers = self._subscribers.get(channel)
-        if not subscribers:
+        subscriptions = self.matching_subscriptions(channel)
+        if not subscriptions:
             return DeliveryReport(0, 0)
         frames: dict[Any, bytes] = {}
+        seen: set[ISession] | None = set() if len(subscriptions) > 1 else None
         delivered = failed = 0
-        for session in tuple(subscribers):
-            encoder = session.encoder
-            frame = frames.get(encoder)
-            if frame is None:
-                frame = frames[encoder] = encoder.encode_event(event)
-            try:
-                ok = session.deliver(frame)
-            except Exception:
-                self.log.failure(
-                    "Delivery to {connection_id} on {channel} failed",
-                    connection_id=session.connection_id,
-                    channel=channel,
-                )
-                ok = False
-            if ok:
-                delivered += 1
-            else:
-                failed += 1
+        for subscription in subscriptions:
+            for session in tuple(subscription.sessions):
+                if seen is not None:
+                    if session in seen:
+                        continue
+                    seen.add(session)
+                encoder = session.encoder
+                frame = frames.get(encoder)
+                if frame is None:
+                    if encoder.per_subscription:
+                        key = (encoder, subscription.id)
+                        frame = frames.get(key)
+                        if frame is None:
+                            frame = frames[key] = encoder.encode_event(event, subscription)
+                    else:
+                        frame = frames[encoder] = encoder.encode_event(event, subscription)
+                try:
+                    ok = session.deliver(frame)
+                except Exception:
+                    self.log.failure(
+                        "Delivery to {connection_id} on {channel} failed",
+                        connection_id=session.connection_id,
+                        channel=channel,
+                    )
+                    ok = False
+                if ok:
+                    delivered += 1
+                else:
+                    failed += 1
         self.delivered[channel] += delivered
         if failed:
             self.failed[channel] += failed

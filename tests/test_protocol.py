@@ -25,7 +25,7 @@ async def connected(server: Any) -> tuple[WebSocketTestClient, dict[str, Any]]:
 
 async def assert_still_works(client: WebSocketTestClient) -> None:
     reply = await client.request({"type": "subscribe", "channel": "probe", "id": "probe"})
-    assert reply["data"] == {"status": "subscribed", "channel": "probe"}
+    assert (reply["data"]["status"], reply["data"]["channel"]) == ("subscribed", "probe")
 
 
 @pytest_twisted.ensureDeferred
@@ -51,16 +51,14 @@ async def test_subscribe_ack_echoes_id_including_zero_and_absent(server: Any) ->
     """
     client, _ = await connected(server)
     client.send_json({"type": "subscribe", "channel": "files", "id": 0})
-    assert await client.next_message() == {
-        "type": "response",
-        "id": 0,
-        "data": {"status": "subscribed", "channel": "files"},
-    }
+    reply = await client.next_message()
+    assert (reply["type"], reply["id"]) == ("response", 0)
+    assert reply["data"]["status"] == "subscribed"
+    assert reply["data"]["channel"] == "files"
     client.send_json({"type": "subscribe", "channel": "files"})
-    assert await client.next_message() == {
-        "type": "response",
-        "data": {"status": "subscribed", "channel": "files"},
-    }
+    reply = await client.next_message()
+    assert "id" not in reply
+    assert reply["data"]["status"] == "subscribed"
     client.send_json({"type": "unsubscribe", "channel": "files", "id": "u"})
     assert await client.next_message() == {
         "type": "response",

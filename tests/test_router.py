@@ -39,6 +39,7 @@ def test_publish_reaches_only_subscribers_of_that_channel() -> None:
         "channel": "files",
         "data": {"file": "x.py"},
         "timestamp": "2024-12-09T15:30:45.123Z",
+        "seq": 1,
     }
     assert a.messages == [expected]
     assert b.messages == [expected]
@@ -109,9 +110,9 @@ class CountingEncoder(JsonEventEncoder):
     def __init__(self) -> None:
         self.calls = 0
 
-    def encode_event(self, event: Event) -> bytes:
+    def encode_event(self, event: Event, subscription: object = None) -> bytes:
         self.calls += 1
-        return super().encode_event(event)
+        return super().encode_event(event, subscription)
 
 
 def test_each_broadcast_encodes_once_per_dialect() -> None:

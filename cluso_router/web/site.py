@@ -5,7 +5,7 @@ The one twisted.web site: C{/ws} for WebSocket clients, C{/api/} for HTTP.
 from __future__ import annotations
 
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 from ..interfaces import IPublisher
 from ..protocol import websocket_resource
@@ -13,9 +13,24 @@ from ..router import Router
 from ._json import Directory
 from .events import PublishResource
 from .health import health_resource
+from .history import ChannelsResource
 
 
-def build_root(router: Router, publisher: IPublisher | None = None) -> Directory:
+class SiteRoot(Directory):
+    """
+    The root of the site: its named routes first, then C{fallback} (a
+    single-page app, when one is served) for every other path, else a JSON 404.
+    """
+
+    fallback: Resource | None = None
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if self.fallback is not None:
+            return self.fallback.getChildWithDefault(path, request)
+        return super().getChild(path, request)
+
+
+def build_root(router: Router, publisher: IPublisher | None = None) -> SiteRoot:
     """
     The resource tree; other parts add their routes with C{putChild} on it
     or on its C{api} child.
@@ -25,9 +40,10 @@ def build_root(router: Router, publisher: IPublisher | None = None) -> Directory
         {
             b"events": PublishResource(publisher),
             b"health": health_resource(router),
+            b"channels": ChannelsResource(router),
         }
     )
-    root = Directory({b"api": api})
+    root = SiteRoot({b"api": api})
     root.putChild(b"ws", websocket_resource(router, publisher))
     return root
 

@@ -1,0 +1,59 @@
+"""
+C{GET /api/channels/<channel>/history?since=S[&epoch=E]}: the events a
+client missed, over HTTP, with the same answer as a recovering subscribe.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from ..messages import ProtocolError, check_channel, event_envelope
+from ..router import Router
+from ._json import ApiError, Directory, JsonEndpoint, NotFound
+
+
+class ChannelsResource(Directory):
+    def __init__(self, router: Router) -> None:
+        super().__init__()
+        self._router = router
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        rest = request.postpath or []
+        if len(rest) != 1 or rest[0] != b"history":
+            return NotFound()
+        request.postpath = []
+        channel = unquote(path.decode("utf-8", "replace"))
+        return JsonEndpoint({b"GET": lambda request: self._history(channel, request)})
+
+    def _history(self, channel: str, request: Request) -> dict[str, Any]:
+        try:
+            check_channel(channel)
+        except ProtocolError as e:
+            raise ApiError(e.message) from None
+        args = request.args or {}
+        position = self._router.position(channel)
+        epoch = _argument(args, b"epoch") or position.epoch
+        raw_since = _argument(args, b"since") or "0"
+        try:
+            since = int(raw_since)
+        except ValueError:
+            raise ApiError(f"since must be a non-negative integer, not {raw_since!r}") from None
+        if since < 0:
+            raise ApiError("since must be a non-negative integer")
+        recovery = self._router.since(channel, since, epoch)
+        return {
+            "channel": channel,
+            "seq": recovery.position.seq,
+            "epoch": recovery.position.epoch,
+            "recovered": recovery.recovered,
+            "events": [event_envelope(event) for event in recovery.events],
+        }
+
+
+def _argument(args: dict[bytes, list[bytes]], name: bytes) -> str | None:
+    values = args.get(name)
+    return values[0].decode("utf-8", "replace") if values else None
