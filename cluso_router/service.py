@@ -6,7 +6,8 @@ composed in one L{MultiService}, listening on an endpoint string.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.application.service import MultiService, Service
@@ -19,6 +20,7 @@ from .events import EventBroadcaster
 from .filechanges import FileChangeLedger
 from .health import DEFAULT_PING_INTERVAL, PingSweeper
 from .router import Router
+from .sources import SourceContext, SourcesService
 from .web import build_root, build_site
 
 DEFAULT_LISTEN = "tcp:3000:interface=127.0.0.1"
@@ -33,6 +35,12 @@ class ServerConfig:
     root: str = "."
     listen: str = DEFAULT_LISTEN
     ping_interval: float = DEFAULT_PING_INTERVAL
+    #: Event sources to run by name; C{None} runs all that apply to the root.
+    sources: tuple[str, ...] | None = None
+    #: Option values of the event sources, by source name.
+    source_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: C{.gitignore}-style patterns the sources that walk the root leave out.
+    ignore: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", os.path.realpath(self.root))
@@ -107,6 +115,7 @@ class ClusoService(MultiService):
         if reactor is None:
             from twisted.internet import reactor
         self.config = config
+        self.reactor = reactor
         self.router = Router(cwd=config.root, clock=reactor)
         self.broadcaster = EventBroadcaster(self.router)
         self.file_changes = FileChangeLedger(self.broadcaster, clock=reactor)
@@ -117,3 +126,19 @@ class ClusoService(MultiService):
         self.router.setServiceParent(self)
         self.sweeper.setServiceParent(self)
         self.web.setServiceParent(self)
+        self.sources = SourcesService(self.source_context, config.sources, config.source_options)
+        self.sources.setServiceParent(self)
+
+    def source_context(self) -> SourceContext:
+        """
+        What event sources are given; read when they start, so parts
+        replaced after construction are the ones they see.
+        """
+        return SourceContext(
+            router=self.router,
+            broadcaster=self.broadcaster,
+            file_changes=self.file_changes,
+            root=self.config.root,
+            reactor=self.reactor,
+            ignore=self.config.ignore,
+        )

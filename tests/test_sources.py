@@ -1,0 +1,353 @@
+"""
+The event source plugin system: discovery over C{cluso_plugins}, choosing
+sources, running them as children with failures contained, their options on
+the command line, and the in-process file change hook.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.application.service import IService, Service
+from twisted.internet.task import Clock
+from twisted.logger import LogEvent, globalLogPublisher
+from twisted.python import usage
+from zope.interface import implementer
+
+from cluso_router.events import EventBroadcaster
+from cluso_router.filechanges import FileChangeLedger
+from cluso_router.interfaces import IEventSourceFactory
+from cluso_router.router import Router
+from cluso_router.sources import (
+    Discovery,
+    SourceContext,
+    SourceOption,
+    SourcePlugin,
+    SourcesService,
+    UnknownSource,
+    discover_sources,
+)
+from cluso_router.tap import Options
+from cluso_router.testing import RecordingPublisher
+
+
+class RecordingService(Service):
+    def __init__(self, context: SourceContext, fail_on_start: bool = False) -> None:
+        self.context = context
+        self.fail_on_start = fail_on_start
+        self.stopped = False
+
+    def startService(self) -> None:
+        if self.fail_on_start:
+            raise RuntimeError("cannot start")
+        super().startService()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.stopped = True
+
+
+@implementer(IEventSourceFactory)
+class FakeFactory:
+    def __init__(
+        self,
+        name: str,
+        applies: bool = True,
+        build_error: Exception | None = None,
+        fail_on_start: bool = False,
+        options: list[list[Any]] | None = None,
+    ) -> None:
+        self.name = name
+        self.description = f"the {name} source"
+        self.options = options or []
+        self._applies = applies
+        self._build_error = build_error
+        self._fail_on_start = fail_on_start
+        self.built: list[RecordingService] = []
+
+    def applies_to(self, root: str) -> bool:
+        return self._applies
+
+    def make_source(self, context: SourceContext) -> IService:
+        if self._build_error is not None:
+            raise self._build_error
+        service = RecordingService(context, self._fail_on_start)
+        self.built.append(service)
+        return service
+
+
+def make_context(root: str = "/work") -> SourceContext:
+    clock = Clock()
+    router = Router(cwd=root, clock=clock)
+    broadcaster = EventBroadcaster(router)
+    return SourceContext(
+        router=router,
+        broadcaster=broadcaster,
+        file_changes=FileChangeLedger(broadcaster, clock=clock),
+        root=root,
+        reactor=clock,
+    )
+
+
+def captured_log() -> tuple[list[LogEvent], Any]:
+    events: list[LogEvent] = []
+    globalLogPublisher.addObserver(events.append)
+    return events, lambda: globalLogPublisher.removeObserver(events.append)
+
+
+def test_builtin_plugins_are_discovered_without_problems() -> None:
+    """
+    The built-in dropins import cleanly and provide the files and git
+    sources (a dropin that fails to import would vanish silently).
+    """
+    discovery = discover_sources()
+    assert discovery.problems == ()
+    assert {"files", "git"} <= set(discovery.names)
+    assert discovery.names == sorted(discovery.names)
+    files = discovery.named("files")
+    assert files is not None
+    assert IEventSourceFactory.providedBy(files)
+    assert files.applies_to("/nonexistent") is True
+
+
+def test_plugin_modules_are_import_light() -> None:
+    """
+    Importing the built-in dropins does not import watchdog, pathspec or
+    the sources' implementation modules; those load only when a source starts.
+    """
+    code = (
+        "import sys, cluso_plugins.files, cluso_plugins.git\n"
+        "heavy = [m for m in ('watchdog', 'pathspec', 'cluso_router.watcher',"
+        " 'cluso_router.gitwatch') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/"
+    )
+    assert out.stdout.strip() == ""
+
+
+def test_git_source_applies_inside_a_repository_only(tmp_path: Path) -> None:
+    """
+    The git source is on by default in a repository (also in a directory
+    below its top, or a linked worktree whose .git is a file) and off elsewhere.
+    """
+    git = discover_sources().named("git")
+    assert git is not None
+    plain = tmp_path / "plain"
+    (plain / "sub").mkdir(parents=True)
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "src").mkdir()
+    worktree = tmp_path / "wt"
+    worktree.mkdir()
+    (worktree / ".git").write_text("gitdir: /elsewhere\n")
+    assert git.applies_to(str(plain / "sub")) is False
+    assert git.applies_to(str(repo / "src")) is True
+    assert git.applies_to(str(worktree)) is True
+
+
+def test_select_defaults_names_all_and_unknown() -> None:
+    """
+    Without names the sources that apply to the root are chosen; names
+    choose exactly those in the order given; 'all' chooses every one; an
+    unknown name is refused with the discovered names.
+    """
+    on, off = FakeFactory("on"), FakeFactory("off", applies=False)
+    discovery = Discovery((off, on))
+    assert discovery.select(None, "/r") == [on]
+    assert discovery.select(["off", "on"], "/r") == [off, on]
+    assert discovery.select(["all"], "/r") == [off, on]
+    assert discovery.select([], "/r") == []
+    with pytest.raises(UnknownSource, match=r"'nope'.*off, on"):
+        discovery.select(["on", "nope"], "/r")
+
+
+def test_source_plugin_builds_its_service_lazily() -> None:
+    """
+    SourcePlugin imports the service factory named by its dotted path only
+    when building, and hands it the context.
+    """
+    plugin = SourcePlugin(
+        name="recording",
+        description="d",
+        service=f"{__name__}.RecordingService",
+        applies=lambda root: root == "/yes",
+    )
+    context = make_context()
+    service = plugin.make_source(context)
+    assert isinstance(service, RecordingService)
+    assert service.context is context
+    assert plugin.applies_to("/yes") and not plugin.applies_to("/no")
+
+
+def test_source_options_are_validated() -> None:
+    """
+    Options are [long, short, default, help, coerce] lists; False defaults
+    make flags; malformed ones are refused with a reason.
+    """
+    flag = SourceOption.parse(["x-verbose", None, False, "talk"])
+    parameter = SourceOption.parse(["x-delay", "d", 0.5, "wait", float])
+    assert flag.flag and not parameter.flag
+    assert parameter.coerce is float
+    for bad in (["", None, 1], "x-name", ["x", "too-long", 1], ["x", None, True, "on"]):
+        with pytest.raises(ValueError):
+            SourceOption.parse(bad)
+
+
+def test_sources_service_contains_failures() -> None:
+    """
+    A source that raises while being built or started is logged and left
+    out; the others run as children with their option defaults and the
+    given values, and stop when the service stops.
+    """
+    good = FakeFactory("good", options=[["good-delay", None, 1.0, "", float]])
+    broken = FakeFactory("broken", build_error=RuntimeError("no such thing"))
+    unstartable = FakeFactory("unstartable", fail_on_start=True)
+    base = make_context()
+    service = SourcesService(
+        lambda: base,
+        selection=("broken", "unstartable", "good", "missing"),
+        options={"good": {"good-delay": 2.5}},
+        discover=lambda: Discovery((broken, good, unstartable)),
+    )
+    events, stop_capture = captured_log()
+    try:
+        service.startService()
+    finally:
+        stop_capture()
+
+    assert list(service.started) == ["good"]
+    running = good.built[0]
+    assert running.running and running.parent is service
+    assert running.context.options == {"good-delay": 2.5}
+    assert running.context.router is base.router
+    assert set(service.failed) == {"broken", "unstartable", "missing"}
+    assert "no such thing" in service.failed["broken"]
+    assert list(service) == [running]
+    failures = [e for e in events if e.get("log_failure") is not None]
+    assert {e["source"] for e in failures} == {"broken", "unstartable"}
+
+    service.stopService()
+    assert running.stopped
+    assert list(service) == [] and service.started == {}
+
+
+def test_sources_service_defaults_to_sources_that_apply() -> None:
+    """
+    Without a selection, only sources that apply to the root are started,
+    each with its option defaults.
+    """
+    on = FakeFactory("on", options=[["on-flag", None, False, "f"]])
+    off = FakeFactory("off", applies=False)
+    service = SourcesService(make_context, discover=lambda: Discovery((on, off)))
+    service.startService()
+    assert list(service.started) == ["on"]
+    assert on.built[0].context.options == {"on-flag": False}
+    assert off.built == []
+    service.stopService()
+
+
+def test_options_carry_sources_ignore_and_source_options(tmp_path: Path) -> None:
+    """
+    twistd cluso options: --sources is split and checked, --ignore repeats,
+    and each source's own options land under its name in the config.
+    """
+    options = Options()
+    options.parseOptions(
+        [
+            "--root",
+            str(tmp_path),
+            "--sources",
+            "files, git",
+            "--ignore",
+            "*.log",
+            "--ignore",
+            "tmp/",
+            "--watch-delay",
+            "0.2",
+        ]
+    )
+    config = options["config"]
+    assert config.sources == ("files", "git")
+    assert config.ignore == ("*.log", "tmp/")
+    assert config.source_options["files"] == {"watch-delay": 0.2}
+    assert config.source_options["git"] == {"git-delay": 0.2}
+
+    defaults = Options()
+    defaults.parseOptions(["--root", str(tmp_path)])
+    assert defaults["config"].sources is None
+    none = Options()
+    none.parseOptions(["--root", str(tmp_path), "--sources", ""])
+    assert none["config"].sources == ()
+
+
+def test_unknown_source_is_a_usage_error(tmp_path: Path) -> None:
+    """
+    Naming a source that was not discovered stops twistd with a usage error
+    listing what was found.
+    """
+    with pytest.raises(usage.UsageError, match="unknown event source 'nope'.*files"):
+        Options().parseOptions(["--root", str(tmp_path), "--sources", "files,nope"])
+
+
+def test_list_sources_prints_discovered_sources(tmp_path: Path) -> None:
+    """
+    twistd cluso --list-sources prints each discovered source, whether it
+    runs by default for the root, and its options, then exits 0.
+    """
+    from conftest import python_tool
+
+    out = subprocess.run(
+        [python_tool("twistd"), "--pidfile=", "cluso", "--list-sources", "--root", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith(f"Event sources (default for {tmp_path}: ")
+    files = next(line for line in lines if line.split()[:1] == ["files"])
+    git = next(line for line in lines if line.split()[:1] == ["git"])
+    assert files.split()[1] == "on"
+    assert git.split()[1] == "off"
+    assert any("--watch-delay=0.05" in line for line in lines)
+    assert "Problems:" not in out.stdout
+
+
+def test_ledger_observers_see_each_announced_change_once() -> None:
+    """
+    File change observers are called for changes the API announces and for
+    those the watcher observes, but not for a watcher repeat of an API
+    change; a failing observer is logged and the others still run.
+    """
+    publisher = RecordingPublisher()
+    clock = Clock()
+    ledger = FileChangeLedger(EventBroadcaster(publisher), clock=clock, window=2.0)
+    seen: list[tuple[str, str]] = []
+
+    def broken(path: str, event: str) -> None:
+        raise RuntimeError("observer bug")
+
+    ledger.add_observer(broken)
+    ledger.add_observer(lambda path, event: seen.append((path, event)))
+    events, stop_capture = captured_log()
+    try:
+        ledger.changed("a.txt", "change")
+        ledger.observed("a.txt", "change")
+        ledger.observed("b.txt", "add")
+        clock.advance(3)
+        ledger.observed("a.txt", "unlink")
+    finally:
+        stop_capture()
+    assert seen == [("a.txt", "change"), ("b.txt", "add"), ("a.txt", "unlink")]
+    assert [d["file"] for _, d in publisher.published] == ["a.txt", "b.txt", "a.txt"]
+    assert sum(1 for e in events if e.get("log_failure") is not None) == 3
+
+    ledger.remove_observer(broken)
+    ledger.observed("c.txt", "add")
+    assert seen[-1] == ("c.txt", "add")
