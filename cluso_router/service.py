@@ -22,6 +22,8 @@ from .health import DEFAULT_PING_INTERVAL, PingSweeper
 from .router import Router
 from .sources import SourceContext, SourcesService
 from .web import build_root, build_site
+from .web.bodylimit import DEFAULT_MAX_BODY
+from .workspace_api import install_workspace_api
 
 DEFAULT_LISTEN = "tcp:3000:interface=127.0.0.1"
 
@@ -41,6 +43,8 @@ class ServerConfig:
     source_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: C{.gitignore}-style patterns the sources that walk the root leave out.
     ignore: tuple[str, ...] = ()
+    #: Largest HTTP request body in bytes; a larger one gets 413 unread.
+    max_body: int = DEFAULT_MAX_BODY
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", os.path.realpath(self.root))
@@ -48,6 +52,8 @@ class ServerConfig:
             raise ValueError(f"root is not a directory: {self.root}")
         if self.ping_interval <= 0:
             raise ValueError("ping interval must be positive")
+        if self.max_body <= 0:
+            raise ValueError("max body must be a positive number of bytes")
 
 
 class ListeningService(Service):
@@ -121,7 +127,8 @@ class ClusoService(MultiService):
         self.file_changes = FileChangeLedger(self.broadcaster, clock=reactor)
         self.sweeper = PingSweeper(self.router, config.ping_interval, clock=reactor)
         self.root_resource = build_root(self.router)
-        self.site = build_site(self.root_resource)
+        self.workspace_api = install_workspace_api(self, reactor)
+        self.site = build_site(self.root_resource, config.max_body)
         self.web = ListeningService(reactor, config.listen, self.site)
         self.router.setServiceParent(self)
         self.sweeper.setServiceParent(self)

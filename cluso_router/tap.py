@@ -22,6 +22,7 @@ from .sources import (
     discover_sources,
     source_options,
 )
+from .web.bodylimit import DEFAULT_MAX_BODY
 
 
 class Options(usage.Options):
@@ -55,6 +56,13 @@ class Options(usage.Options):
             None,
             "Comma-separated event sources to run, or 'all', or '' for none "
             "(default: every source that applies to the root; see --list-sources).",
+        ],
+        [
+            "max-body",
+            None,
+            DEFAULT_MAX_BODY,
+            "Largest HTTP request body in bytes; a larger one is answered 413 without reading it.",
+            int,
         ],
     ]
     optFlags = [["list-sources", None, "Print the event sources found, then exit."]]
@@ -125,6 +133,7 @@ class Options(usage.Options):
                     for name, opts in self.accepted_options.items()
                 },
                 ignore=tuple(self["ignore"]),
+                max_body=self["max-body"],
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None

@@ -11,6 +11,7 @@ from ..interfaces import IPublisher
 from ..protocol import websocket_resource
 from ..router import Router
 from ._json import Directory
+from .bodylimit import DEFAULT_MAX_BODY, LimitedRequest
 from .events import PublishResource
 from .health import health_resource
 from .history import ChannelsResource
@@ -48,7 +49,11 @@ def build_root(router: Router, publisher: IPublisher | None = None) -> SiteRoot:
     return root
 
 
-def build_site(root: Resource) -> Site:
-    site = Site(root)
+def build_site(root: Resource, max_body: int = DEFAULT_MAX_BODY) -> Site:
+    """
+    The site serving C{root}; request bodies above C{max_body} bytes get 413.
+    """
+    site = Site(root, requestFactory=LimitedRequest)
+    site.max_body = max_body  # type: ignore[attr-defined]
     site.displayTracebacks = False
     return site
