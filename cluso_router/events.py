@@ -45,8 +45,11 @@ class EventBroadcaster:
         return self._stamped("files", {"file": file, "event": event})
 
     def diagnostics_updated(
-        self, diagnostics: Sequence[Mapping[str, Any]], cleared: bool = False
+        self, diagnostics: Sequence[Mapping[str, Any]], cleared: bool = False, **extra: Any
     ) -> DeliveryReport:
+        """
+        C{extra} carries fields such as C{file}, the file a report replaces.
+        """
         for diagnostic in diagnostics:
             _require(
                 diagnostic.get("severity") in SEVERITIES,
@@ -54,7 +57,7 @@ class EventBroadcaster:
             )
         return self._stamped(
             "diagnostics",
-            {"diagnostics": [dict(d) for d in diagnostics], "cleared": cleared},
+            {"diagnostics": [dict(d) for d in diagnostics], "cleared": cleared, **extra},
         )
 
     def ai_chunk(
