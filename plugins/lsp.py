@@ -16,9 +16,12 @@ def server_installed(root: str) -> bool:
 
 
 def lsp_option(value: str) -> object:
+    """
+    One or more C{LANG=COMMAND} separated by C{;}.
+    """
     from cluso_router.lsp.config import parse_lsp_option
 
-    return parse_lsp_option(value)
+    return [parse_lsp_option(spec) for spec in value.split(";") if spec.strip()]
 
 
 lsp = SourcePlugin(
@@ -30,7 +33,7 @@ lsp = SourcePlugin(
             "lsp",
             None,
             None,
-            "Language server for a language, as LANG=COMMAND (e.g. python=pylsp); "
+            "Language servers as LANG=COMMAND, several separated by ';' (e.g. python=pylsp); "
             "default: the known servers found on PATH.",
             lsp_option,
         ],

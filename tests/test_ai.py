@@ -36,6 +36,8 @@ from twisted.logger import LogEvent, globalLogPublisher
 from cluso_router.ai.service import AIService, AISettings
 from cluso_router.ai.sse import ServerSentEvent, SSEParser
 from cluso_router.service import ClusoService, ServerConfig
+from cluso_router.sources import discover_sources
+from cluso_router.tap import Options
 from cluso_router.testing import WebSocketTestClient, connect_client
 from cluso_router.web.ai import STREAM_ID_HEADER
 
@@ -596,3 +598,20 @@ def test_sse_parser_joins_multi_line_data() -> None:
     Several data lines of one event are joined with newlines.
     """
     assert SSEParser().feed(b"data: a\ndata:b\n\n") == [ServerSentEvent("message", "a\nb")]
+
+
+def test_plugin_is_discovered_and_takes_its_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    The ai plugin is found in cluso_plugins; its options override the
+    environment's keys and base URLs.
+    """
+    assert "ai" in discover_sources().names
+    monkeypatch.setenv("VITE_GOOGLE_API_KEY", "from-env")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "env-anthropic")
+    monkeypatch.delenv("GOOGLE_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    options = Options()
+    options.parseOptions(["--ai-anthropic-key", "opt", "--ai-openai-url", "http://127.0.0.1:9/v1"])
+    settings = AISettings.from_options(options["config"].source_options["ai"])
+    assert settings.keys == {"google": "from-env", "anthropic": "opt"}
+    assert settings.base_urls["openai"] == "http://127.0.0.1:9/v1"

@@ -23,9 +23,11 @@ from hypothesis import strategies as st
 from lsprotocol import types
 from twisted.internet import reactor
 from twisted.internet.task import Clock, deferLater
+from twisted.python import usage
 
 from cluso_router.events import EventBroadcaster
 from cluso_router.filechanges import FileChangeLedger
+from cluso_router.lsp import configured
 from cluso_router.lsp.config import parse_lsp_option
 from cluso_router.lsp.diagnostics import convert, uri_to_relative
 from cluso_router.lsp.framing import FramingError, MessageDecoder, encode_message
@@ -33,6 +35,8 @@ from cluso_router.lsp.jsonrpc import JsonRpcConnection, RpcError
 from cluso_router.lsp.manager import LanguageServerManager
 from cluso_router.router import Router
 from cluso_router.service import ClusoService, ServerConfig
+from cluso_router.sources import discover_sources
+from cluso_router.tap import Options
 from cluso_router.testing import RecordingPublisher, WebSocketTestClient, connect_client
 
 #: Generous: pylsp's start-up on a loaded 2-core machine.
@@ -320,3 +324,21 @@ async def test_a_server_that_keeps_crashing_is_given_up_with_an_event(tmp_path: 
     assert python[-1]["reason"].startswith("exited with code 3")
     [go] = [e for e in lifecycle() if e["language"] == "go"]
     assert go["reason"] == "command not found: no-such-language-server-here"
+
+
+def test_plugin_is_discovered_and_takes_lsp_options() -> None:
+    """
+    The lsp plugin is found in cluso_plugins, and --lsp on the command line
+    reaches it as parsed configs, several separated by ';'; a bad value is
+    a usage error.
+    """
+    assert "lsp" in discover_sources().names
+    options = Options()
+    options.parseOptions(["--lsp", "python=pylsp --check-parent-process;go=gopls"])
+    configs = configured(options["config"].source_options["lsp"]["lsp"])
+    assert [(c.language, c.command) for c in configs] == [
+        ("python", ("pylsp", "--check-parent-process")),
+        ("go", ("gopls",)),
+    ]
+    with pytest.raises(usage.UsageError, match="unknown language"):
+        Options().parseOptions(["--lsp", "cobol=cobol-ls"])
