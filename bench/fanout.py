@@ -1,0 +1,725 @@
+"""
+Fan-out benchmark: cluso-router against a naive Autobahn server and a Node.js
+server on C{ws}, under identical load, in alternating rounds.
+
+Each round starts one server as its own process and one load client (Node.js,
+C{bench/loadclient.js}) as another. The client opens the subscribers over
+loopback, and a publisher connection sends each event with C{send}, its send
+time embedded; the client records when every subscriber got it. Per server and
+subscriber count N this measures deliveries per second, delivery latency, the
+server's CPU seconds per million deliveries (from C{/proc/<pid>/stat}), the
+load client's own CPU use, the server's RSS per idle subscribed connection,
+and p99 latency at a fixed offered load below saturation. Medians over the
+rounds and ratios against the baselines are printed, and written as JSON with
+C{--json}.
+
+    python bench/fanout.py                 # the full run (a few minutes)
+    python bench/fanout.py --quick         # tiny N and K: a smoke test for CI
+
+The exit status is 1 when any run lost, duplicated or reordered an event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import selectors
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+LOADCLIENT = BENCH / "loadclient.js"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+_LISTENING = re.compile(r"listening on (http://\S+/)")
+
+CLUSO = "cluso-router"
+NAIVE = "naive-autobahn"
+NODE = "node-ws"
+SERVERS = (CLUSO, NAIVE, NODE)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """
+    What one round measures.
+
+    @ivar sizes: subscriber counts of the throughput runs.
+    @ivar deliveries: deliveries aimed at per throughput run; the number of
+        events is C{deliveries // N}, at least C{min_events}.
+    @ivar window: deliveries allowed in flight; at most C{window // N} events
+        (at least one) are published but not yet received by everyone.
+    @ivar memory_n: subscribers at which RSS per idle connection is measured,
+        against C{memory_base} subscribers.
+    @ivar rate_n: subscribers of the fixed-offered-load run.
+    """
+
+    sizes: tuple[int, ...] = (100, 1000, 5000)
+    deliveries: int = 300_000
+    min_events: int = 20
+    window: int = 20_000
+    memory_n: int = 5000
+    memory_base: int = 100
+    rate_n: int = 1000
+    rate: float = 50.0
+    rate_seconds: float = 6.0
+    warmup_deliveries: int = 50_000
+    settle_seconds: float = 1.0
+
+    def events(self, n: int) -> int:
+        return max(self.min_events, self.deliveries // n)
+
+    def in_flight(self, n: int) -> int:
+        return max(1, min(self.events(n), self.window // n))
+
+
+QUICK = Plan(
+    sizes=(10, 40),
+    deliveries=1200,
+    min_events=20,
+    window=200,
+    memory_n=40,
+    memory_base=10,
+    rate_n=40,
+    rate=50.0,
+    rate_seconds=0.6,
+    warmup_deliveries=200,
+    settle_seconds=0.2,
+)
+
+
+class ProcessStats:
+    """
+    CPU and memory of a running process, read from C{/proc}.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def cpu_times(self) -> tuple[float, float]:
+        """
+        User and system seconds of every thread of the process so far.
+        """
+        raw = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = raw[raw.rindex(")") + 2 :].split()
+        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu_times())
+
+    def rss_bytes(self) -> int:
+        return int(Path(f"/proc/{self.pid}/statm").read_text().split()[1]) * PAGE
+
+
+def machine_cpu() -> tuple[float, float]:
+    """
+    Seconds all CPUs spent busy outside softirq, and in softirq, so far.
+
+    Loopback TCP does much of its receive work in softirq, which the kernel
+    does not charge to the process that caused it; it is reported apart.
+    """
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + steal) / CLK_TCK, softirq / CLK_TCK
+
+
+class LineChannel:
+    """
+    JSON lines to and from a child's stdin/stdout, with timeouts.
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdin is not None
+        assert process.stdout is not None
+        self._process = process
+        self._stdin = process.stdin
+        self._fd = process.stdout.fileno()
+        self._buffer = b""
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._fd, selectors.EVENT_READ)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self._stdin.write(json.dumps(message).encode() + b"\n")
+        self._stdin.flush()
+
+    def receive(self, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._selector.select(remaining):
+                raise TimeoutError(f"no answer from the load client within {timeout:.0f} s")
+            chunk = os.read(self._fd, 65536)
+            if not chunk:
+                raise RuntimeError(f"load client exited with status {self._process.wait()}")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"load client: {answer['error']}")
+        return answer
+
+    def request(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+        self.send(message)
+        return self.receive(timeout)
+
+
+#: The access token the benchmark's cluso-router requires (the baselines ignore it).
+TOKEN = "fanout-benchmark-token"
+
+
+def cluso_options(env: dict[str, str]) -> list[str]:
+    """
+    The options cluso-router runs with: its defaults, except that the one
+    publisher connection is not rate limited (the baselines have no limit)
+    and no ping sweep falls inside a run. The access token goes in the
+    environment.
+    """
+    options = ["--ping-interval", "3600"]
+    usage = subprocess.run(
+        [sys.executable, "-m", "cluso_router", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tempfile.gettempdir(),
+        check=True,
+    ).stdout
+    if "--rate-limit" in usage:
+        options += ["--rate-limit", "0"]
+    return options
+
+
+def server_command(name: str, root: Path, cluso: list[str]) -> list[str]:
+    python = sys.executable
+    if name == CLUSO:
+        listen = "tcp:0:interface=127.0.0.1:backlog=1024"
+        return [python, "-m", "cluso_router", "--listen", listen, "--root", str(root), *cluso]
+    if name == NAIVE:
+        return [python, str(BENCH / "baselines" / "naive_autobahn.py"), "--port", "0"]
+    if name == NODE:
+        return ["node", str(BENCH / "baselines" / "node_ws_server.js"), "--port", "0"]
+    raise ValueError(name)
+
+
+def ws_path(name: str) -> str:
+    return f"ws?token={TOKEN}" if name == CLUSO else ""
+
+
+@contextmanager
+def child(args: Sequence[str], log: Path, **popen: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """
+    Run C{args}, its output going to C{log} unless redirected; stop it on exit.
+    """
+    with log.open("ab") as output:
+        popen.setdefault("stdout", output)
+        process = subprocess.Popen(list(args), stderr=output, **popen)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_listening(process: subprocess.Popen[bytes], log: Path, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = _LISTENING.search(log.read_text(errors="replace"))
+        if match:
+            return match.group(1)
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise RuntimeError(f"server did not start:\n{log.read_text(errors='replace')}")
+
+
+@dataclass
+class Measured:
+    """
+    The stats of one load-client command with the CPU both processes spent on it.
+    """
+
+    answer: dict[str, Any]
+    wall: float
+    server_cpu: float
+    server_system: float
+    client_cpu: float
+    other_cpu: float
+    softirq: float
+
+
+def measured(
+    channel: LineChannel,
+    server: ProcessStats,
+    client: ProcessStats,
+    message: dict[str, Any],
+    timeout: float,
+) -> Measured:
+    (user, system), client_before = server.cpu_times(), client.cpu_seconds()
+    busy, softirq = machine_cpu()
+    started = time.monotonic()
+    answer = channel.request(message, timeout)
+    wall = time.monotonic() - started
+    user_after, system_after = server.cpu_times()
+    client_cpu = client.cpu_seconds() - client_before
+    busy_after, softirq_after = machine_cpu()
+    server_cpu = user_after + system_after - user - system
+    return Measured(
+        answer,
+        wall,
+        server_cpu,
+        system_after - system,
+        client_cpu,
+        max(0.0, busy_after - busy - server_cpu - client_cpu),
+        softirq_after - softirq,
+    )
+
+
+def run_summary(kind: str, result: Measured) -> dict[str, Any]:
+    answer = result.answer
+    deliveries = answer["deliveries"]
+    busy = answer["seconds"] or result.wall
+    return {
+        "kind": kind,
+        "n": answer["n"],
+        "events": answer["events"],
+        "deliveries": deliveries,
+        "expected": answer["expected"],
+        "complete": answer["complete"],
+        "duplicates": answer["duplicates"],
+        "gaps": answer["gaps"],
+        "missing": answer["missing"],
+        "lost_connections": answer["lost"],
+        "seconds": answer["seconds"],
+        "deliveries_per_second": answer["deliveriesPerSecond"],
+        "latency_ms": answer["latencyMs"],
+        "server_cpu_seconds": result.server_cpu,
+        "server_cpu_per_million": result.server_cpu / deliveries * 1e6 if deliveries else None,
+        "server_system_share": (
+            result.server_system / result.server_cpu if result.server_cpu else None
+        ),
+        "server_cores": result.server_cpu / busy if busy else None,
+        "client_cpu_seconds": result.client_cpu,
+        "client_cores": result.client_cpu / busy if busy else None,
+        "softirq_cores": result.softirq / result.wall,
+        "other_cores": result.other_cpu / result.wall,
+    }
+
+
+def server_environment(cluso_path: Path) -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(cluso_path), PYTHONUNBUFFERED="1", CLUSO_TOKEN=TOKEN)
+
+
+def run_round(
+    name: str, plan: Plan, workdir: Path, env: dict[str, str], cluso: list[str], say: Any
+) -> dict[str, Any]:
+    """
+    Start server C{name} and a load client, run C{plan} against them, stop both.
+    """
+    root = workdir / "root"
+    root.mkdir(exist_ok=True)
+    log = workdir / f"{name}.log"
+    outcome: dict[str, Any] = {"server": name, "runs": []}
+    command = server_command(name, root, cluso)
+    with child(command, log, cwd=root, env=env) as server_process:
+        url = wait_listening(server_process, log)
+        server = ProcessStats(server_process.pid)
+        outcome["rss_start"] = server.rss_bytes()
+        ws_url = "ws" + url[4:] + ws_path(name)
+        client_log = workdir / f"{name}.client.log"
+        with child(
+            ["node", str(LOADCLIENT), ws_url, "bench"],
+            client_log,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        ) as client_process:
+            channel = LineChannel(client_process)
+            channel.receive(30)
+            client = ProcessStats(client_process.pid)
+            largest = max(*plan.sizes, plan.memory_n, plan.rate_n)
+
+            channel.request({"cmd": "connect", "n": plan.memory_base}, 120)
+            time.sleep(plan.settle_seconds)
+            rss_base = server.rss_bytes()
+            connected = channel.request({"cmd": "connect", "n": plan.memory_n}, 300)
+            time.sleep(plan.settle_seconds)
+            rss_full = server.rss_bytes()
+            outcome["memory"] = {
+                "n": plan.memory_n,
+                "base_n": plan.memory_base,
+                "rss_base": rss_base,
+                "rss_full": rss_full,
+                "bytes_per_connection": (rss_full - rss_base) / (plan.memory_n - plan.memory_base),
+                "connect_seconds": connected["seconds"],
+            }
+            channel.request({"cmd": "connect", "n": largest}, 300)
+
+            warmup_events = max(2, plan.warmup_deliveries // largest)
+            channel.request(
+                {"cmd": "run", "events": warmup_events, "window": plan.in_flight(largest)}, 120
+            )
+
+            for n in sorted({*plan.sizes, plan.rate_n}, reverse=True):
+                channel.request({"cmd": "connect", "n": n}, 120)
+                if n in plan.sizes:
+                    events = plan.events(n)
+                    result = measured(
+                        channel,
+                        server,
+                        client,
+                        {"cmd": "run", "events": events, "window": plan.in_flight(n)},
+                        timeout=60 + n * events / 10_000,
+                    )
+                    summary = run_summary("throughput", result)
+                    outcome["runs"].append(summary)
+                    say(
+                        f"  {name:15} N={n:<5} {summary['deliveries_per_second'] or 0:>10,.0f}"
+                        f" deliveries/s  server {summary['server_cpu_per_million']:.2f}"
+                        f" CPU-s/M  client {summary['client_cores']:.2f} cores"
+                        f"{'' if summary['complete'] else '  INCOMPLETE'}"
+                    )
+                if n == plan.rate_n:
+                    events = max(1, round(plan.rate * plan.rate_seconds))
+                    result = measured(
+                        channel,
+                        server,
+                        client,
+                        {"cmd": "rate", "events": events, "rate": plan.rate},
+                        timeout=60 + plan.rate_seconds * 2,
+                    )
+                    summary = run_summary("rate", result)
+                    summary["rate"] = plan.rate
+                    outcome["runs"].append(summary)
+                    latency = summary["latency_ms"]
+                    say(
+                        f"  {name:15} N={n:<5} {plan.rate:g} events/s: p50 {latency['p50']:.2f} ms"
+                        f"  p99 {latency['p99']:.2f} ms  max {latency['max']:.2f} ms"
+                        f"{'' if summary['complete'] else '  INCOMPLETE'}"
+                    )
+            channel.request({"cmd": "quit"}, 30)
+    return outcome
+
+
+def median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+@dataclass
+class Summary:
+    throughput: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    rate: dict[str, dict[str, Any]] = field(default_factory=dict)
+    memory: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ratios: dict[str, Any] = field(default_factory=dict)
+    complete: bool = True
+
+
+def summarise(rounds: list[dict[str, Any]], plan: Plan, servers: Sequence[str]) -> Summary:
+    """
+    Medians per server and N over the rounds, and ratios of those medians;
+    the ratios of each round (servers run back to back) are kept beside them.
+    """
+    summary = Summary()
+    for name in servers:
+        mine = [r for r in rounds if r["server"] == name]
+        runs = [run for r in mine for run in r["runs"]]
+        summary.complete &= all(run["complete"] for run in runs)
+        summary.throughput[name] = {}
+        for n in plan.sizes:
+            at_n = [run for run in runs if run["kind"] == "throughput" and run["n"] == n]
+            summary.throughput[name][n] = {
+                "runs": len(at_n),
+                "complete": all(run["complete"] for run in at_n),
+                "deliveries_per_second": median([run["deliveries_per_second"] for run in at_n]),
+                "p50_ms": median([run["latency_ms"]["p50"] for run in at_n]),
+                "p99_ms": median([run["latency_ms"]["p99"] for run in at_n]),
+                "max_ms": median([run["latency_ms"]["max"] for run in at_n]),
+                "server_cpu_per_million": median([run["server_cpu_per_million"] for run in at_n]),
+                "server_cores": median([run["server_cores"] for run in at_n]),
+                "client_cores": median([run["client_cores"] for run in at_n]),
+                "server_system_share": median([run["server_system_share"] for run in at_n]),
+                "other_cores": median([run["other_cores"] for run in at_n]),
+            }
+        rate_runs = [run for run in runs if run["kind"] == "rate"]
+        summary.rate[name] = {
+            "runs": len(rate_runs),
+            "complete": all(run["complete"] for run in rate_runs),
+            "p50_ms": median([run["latency_ms"]["p50"] for run in rate_runs]),
+            "p99_ms": median([run["latency_ms"]["p99"] for run in rate_runs]),
+            "max_ms": median([run["latency_ms"]["max"] for run in rate_runs]),
+            "server_cpu_per_million": median([run["server_cpu_per_million"] for run in rate_runs]),
+            "client_cores": median([run["client_cores"] for run in rate_runs]),
+        }
+        summary.memory[name] = {
+            "n": plan.memory_n,
+            "bytes_per_connection": median([r["memory"]["bytes_per_connection"] for r in mine]),
+            "rss_start": median([r["rss_start"] for r in mine]),
+        }
+    if CLUSO in servers:
+        summary.ratios = cluso_ratios(rounds, summary, plan, servers)
+    return summary
+
+
+def cluso_ratios(
+    rounds: list[dict[str, Any]], summary: Summary, plan: Plan, servers: Sequence[str]
+) -> dict[str, Any]:
+    def per_round(peer: str, n: int, key: str) -> list[float | None]:
+        mine = [r for r in rounds if r["server"] == CLUSO]
+        theirs = [r for r in rounds if r["server"] == peer]
+        found = []
+        for a, b in zip(mine, theirs, strict=False):
+            ra = [x for x in a["runs"] if x["kind"] == "throughput" and x["n"] == n]
+            rb = [x for x in b["runs"] if x["kind"] == "throughput" and x["n"] == n]
+            if ra and rb:
+                found.append(ratio(ra[0][key], rb[0][key]))
+        return found
+
+    ratios: dict[str, Any] = {}
+    for peer in (NODE, NAIVE):
+        if peer not in servers:
+            continue
+        by_n = {}
+        for n in plan.sizes:
+            ours, theirs = summary.throughput[CLUSO][n], summary.throughput[peer][n]
+            by_n[n] = {
+                "deliveries_per_second": ratio(
+                    ours["deliveries_per_second"], theirs["deliveries_per_second"]
+                ),
+                "deliveries_per_second_per_round": per_round(peer, n, "deliveries_per_second"),
+                "server_cpu_per_delivery": ratio(
+                    ours["server_cpu_per_million"], theirs["server_cpu_per_million"]
+                ),
+                "server_cpu_per_delivery_per_round": per_round(peer, n, "server_cpu_per_million"),
+            }
+        ratios[peer] = {
+            "by_n": by_n,
+            "rate_p99": ratio(summary.rate[CLUSO]["p99_ms"], summary.rate[peer]["p99_ms"]),
+            "memory_per_connection": ratio(
+                summary.memory[CLUSO]["bytes_per_connection"],
+                summary.memory[peer]["bytes_per_connection"],
+            ),
+        }
+    return ratios
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def report(summary: Summary, plan: Plan, servers: Sequence[str], say: Any) -> None:
+    say("\nThroughput (medians; latency here is under saturation, mostly queueing)")
+    say(
+        f"{'server':15} {'N':>5} {'deliveries/s':>13} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+        f" {'CPU-s/M':>8} {'sys':>4} {'srv cores':>9} {'client cores':>12} {'other':>5}"
+        f" {'complete':>8}"
+    )
+    busiest = 0.0
+    for n in plan.sizes:
+        for name in servers:
+            t = summary.throughput[name][n]
+            busiest = max(busiest, t["other_cores"] or 0.0)
+            say(
+                f"{name:15} {n:>5} {fmt(t['deliveries_per_second'], ',.0f'):>13}"
+                f" {fmt(t['p50_ms'], '.1f'):>8} {fmt(t['p99_ms'], '.1f'):>8}"
+                f" {fmt(t['max_ms'], '.1f'):>8} {fmt(t['server_cpu_per_million'], '.2f'):>8}"
+                f" {fmt(t['server_system_share'], '.0%'):>4}"
+                f" {fmt(t['server_cores'], '.2f'):>9} {fmt(t['client_cores'], '.2f'):>12}"
+                f" {fmt(t['other_cores'], '.2f'):>5} {'yes' if t['complete'] else 'NO':>8}"
+            )
+    say(
+        "CPU-s/M: server CPU seconds per million deliveries (sys: its kernel share);"
+        " other: cores busy with\nneither the server nor the load client"
+    )
+    if busiest > 0.2:
+        say(f"WARNING: other processes used up to {busiest:.2f} cores; these numbers are noisy")
+    say(f"\nFixed offered load: N={plan.rate_n}, {plan.rate:g} events/s (medians)")
+    say(f"{'server':15} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'CPU-s/M':>8} {'complete':>8}")
+    for name in servers:
+        r = summary.rate[name]
+        say(
+            f"{name:15} {fmt(r['p50_ms'], '.2f'):>8} {fmt(r['p99_ms'], '.2f'):>8}"
+            f" {fmt(r['max_ms'], '.2f'):>8} {fmt(r['server_cpu_per_million'], '.2f'):>8}"
+            f" {'yes' if r['complete'] else 'NO':>8}"
+        )
+    say(f"\nRSS per idle subscribed connection at N={plan.memory_n} (medians)")
+    for name in servers:
+        m = summary.memory[name]
+        say(
+            f"{name:15} {fmt(m['bytes_per_connection'] / 1024, '.2f'):>8} KiB"
+            f"   (process at start: {fmt(m['rss_start'] / 2**20, '.1f')} MiB)"
+        )
+    if not summary.ratios:
+        return
+    say("\nRatios of cluso-router to each baseline (ratio of medians; per-round in brackets)")
+    for peer, ratios in summary.ratios.items():
+        for n, r in ratios["by_n"].items():
+            rounds = ", ".join(fmt(x, ".2f") for x in r["deliveries_per_second_per_round"])
+            cpu_rounds = ", ".join(fmt(x, ".2f") for x in r["server_cpu_per_delivery_per_round"])
+            say(
+                f"vs {peer:15} N={n:<5} deliveries/s {fmt(r['deliveries_per_second'], '.2f')}x"
+                f" [{rounds}]   CPU per delivery {fmt(r['server_cpu_per_delivery'], '.2f')}x"
+                f" [{cpu_rounds}]"
+            )
+        say(
+            f"vs {peer:15} fixed-load p99 {fmt(ratios['rate_p99'], '.2f')}x"
+            f"   memory per connection {fmt(ratios['memory_per_connection'], '.2f')}x"
+        )
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    versions = {}
+    for module in ("twisted", "autobahn"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            versions[module] = None
+    ws_package = BENCH / "node_modules" / "ws" / "package.json"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "node": subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+        or None,
+        "ws": json.loads(ws_package.read_text())["version"] if ws_package.exists() else None,
+        **versions,
+    }
+
+
+def ensure_node_packages() -> None:
+    """
+    Install the Node.js packages of C{bench/package.json} when missing.
+    """
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"fanout: {tool} is missing (Debian: apt-get install nodejs npm)")
+    if not (BENCH / "node_modules" / "ws" / "package.json").exists():
+        subprocess.run(
+            ["npm", "install", "--prefix", str(BENCH), "--no-audit", "--no-fund", "--silent"],
+            check=True,
+        )
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="cluso-router fan-out benchmark")
+    parser.add_argument("--quick", action="store_true", help="tiny N and K, one round (CI)")
+    parser.add_argument("--rounds", type=int, help="rounds per server (default 3; quick: 1)")
+    parser.add_argument("--sizes", help="comma-separated subscriber counts (default 100,1000,5000)")
+    parser.add_argument("--deliveries", type=int, help="deliveries per throughput run")
+    parser.add_argument("--window", type=int, help="deliveries in flight in throughput runs")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="which servers to run")
+    parser.add_argument("--json", type=Path, help="write every run and the summary here")
+    parser.add_argument("--keep-logs", type=Path, help="keep the servers' logs in this directory")
+    parser.add_argument(
+        "--cluso-path",
+        type=Path,
+        default=REPO,
+        help="source tree whose cluso_router is measured (default: this checkout)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = QUICK if args.quick else Plan()
+    changes: dict[str, Any] = {}
+    if args.sizes:
+        changes["sizes"] = tuple(int(s) for s in args.sizes.split(","))
+    if args.deliveries:
+        changes["deliveries"] = args.deliveries
+    if args.window:
+        changes["window"] = args.window
+    if changes:
+        plan = Plan(**{**plan.__dict__, **changes})
+    rounds_per_server = args.rounds or (1 if args.quick else 3)
+    servers = [s for s in args.servers.split(",") if s]
+    unknown = set(servers) - set(SERVERS)
+    if unknown:
+        raise SystemExit(f"fanout: unknown servers {sorted(unknown)}; choose from {SERVERS}")
+
+    ensure_node_packages()
+    raise_fd_limit()
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    env = server_environment(args.cluso_path.resolve())
+    cluso = cluso_options(env) if CLUSO in servers else []
+    info = machine()
+    say(
+        f"fan-out benchmark on {info['cpu']} ({info['cores']} cores), Python {info['python']},"
+        f" Twisted {info['twisted']}, Autobahn {info['autobahn']}, Node {info['node']},"
+        f" ws {info['ws']}"
+    )
+    say(f"plan: {plan}; {rounds_per_server} alternating rounds")
+    rounds: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="cluso-fanout-") as scratch:
+        workdir = Path(args.keep_logs) if args.keep_logs else Path(scratch)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for index in range(rounds_per_server):
+            order = servers[index % len(servers) :] + servers[: index % len(servers)]
+            say(f"round {index + 1}/{rounds_per_server}: {', '.join(order)}")
+            for name in order:
+                rounds.append(run_round(name, plan, workdir, env, cluso, say))
+    summary = summarise(rounds, plan, servers)
+    report(summary, plan, servers, say)
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "machine": info,
+                    "plan": plan.__dict__,
+                    "rounds": rounds,
+                    "summary": {
+                        "complete": summary.complete,
+                        "throughput": summary.throughput,
+                        "rate": summary.rate,
+                        "memory": summary.memory,
+                        "ratios": summary.ratios,
+                    },
+                },
+                indent=2,
+            )
+        )
+    if not summary.complete:
+        say("\nSOME RUNS LOST, DUPLICATED OR REORDERED EVENTS")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
