@@ -140,6 +140,8 @@ class ManagedServer:
         try:
             await client.initialize(self._manager.initialize_timeout)
         except Exception as e:
+            if self.state == "stopped":
+                return
             self.log.error("{name} did not initialize: {error}", name=process.name, error=e)
             self.last_error = f"initialize failed: {e}"
             process.kill()
