@@ -35,19 +35,26 @@ class ProcedureRegistry:
     """
     Maps procedure names to callables taking the call's C{data}.
 
-    A procedure may return a plain value, a L{Deferred} or a coroutine.
+    A procedure may return a plain value, a L{Deferred} or a coroutine. One
+    that can report progress before its result (a streamed answer, say)
+    declares a keyword parameter C{progress} defaulting to C{None}; see
+    L{call}.
     """
 
     def __init__(self) -> None:
         self._procedures: dict[str, Callable[[Any], Any]] = {}
+        self._progressive: set[str] = set()
 
     def register(self, name: str, procedure: Callable[[Any], Any]) -> None:
         if name in self._procedures:
             raise ValueError(f"procedure {name!r} is already registered")
         self._procedures[name] = procedure
+        if takes_progress(procedure):
+            self._progressive.add(name)
 
     def unregister(self, name: str) -> None:
         self._procedures.pop(name, None)
+        self._progressive.discard(name)
 
     def __contains__(self, name: object) -> bool:
         return name in self._procedures
@@ -55,19 +62,43 @@ class ProcedureRegistry:
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._procedures))
 
-    def call(self, name: str, data: Any) -> Deferred[Any]:
+    def call(
+        self, name: str, data: Any, progress: Callable[[Any], None] | None = None
+    ) -> Deferred[Any]:
         """
         Call procedure C{name} with C{data}.
 
+        @param progress: given by a caller that takes progressive results
+            (a WAMP C{CALL} with C{receive_progress}); passed on as
+            C{progress=} to a procedure that declares that parameter, which
+            may call it with one JSON value any number of times before its
+            result. Other procedures are called without it.
         @return: a L{Deferred} firing with the result, or failing with
             L{NoSuchProcedure}, a L{ProcedureError} or whatever it raised.
         """
-        procedure = self._procedures.get(name)
+        procedure: Callable[..., Any] | None = self._procedures.get(name)
         if procedure is None:
             return fail(NoSuchProcedure(name))
-        d = maybeDeferred(procedure, data)
+        if progress is not None and name in self._progressive:
+            d = maybeDeferred(procedure, data, progress=progress)
+        else:
+            d = maybeDeferred(procedure, data)
 
         return d.addCallback(await_result)
+
+
+def takes_progress(procedure: Callable[..., Any]) -> bool:
+    """
+    Whether C{procedure} declares a C{progress} keyword parameter.
+    """
+    try:
+        parameter = inspect.signature(procedure).parameters.get("progress")
+    except (TypeError, ValueError):
+        return False
+    return parameter is not None and parameter.kind in (
+        inspect.Parameter.KEYWORD_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    )
 
 
 def await_result(value: Any) -> Any:

@@ -71,6 +71,8 @@ class Router(Service):
         }
         self._patterns_of: dict[ISession, set[tuple[Match, str]]] = {}
         self._has_patterns = False
+        #: Sessions whose dialect takes an event once per matching subscription.
+        self._per_subscription_sessions = 0
         self.history = history if history is not None else MemoryHistory(self.clock)
         self._started_at = self.clock.seconds()
         self._closing: dict[str, Deferred[None]] = {}
@@ -82,6 +84,8 @@ class Router(Service):
         if session.connection_id in self._sessions:
             raise ValueError(f"duplicate connection id {session.connection_id}")
         self._sessions[session.connection_id] = session
+        if session.encoder.per_subscription:
+            self._per_subscription_sessions += 1
 
     def unregister_session(self, session: ISession) -> None:
         """
@@ -90,6 +94,8 @@ class Router(Service):
         if self._sessions.get(session.connection_id) is not session:
             return
         del self._sessions[session.connection_id]
+        if session.encoder.per_subscription:
+            self._per_subscription_sessions -= 1
         for channel in session.channels:
             self._remove_subscriber("exact", channel, session)
         session.channels.clear()
@@ -180,6 +186,13 @@ class Router(Service):
             for match in ("prefix", "wildcard")
         }
 
+    def subscription(self, channel: str, match: Match = "exact") -> Subscription | None:
+        """
+        The subscription to C{channel} under C{match}, if anyone holds it.
+        """
+        subscription: Subscription | None = self._indexes[match].get(channel)
+        return subscription
+
     def matching_subscriptions(self, channel: str) -> list[Subscription]:
         """
         Every subscription an event on C{channel} goes to, exact first.
@@ -200,18 +213,26 @@ class Router(Service):
 
     # publishing
 
-    def publish(self, channel: str, data: Any) -> DeliveryReport:
+    def publish(
+        self, channel: str, data: Any, accept: Callable[[ISession], bool] | None = None
+    ) -> DeliveryReport:
         """
         Stamp C{data} as the next event on C{channel}, keep it in the
-        channel's history and deliver it here.
+        channel's history and deliver it here (only to the sessions
+        C{accept} returns true for, when given).
         """
         event = self.history.record(channel, data, iso_timestamp(self._wallclock()))
-        return self.deliver(event)
+        return self.deliver(event, accept)
 
-    def deliver(self, event: Event) -> DeliveryReport:
+    def deliver(
+        self, event: Event, accept: Callable[[ISession], bool] | None = None
+    ) -> DeliveryReport:
         """
         Hand C{event} to every session subscribed to its channel, once each
-        even when several of its subscriptions match.
+        even when several of its subscriptions match; sessions of a dialect
+        whose frames name the subscription (WAMP) get it once per matching
+        subscription, as that dialect requires. C{accept}, when given,
+        picks the sessions to deliver to (WAMP's publisher exclusion).
 
         Each wire dialect encodes and frames the event once (once per
         subscription for dialects whose frames name the subscription); the
@@ -226,13 +247,20 @@ class Router(Service):
             return DeliveryReport(0, 0)
         frames: dict[Any, bytes] = {}
         seen: set[ISession] | None = set() if len(subscriptions) > 1 else None
+        repeat = self._per_subscription_sessions > 0
         delivered = failed = 0
         for subscription in subscriptions:
-            for session in tuple(subscription.sessions):
+            sessions = (
+                tuple(subscription.sessions)
+                if accept is None
+                else [s for s in subscription.sessions if accept(s)]
+            )
+            for session in sessions:
                 if seen is not None:
-                    if session in seen:
+                    if session not in seen:
+                        seen.add(session)
+                    elif not repeat or not session.encoder.per_subscription:
                         continue
-                    seen.add(session)
                 encoder = session.encoder
                 frame = frames.get(encoder)
                 if frame is None:
@@ -276,8 +304,13 @@ class Router(Service):
         """
         self.procedures.register(name, procedure)
 
-    def call(self, name: str, data: Any) -> Deferred[Any]:
-        return self.procedures.call(name, data)
+    def call(
+        self, name: str, data: Any, progress: Callable[[Any], None] | None = None
+    ) -> Deferred[Any]:
+        """
+        Call procedure C{name}; see L{ProcedureRegistry.call} for C{progress}.
+        """
+        return self.procedures.call(name, data, progress)
 
     def server_info(self, data: object = None) -> dict[str, Any]:
         """
