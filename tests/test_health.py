@@ -9,6 +9,7 @@ import socket
 import time
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import task
 from twisted.internet.task import Clock
@@ -75,33 +76,50 @@ def test_sweeps_run_on_the_injected_clock_every_interval() -> None:
     assert session.pings == 2
 
 
-class CostlyPingSession(FakeSession):
+class FakeTimer:
     """
-    A session whose ping costs about as much as framing and writing a real
-    one (about 5 microseconds).
+    A monotonic timer that only moves when told to.
     """
 
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CostlyPingSession(FakeSession):
+    """
+    A session whose ping costs 5 microseconds of the fake timer, about what
+    framing and writing a real one costs.
+    """
+
+    def __init__(self, timer: FakeTimer) -> None:
+        super().__init__()
+        self._timer = timer
+
     def ping(self) -> None:
-        until = time.perf_counter() + 5e-6
-        while time.perf_counter() < until:
-            pass
+        self._timer.now += 5e-6
         super().ping()
 
 
 def test_sweep_of_10000_sessions_yields_in_short_slices() -> None:
     """
-    Sweeping 10,000 sessions (about 50 ms of pinging) is split into several
-    reactor turns, none of them longer than about 10 ms.
+    Sweeping 10,000 sessions (50 ms of pinging) is split into reactor turns
+    of at most the 5 ms slice (plus one ping), so no turn holds the reactor
+    for more than about 10 ms.
     """
     clock = Clock()
+    timer = FakeTimer()
     router = Router(clock=clock)
-    sweeper = PingSweeper(router, interval=30, clock=clock)
+    sweeper = PingSweeper(router, interval=30, clock=clock, timer=timer)
     for _ in range(10_000):
-        router.register_session(CostlyPingSession())
+        router.register_session(CostlyPingSession(timer))
     run_sweep(clock, sweeper)
     assert sum(s.pings for s in router.sessions()) == 10_000  # type: ignore[attr-defined]
-    assert sweeper.longest_slice_seconds < 0.010
-    assert sweeper.slices >= 5
+    assert sweeper.longest_slice_seconds <= 0.005 + 5e-6 + 1e-9
+    assert sweeper.slices >= 10
+    assert sweeper.last_sweep_seconds == pytest.approx(0.05)
 
 
 @pytest_twisted.ensureDeferred
