@@ -193,8 +193,9 @@ def discover_sources(package: ModuleType | None = None) -> Discovery:
     """
     Find every L{IEventSourceFactory} in C{package} (default: C{cluso_plugins}).
 
-    Twisted logs a plugin module that fails to import and skips it; those
-    log events are collected here as problems too.
+    Twisted logs a plugin module that fails to import (with the legacy
+    C{log.err}) and skips it; those log events are collected here as
+    problems too.
     """
     if package is None:
         package = importlib.import_module("cluso_plugins")
@@ -202,7 +203,7 @@ def discover_sources(package: ModuleType | None = None) -> Discovery:
 
     @provider(ILogObserver)
     def collect(event: LogEvent) -> None:
-        failure = event.get("log_failure")
+        failure = event.get("log_failure", event.get("failure"))
         if isinstance(failure, Failure):
             failures.append(_describe_failure(failure))
 
