@@ -1,0 +1,163 @@
+"""
+Child processes run from the reactor: argument lists, never a shell; output
+streamed to a callback or collected; a kill that is safe at any time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, Final
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+
+#: How much of a child's stderr is kept: enough for any error message.
+STDERR_LIMIT: Final = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """
+    How a child ended: its exit code, or the signal that killed it, and its
+    output (stdout is empty when it was streamed to a callback).
+    """
+
+    exit_code: int | None
+    signal: int | None
+    stdout: bytes
+    stderr: bytes
+
+    @property
+    def error_text(self) -> str:
+        return self.stderr.decode("utf-8", "replace").strip()
+
+
+class ChildProcess(ProcessProtocol):
+    """
+    One running child; L{ended} fires with its L{ProcessResult} once it has
+    exited and its pipes are closed.
+    """
+
+    def __init__(self, on_output: Callable[[bytes], None] | None = None) -> None:
+        self.ended: Deferred[ProcessResult] = Deferred()
+        self._on_output = on_output
+        self._stdout: list[bytes] = []
+        self._stderr = bytearray()
+        self._running = False
+
+    def connectionMade(self) -> None:
+        self._running = True
+        assert self.transport is not None
+        self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        if self._on_output is not None:
+            self._on_output(data)
+        else:
+            self._stdout.append(data)
+
+    def errReceived(self, data: bytes) -> None:
+        self._stderr += data
+        del self._stderr[:-STDERR_LIMIT]
+
+    def processEnded(self, reason: Failure) -> None:
+        self._running = False
+        value = reason.value
+        self.ended.callback(
+            ProcessResult(
+                exit_code=getattr(value, "exitCode", None),
+                signal=getattr(value, "signal", None),
+                stdout=b"".join(self._stdout),
+                stderr=bytes(self._stderr),
+            )
+        )
+
+    def kill(self) -> None:
+        """
+        Kill the child now if it is still running; harmless otherwise.
+        """
+        if not self._running or self.transport is None:
+            return
+        with suppress(ProcessExitedAlready):
+            self.transport.signalProcess("KILL")
+
+
+class ExecutableNotFound(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name} is not installed (not found on PATH)")
+        self.name = name
+
+
+def find_executable(name: str, extra_dirs: Sequence[str] = ()) -> str:
+    """
+    The path of C{name}: itself when it contains a slash, else the first
+    match in C{extra_dirs} and then on C{PATH}.
+
+    @raise ExecutableNotFound: when there is none.
+    """
+    if os.sep in name:
+        if os.access(name, os.X_OK):
+            return name
+        raise ExecutableNotFound(name)
+    search = os.pathsep.join([*extra_dirs, os.environ.get("PATH", os.defpath)])
+    found = shutil.which(name, path=search)
+    if found is None:
+        raise ExecutableNotFound(name)
+    return found
+
+
+def spawn(
+    reactor: Any,
+    argv: Sequence[str | bytes],
+    cwd: str,
+    on_output: Callable[[bytes], None] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ChildProcess:
+    """
+    Start C{argv} (its first item an executable path) in C{cwd}, with this
+    process's environment unless C{env} is given.
+    """
+    child = ChildProcess(on_output)
+    reactor.spawnProcess(
+        child,
+        argv[0],
+        list(argv),
+        env=dict(os.environ if env is None else env),
+        path=cwd,
+    )
+    return child
+
+
+class LineSplitter:
+    """
+    Cuts a byte stream into records ending with C{separator}; whatever is
+    left unterminated at the end is the last record.
+    """
+
+    def __init__(self, on_record: Callable[[bytes], None], separator: bytes = b"\n") -> None:
+        self._on_record = on_record
+        self._separator = separator
+        self._pending: list[bytes] = []
+
+    def feed(self, data: bytes) -> None:
+        first, *rest = data.split(self._separator)
+        self._pending.append(first)
+        if not rest:
+            return
+        self._on_record(b"".join(self._pending))
+        *records, last = rest
+        for record in records:
+            self._on_record(record)
+        self._pending = [last]
+
+    def close(self) -> None:
+        rest = b"".join(self._pending)
+        self._pending = []
+        if rest:
+            self._on_record(rest)
