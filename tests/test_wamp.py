@@ -470,7 +470,8 @@ async def test_invalid_messages_get_abort_or_error(server: Any) -> None:
     """
     Garbage, an unknown message type, SUBSCRIBE before HELLO, a wrong realm
     and a binary frame get ABORT and a close; a bad request of a joined
-    session gets ERROR and the session goes on; the server stays up.
+    session gets ERROR (a bad unacknowledged PUBLISH nothing) and the
+    session goes on; the server stays up.
     """
     cases = {
         "garbage": b"{not json",
@@ -495,6 +496,7 @@ async def test_invalid_messages_get_abort_or_error(server: Any) -> None:
     bad_uri = await joined.next_message()
     joined.send_json([34, 8, 12345])
     no_such = await joined.next_message()
+    joined.send_json([16, 10, {}, "bad topic", ["unacknowledged, so no answer"]])
     joined.send_json([48, 9, {}, "server.info"])
     result = await joined.next_message()
 

@@ -64,30 +64,34 @@ def test_parse_uses_autobahn_messages() -> None:
 
 
 @pytest.mark.parametrize(
-    ("payload", "request_", "uri_error"),
+    ("payload", "request_", "uri_error", "quiet"),
     [
-        (b"nope", None, False),
-        (b"[NaN]", None, False),
-        (b"[]", None, False),
-        (b'["1"]', None, False),
-        (b"[99, 1]", None, False),
-        (b'[1, "cluso", {}]', None, False),
-        (b'[32, 5, {}, "a b"]', (32, 5), True),
-        (b"[48, 6, {}, 7]", (48, 6), True),
-        (b'[16, 7, {"acknowledge": "yes"}, "t"]', (16, 7), False),
-        (b'[32, -1, {}, "a b"]', None, False),
+        (b"nope", None, False, False),
+        (b"[NaN]", None, False, False),
+        (b"[]", None, False, False),
+        (b'["1"]', None, False, False),
+        (b"[99, 1]", None, False, False),
+        (b'[1, "cluso", {}]', None, False, False),
+        (b'[32, 5, {}, "a b"]', (32, 5), True, False),
+        (b"[48, 6, {}, 7]", (48, 6), True, False),
+        (b'[16, 7, {"acknowledge": "yes"}, "t"]', (16, 7), False, True),
+        (b'[16, 8, {"acknowledge": true}, "a b"]', (16, 8), True, False),
+        (b'[32, -1, {}, "a b"]', None, False, False),
     ],
 )
-def test_parse_refuses_invalid_frames(payload: bytes, request_: Any, uri_error: bool) -> None:
+def test_parse_refuses_invalid_frames(
+    payload: bytes, request_: Any, uri_error: bool, quiet: bool
+) -> None:
     """
     Invalid frames raise L{InvalidMessage}, naming the request when it is
-    a readable request (to be answered with ERROR) and whether a URI was
-    the problem.
+    a readable request (to be answered with ERROR), whether a URI was the
+    problem, and whether it is a PUBLISH that wants no answer.
     """
     with pytest.raises(InvalidMessage) as raised:
         parse(payload)
 
-    assert (raised.value.request, raised.value.uri_error) == (request_, uri_error)
+    error = raised.value
+    assert (error.request, error.uri_error, error.quiet) == (request_, uri_error, quiet)
 
 
 def test_deliver_with_accept_filters_sessions() -> None:

@@ -70,15 +70,22 @@ class InvalidMessage(Exception):
         readable request (so the router can answer it with an ERROR),
         else C{None} (so it aborts the session).
     @ivar uri_error: whether a URI in it was the problem.
+    @ivar quiet: whether the request asked for no answer (a PUBLISH without
+        C{acknowledge}), so it is dropped without one.
     """
 
     def __init__(
-        self, reason: str, request: tuple[int, int] | None = None, uri_error: bool = False
+        self,
+        reason: str,
+        request: tuple[int, int] | None = None,
+        uri_error: bool = False,
+        quiet: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.request = request
         self.uri_error = uri_error
+        self.quiet = quiet
 
 
 def _reject_constant(name: str) -> Any:
@@ -117,10 +124,14 @@ def parse(payload: bytes) -> Any:
             and not isinstance(request_id, bool)
             and 0 <= request_id <= MAX_ID
         )
+        options = raw[2] if len(raw) > 2 else None
         raise InvalidMessage(
             str(e),
             (message_type, request_id) if readable else None,
             uri_error=type(e).__name__ == "InvalidUriError",
+            quiet=readable
+            and message_type == message.Publish.MESSAGE_TYPE
+            and not (isinstance(options, dict) and options.get("acknowledge") is True),
         ) from None
 
 

@@ -148,6 +148,13 @@ class WampHandler:
             self.abort("cluso.error.internal_error", "the router failed on this message")
 
     def _invalid(self, error: InvalidMessage) -> None:
+        if error.quiet and self.state is State.ESTABLISHED:
+            self.log.debug(
+                "Dropped an invalid PUBLISH from {connection_id}: {reason}",
+                connection_id=self.session.connection_id,
+                reason=error.reason,
+            )
+            return
         if error.request is not None and self.state is State.ESTABLISHED:
             request_type, request = error.request
             uri = "wamp.error.invalid_uri" if error.uri_error else "wamp.error.invalid_argument"
