@@ -51,11 +51,15 @@ def list_files_argv(rg: str, path: str) -> list[str | bytes]:
     return argv
 
 
-def search_argv(rg: str, pattern: Pattern, files: Iterable[bytes]) -> list[str | bytes]:
+def search_argv(
+    rg: str, pattern: Pattern, files: Iterable[bytes], max_lines: int
+) -> list[str | bytes]:
     """
-    Search exactly C{files} (from L{list_files_argv}) for C{pattern}.
+    Search exactly C{files} (from L{list_files_argv}) for C{pattern},
+    reading no file past its C{max_lines}th matching line (a search never
+    needs more results than that from one file).
     """
-    return [*pattern_args(rg, pattern), "--", *files]
+    return [*pattern_args(rg, pattern), "--max-count", str(max_lines), "--", *files]
 
 
 def check_argv(rg: str, pattern: Pattern) -> list[str | bytes]:

@@ -170,9 +170,13 @@ class Search:
         self._on_progress(final)
         return final
 
-    def cancel(self) -> None:
+    def cancel(self) -> bool:
+        """
+        Stop the search; C{False} when it had already stopped by itself.
+        """
         self._cancelled = not self._stopped
         self._stop()
+        return self._cancelled
 
     def _spawn(self, argv: list[str | bytes], splitter: LineSplitter) -> ChildProcess:
         child = spawn(self._reactor, argv, self._root, on_output=splitter.feed)
@@ -240,7 +244,8 @@ class Search:
                 self._stop(error=f"Unreadable ripgrep output: {e!r}")
 
         child = self._spawn(
-            search_argv(self._rg, self.request.pattern, chunk), LineSplitter(record)
+            search_argv(self._rg, self.request.pattern, chunk, self.request.max_results),
+            LineSplitter(record),
         )
         result = await child.ended
         if result.exit_code == 2 and not self._stopped:
@@ -345,8 +350,7 @@ class SearchService(Service):
         search = self._running.get(search_id) if isinstance(search_id, str) else None
         if search is None:
             raise ProcedureError(f"No running search with id {search_id!r}", "no_such_search")
-        search.cancel()
-        return {"searchId": search_id, "cancelled": True}
+        return {"searchId": search_id, "cancelled": search.cancel()}
 
     async def search_in_files(self, data: Any) -> list[Result]:
         """
