@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, Final
 
 from twisted.application.service import Service
@@ -214,25 +215,33 @@ class Router(Service):
     # publishing
 
     def publish(
-        self, channel: str, data: Any, accept: Callable[[ISession], bool] | None = None
+        self,
+        channel: str,
+        data: Any,
+        exclude: AbstractSet[ISession] = frozenset(),
+        eligible: AbstractSet[ISession] | None = None,
     ) -> DeliveryReport:
         """
         Stamp C{data} as the next event on C{channel}, keep it in the
-        channel's history and deliver it here (only to the sessions
-        C{accept} returns true for, when given).
+        channel's history and deliver it here; see L{deliver} for
+        C{exclude} and C{eligible}.
         """
         event = self.history.record(channel, data, iso_timestamp(self._wallclock()))
-        return self.deliver(event, accept)
+        return self.deliver(event, exclude, eligible)
 
     def deliver(
-        self, event: Event, accept: Callable[[ISession], bool] | None = None
+        self,
+        event: Event,
+        exclude: AbstractSet[ISession] = frozenset(),
+        eligible: AbstractSet[ISession] | None = None,
     ) -> DeliveryReport:
         """
         Hand C{event} to every session subscribed to its channel, once each
         even when several of its subscriptions match; sessions of a dialect
         whose frames name the subscription (WAMP) get it once per matching
-        subscription, as that dialect requires. C{accept}, when given,
-        picks the sessions to deliver to (WAMP's publisher exclusion).
+        subscription, as that dialect requires. Sessions in C{exclude}, and
+        when C{eligible} is given those not in it, are left out (WAMP's
+        publisher exclusion and eligibility).
 
         Each wire dialect encodes and frames the event once (once per
         subscription for dialects whose frames name the subscription); the
@@ -249,12 +258,16 @@ class Router(Service):
         seen: set[ISession] | None = set() if len(subscriptions) > 1 else None
         repeat = self._per_subscription_sessions > 0
         delivered = failed = 0
+        filtered = bool(exclude) or eligible is not None
         for subscription in subscriptions:
-            sessions = (
-                tuple(subscription.sessions)
-                if accept is None
-                else [s for s in subscription.sessions if accept(s)]
-            )
+            here: dict[Any, bytes] = {}
+            sessions: AbstractSet[ISession] | tuple[ISession, ...]
+            if not filtered:
+                sessions = tuple(subscription.sessions)
+            elif eligible is None:
+                sessions = subscription.sessions - exclude
+            else:
+                sessions = (subscription.sessions & eligible) - exclude
             for session in sessions:
                 if seen is not None:
                     if session not in seen:
@@ -262,15 +275,15 @@ class Router(Service):
                     elif not repeat or not session.encoder.per_subscription:
                         continue
                 encoder = session.encoder
-                frame = frames.get(encoder)
+                frame = here.get(encoder)
                 if frame is None:
                     if encoder.per_subscription:
-                        key = (encoder, subscription.id)
-                        frame = frames.get(key)
-                        if frame is None:
-                            frame = frames[key] = encoder.encode_event(event, subscription)
+                        frame = encoder.encode_event(event, subscription)
                     else:
-                        frame = frames[encoder] = encoder.encode_event(event, subscription)
+                        frame = frames.get(encoder)
+                        if frame is None:
+                            frame = frames[encoder] = encoder.encode_event(event, subscription)
+                    here[encoder] = frame
                 try:
                     ok = session.deliver(frame)
                 except Exception:

@@ -94,22 +94,24 @@ def test_parse_refuses_invalid_frames(
     assert (error.request, error.uri_error, error.quiet) == (request_, uri_error, quiet)
 
 
-def test_deliver_with_accept_filters_sessions() -> None:
+def test_publish_with_exclude_and_eligible() -> None:
     """
-    A filtered publish reaches only the sessions C{accept} picks, is still
-    recorded in the channel's history, and counts only what it delivered.
+    A publish leaves out the excluded sessions and, given C{eligible},
+    everyone not in it; each is still recorded in the channel's history,
+    and only what was delivered is counted.
     """
     router = Router(clock=Clock())
-    sessions = [FakeSession() for _ in range(3)]
+    sessions = [FakeSession() for _ in range(4)]
     for session in sessions:
         router.register_session(session)
         router.subscribe(session, "room")
 
-    report = router.publish("room", "hi", accept=lambda s: s is not sessions[1])
+    excluded = router.publish("room", "a", exclude={sessions[1]})
+    limited = router.publish("room", "b", exclude={sessions[0]}, eligible=set(sessions[:3]))
 
-    assert [len(s.frames) for s in sessions] == [1, 0, 1]
-    assert (report.delivered, report.failed) == (2, 0)
-    assert router.position("room").seq == 1
+    assert [[m["data"] for m in s.messages] for s in sessions] == [["a"], ["b"], ["a", "b"], ["a"]]
+    assert [(r.delivered, r.failed) for r in (excluded, limited)] == [(3, 0), (2, 0)]
+    assert router.position("room").seq == 2
 
 
 def test_wamp_sessions_get_each_matching_subscription() -> None:

@@ -125,9 +125,9 @@ class Broker:
             )
             return
         data = value_of(msg.args, msg.kwargs)
-        accept = self._receivers(msg)
-        if accept is not None and self._publisher is self._router:
-            d = maybeDeferred(self._router.publish, topic, data, accept)
+        exclude, eligible = self._receivers(msg)
+        if (exclude or eligible is not None) and self._publisher is self._router:
+            d = maybeDeferred(self._router.publish, topic, data, exclude, eligible)
         else:
             d = maybeDeferred(self._publisher.publish, topic, data)
         if msg.acknowledge:
@@ -152,11 +152,11 @@ class Broker:
         )
         self._refuse(msg, "cluso.error.publish_failed", "the event could not be published")
 
-    def _receivers(self, msg: message.Publish) -> Callable[[ISession], bool] | None:
+    def _receivers(self, msg: message.Publish) -> tuple[set[ISession], set[ISession] | None]:
         """
-        Who may receive this publication under its exclusion and
-        eligibility options (by WAMP session id, authid or authrole), or
-        C{None} when that is every subscriber.
+        The sessions this publication's exclusion and eligibility options
+        (by WAMP session id, authid or authrole) leave out, and those it is
+        limited to (C{None}: no limit).
         """
         everyone = self._realm.sessions.values()
         by_id: Mapping[int, ISession] = self._realm.sessions
@@ -177,11 +177,7 @@ class Broker:
         ):
             if allowed is not None:
                 eligible = allowed if eligible is None else eligible & allowed
-        if eligible is not None:
-            return (eligible - excluded).__contains__
-        if excluded:
-            return lambda session: session not in excluded
-        return None
+        return excluded, eligible
 
     def leave(self) -> None:
         for topic, match in self._subscriptions.values():
