@@ -152,6 +152,8 @@ class Options(usage.Options):
             lines.append(f"  {factory.name:<{width}}  {mark}  {factory.description}")
             for option in self.accepted_options.get(factory.name, []):
                 value = "" if option.flag else f"={option.default}"
+                if option.default is None:
+                    value = "=VALUE"
                 lines.append(f"  {'':<{width}}       --{option.long}{value}  {option.help}")
         if not discovery.factories:
             lines.append("  (none found)")

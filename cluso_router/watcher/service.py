@@ -138,7 +138,8 @@ class FileWatcher(Service):
     def when_ready(self) -> Deferred[None]:
         """
         Fires once the watches are in place and the tree has been read (at
-        once if that is already so); fails if watching could not start.
+        once if that is already so, or when watching is stopped first);
+        fails if watching could not start.
         """
         if self._ready:
             return succeed(None)
@@ -179,14 +180,17 @@ class FileWatcher(Service):
         self.log.warn("File watcher: events may have been lost; rescanning {root}", root=self.root)
 
         def rescanned(snapshot: Snapshot) -> None:
-            self._rescanning = False
             if self._ready:
                 self._adopt_virtualenvs(snapshot)
                 self.tracker.reconcile(snapshot)
 
+        def done(_: object) -> None:
+            self._rescanning = False
+
         d = self._in_thread(scan, self.root, self.tracker.rules)
         d.addCallback(rescanned)
         d.addErrback(self._log_failure, "rescan")
+        d.addBoth(done)
 
     def _watch_tree(self, rules: IgnoreRules) -> Snapshot:
         """
