@@ -6,9 +6,10 @@ Progress needs to know how many files were searched, which ripgrep's
 C{--json} output does not say (it reports only files with matches). So a
 search runs two kinds of ripgrep process: one lists the files to search
 (the same filters: C{.gitignore}, globs, blocked names), and, while the
-list is still coming in, others search that list in chunks that double in
-size. Each finished chunk is one progress event; the total is known when
-the listing ends.
+list is still coming in, others search that list in chunks that grow
+fourfold (a small first one for a quick first event, large later ones for
+fewer processes). Each finished chunk is one progress event; the total is
+known when the listing ends.
 """
 
 from __future__ import annotations
@@ -229,7 +230,7 @@ class Search:
                 break
             count += 1
         chunk, self._queue[:count] = self._queue[:count], []
-        self._chunk_size = min(self._chunk_size * 2, LARGEST_CHUNK)
+        self._chunk_size = min(self._chunk_size * 4, LARGEST_CHUNK)
         return chunk
 
     async def _search(self, chunk: list[bytes]) -> None:
