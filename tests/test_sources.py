@@ -182,7 +182,8 @@ def test_source_plugin_builds_its_service_lazily() -> None:
     service = plugin.make_source(context)
     assert isinstance(service, RecordingService)
     assert service.context is context
-    assert plugin.applies_to("/yes") and not plugin.applies_to("/no")
+    assert plugin.applies_to("/yes")
+    assert not plugin.applies_to("/no")
 
 
 def test_source_options_are_validated() -> None:
@@ -192,7 +193,8 @@ def test_source_options_are_validated() -> None:
     """
     flag = SourceOption.parse(["x-verbose", None, False, "talk"])
     parameter = SourceOption.parse(["x-delay", "d", 0.5, "wait", float])
-    assert flag.flag and not parameter.flag
+    assert flag.flag
+    assert not parameter.flag
     assert parameter.coerce is float
     for bad in (["", None, 1], "x-name", ["x", "too-long", 1], ["x", None, True, "on"]):
         with pytest.raises(ValueError):
@@ -223,7 +225,8 @@ def test_sources_service_contains_failures() -> None:
 
     assert list(service.started) == ["good"]
     running = good.built[0]
-    assert running.running and running.parent is service
+    assert running.running
+    assert running.parent is service
     assert running.context.options == {"good-delay": 2.5}
     assert running.context.router is base.router
     assert set(service.failed) == {"broken", "unstartable", "missing"}
@@ -234,7 +237,8 @@ def test_sources_service_contains_failures() -> None:
 
     service.stopService()
     assert running.stopped
-    assert list(service) == [] and service.started == {}
+    assert list(service) == []
+    assert service.started == {}
 
 
 def test_sources_service_defaults_to_sources_that_apply() -> None:
@@ -291,7 +295,7 @@ def test_unknown_source_is_a_usage_error(tmp_path: Path) -> None:
     Naming a source that was not discovered stops twistd with a usage error
     listing what was found.
     """
-    with pytest.raises(usage.UsageError, match="unknown event source 'nope'.*files"):
+    with pytest.raises(usage.UsageError, match=r"unknown event source 'nope'.*files"):
         Options().parseOptions(["--root", str(tmp_path), "--sources", "files,nope"])
 
 
