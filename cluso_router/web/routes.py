@@ -197,7 +197,10 @@ def describe(resource: Resource, path_items: Mapping[str, Mapping[str, Any]]) ->
     _described[resource] = path_items
 
 
-def _envelope_ok(data: Schema) -> Schema:
+def envelope_schema(data: Schema) -> Schema:
+    """
+    The schema of a successful answer whose C{data} follows C{data}.
+    """
     return {
         "type": "object",
         "required": ["success", "data", "error", "timestamp"],
@@ -240,7 +243,7 @@ def operation_object(operation: Operation, method: str, path: str) -> dict[str, 
         "tags": list(operation.tags),
         "responses": {
             "200": json_response(
-                "The envelope with the result in `data`", _envelope_ok(operation.data)
+                "The envelope with the result in `data`", envelope_schema(operation.data)
             ),
             **error_responses(),
         },
@@ -337,7 +340,7 @@ def install_openapi(root: Resource) -> None:
                         "summary": "Whether this node is up, and how busy it is",
                         "tags": ["server"],
                         "responses": {
-                            "200": json_response("Node status", _envelope_ok({"type": "object"}))
+                            "200": json_response("Node status", envelope_schema({"type": "object"}))
                         },
                     }
                 }
@@ -367,7 +370,7 @@ def install_openapi(root: Resource) -> None:
                         },
                         "responses": {
                             "200": json_response(
-                                "Delivery counts", _envelope_ok({"type": "object"})
+                                "Delivery counts", envelope_schema({"type": "object"})
                             ),
                             **error_responses(),
                         },
