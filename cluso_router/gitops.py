@@ -1,23 +1,21 @@
 """
 Git operations on the workspace, and the one runner every git call uses.
 
-The runner never involves a shell: it spawns C{git} with an argument list,
-in the workspace, with prompts and editors disabled,
-paths unquoted, and a deadline after which the process is killed and
-reaped. The operations check every value a client sends before it becomes
-an argument: refs are validated by C{git check-ref-format --branch}, a
-value starting with C{-} is refused, paths are confined by the
-L{Workspace} and passed as literal absolute pathspecs after C{--}
-(C{:(literal)/abs/path}: no glob or magic), and messages are
-attached to their option (C{--message=...}) so they can never be read as
-an option of their own.
+The runner never involves a shell: it spawns C{git} with an argument list
+in the workspace, with prompts and editors disabled and paths unquoted, and
+kills and reaps it when its deadline passes. The operations check every
+value a client sends before it becomes an argument: refs are validated by
+C{git check-ref-format --branch}, a value starting with C{-} is refused,
+paths are confined by the L{Workspace} and passed as literal absolute
+pathspecs after C{--} (C{:(literal)/abs/path}: no glob or magic), and
+messages are attached to their option (C{--message=...}) so they can never
+be read as an option of their own.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import signal
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Final
@@ -70,14 +68,13 @@ class GitError(ProcedureError):
         super().__init__(message, "git_failed")
 
 
-def git_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+def git_environment() -> dict[str, str]:
     """
     The environment of every git child: never prompt, never start an
-    editor, speak untranslated messages, and use
-    the repository of the working directory, not one inherited from a
-    caller's C{GIT_DIR}.
+    editor, speak untranslated messages, and use the repository of the
+    working directory, not one inherited from a caller's C{GIT_DIR}.
     """
-    env = dict(os.environ if base is None else base)
+    env = dict(os.environ)
     for name in _REPOSITORY_ENVIRONMENT:
         env.pop(name, None)
     env.update(
@@ -95,7 +92,7 @@ class _Collect(ProcessProtocol):
     def __init__(self) -> None:
         self.stdout: list[bytes] = []
         self.stderr: list[bytes] = []
-        self.code: int | None = None
+        self.code = 0
         self.killed = False
         self.ended: Deferred[None] = Deferred()
 
@@ -110,7 +107,9 @@ class _Collect(ProcessProtocol):
         self.stderr.append(data)
 
     def processExited(self, reason: Failure) -> None:
-        self.code = getattr(reason.value, "exitCode", None)
+        status: Any = reason.value
+        # A signal death has no exit code; report it as the shell does, negated.
+        self.code = status.exitCode if status.exitCode is not None else -(status.signal or 1)
         if self.killed and self.transport is not None:
             # A grandchild (ssh, a hook) may still hold the pipes open; the
             # answer must not wait for it.
@@ -146,8 +145,7 @@ class GitRunner:
         self._reactor: Any = reactor if reactor is not None else default_reactor()
         self._clock: Any = clock if clock is not None else self._reactor
         self.timeout = timeout
-        found = git or next(iter(which("git")), None)
-        self.git = found
+        self.git = git or next(iter(which("git")), None)
 
     async def run(self, *args: str, timeout: float | None = None) -> GitResult:
         """
@@ -170,9 +168,8 @@ class GitRunner:
         if collector.killed:
             log.warn("git {args} killed after {limit}s", args=" ".join(args[:2]), limit=limit)
             raise ProcedureError(f"git {args[0]} timed out after {limit:g} s", "timeout")
-        code = collector.code if collector.code is not None else -signal.SIGKILL
         return GitResult(
-            code,
+            collector.code,
             b"".join(collector.stdout).decode("utf-8", "replace"),
             b"".join(collector.stderr).decode("utf-8", "replace"),
         )

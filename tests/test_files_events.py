@@ -174,3 +174,49 @@ async def test_failed_mutations_announce_nothing(
         await response.content()
     with pytest.raises(TimeoutError):
         await client.next_message(timeout=0.3)
+
+
+@pytest_twisted.ensureDeferred
+async def test_with_the_file_watcher_each_change_is_announced_once(tmp_path: Path) -> None:
+    """
+    With the file watcher running too, a change made through the API is
+    announced once (the watcher stays silent about it), and the temporary
+    file behind an atomic write is never announced.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    root = tmp_path / "root"
+    root.mkdir()
+    service = ClusoService(
+        ServerConfig(
+            root=str(root), listen="tcp:0:interface=127.0.0.1", sources=("files",), auth="none"
+        ),
+        reactor=reactor,
+    )
+    service.startService()
+    client = None
+    try:
+        assert service.web.port is not None
+        url = f"http://127.0.0.1:{service.web.port.getHost().port}/"
+        client = await connect_client("ws" + url[4:] + "ws")
+        await client.next_message()
+        await client.request({"type": "subscribe", "channel": "files", "id": 1})
+        await deferLater(reactor, 0.5, lambda: None)
+        for body in ({"path": "w.txt", "content": "1"}, {"path": "w.txt", "content": "2"}):
+            response = await treq.post(url + "api/files/write", data=json.dumps(body).encode())
+            assert response.code == 200
+            await response.content()
+        await deferLater(reactor, 1.0, lambda: None)
+        seen = []
+        while True:
+            try:
+                message = await client.next_message(timeout=0.2)
+            except TimeoutError:
+                break
+            seen.append((message["data"]["file"], message["data"]["event"]))
+        assert seen == [("w.txt", "add"), ("w.txt", "change")]
+    finally:
+        if client is not None:
+            await client.close()
+        await service.stopService()
