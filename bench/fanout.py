@@ -138,6 +138,22 @@ def machine_cpu() -> tuple[float, float]:
     return (user + nice + system + irq + steal) / CLK_TCK, softirq / CLK_TCK
 
 
+def wait_quiet(limit: float, say: Any, threshold: float = 0.3) -> float:
+    """
+    Wait up to C{limit} seconds for the rest of the machine to use less than
+    C{threshold} cores (measured over one second); return what it used last.
+    """
+    deadline = time.monotonic() + limit
+    while True:
+        busy, softirq = machine_cpu()
+        time.sleep(1.0)
+        busy_after, softirq_after = machine_cpu()
+        used = busy_after - busy + softirq_after - softirq
+        if used < threshold or time.monotonic() >= deadline:
+            return used
+        say(f"  waiting: other processes use {used:.2f} cores")
+
+
 class LineChannel:
     """
     JSON lines to and from a child's stdin/stdout, with timeouts.
@@ -224,7 +240,7 @@ def child(args: Sequence[str], log: Path, **popen: Any) -> Iterator[subprocess.P
     """
     Run C{args}, its output going to C{log} unless redirected; stop it on exit.
     """
-    with log.open("ab") as output:
+    with log.open("wb") as output:
         popen.setdefault("stdout", output)
         process = subprocess.Popen(list(args), stderr=output, **popen)
     try:
@@ -329,14 +345,20 @@ def server_environment(cluso_path: Path) -> dict[str, str]:
 
 
 def run_round(
-    name: str, plan: Plan, workdir: Path, env: dict[str, str], cluso: list[str], say: Any
+    name: str,
+    index: int,
+    plan: Plan,
+    workdir: Path,
+    env: dict[str, str],
+    cluso: list[str],
+    say: Any,
 ) -> dict[str, Any]:
     """
     Start server C{name} and a load client, run C{plan} against them, stop both.
     """
     root = workdir / "root"
     root.mkdir(exist_ok=True)
-    log = workdir / f"{name}.log"
+    log = workdir / f"{name}.{index}.log"
     outcome: dict[str, Any] = {"server": name, "runs": []}
     command = server_command(name, root, cluso)
     with child(command, log, cwd=root, env=env) as server_process:
@@ -344,7 +366,7 @@ def run_round(
         server = ProcessStats(server_process.pid)
         outcome["rss_start"] = server.rss_bytes()
         ws_url = "ws" + url[4:] + ws_path(name)
-        client_log = workdir / f"{name}.client.log"
+        client_log = workdir / f"{name}.{index}.client.log"
         with child(
             ["node", str(LOADCLIENT), ws_url, "bench"],
             client_log,
@@ -636,14 +658,21 @@ def raise_fd_limit() -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="cluso-router fan-out benchmark")
-    parser.add_argument("--quick", action="store_true", help="tiny N and K, one round (CI)")
-    parser.add_argument("--rounds", type=int, help="rounds per server (default 3; quick: 1)")
+    parser.add_argument("--quick", action="store_true", help="tiny N and K, two rounds (CI)")
+    parser.add_argument("--rounds", type=int, help="rounds per server (default 3; quick: 2)")
     parser.add_argument("--sizes", help="comma-separated subscriber counts (default 100,1000,5000)")
     parser.add_argument("--deliveries", type=int, help="deliveries per throughput run")
     parser.add_argument("--window", type=int, help="deliveries in flight in throughput runs")
     parser.add_argument("--servers", default=",".join(SERVERS), help="which servers to run")
     parser.add_argument("--json", type=Path, help="write every run and the summary here")
     parser.add_argument("--keep-logs", type=Path, help="keep the servers' logs in this directory")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each server's run, wait up to this long for other processes to go idle",
+    )
     parser.add_argument(
         "--cluso-path",
         type=Path,
@@ -665,7 +694,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes["window"] = args.window
     if changes:
         plan = Plan(**{**plan.__dict__, **changes})
-    rounds_per_server = args.rounds or (1 if args.quick else 3)
+    rounds_per_server = args.rounds or (2 if args.quick else 3)
     servers = [s for s in args.servers.split(",") if s]
     unknown = set(servers) - set(SERVERS)
     if unknown:
@@ -694,7 +723,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             order = servers[index % len(servers) :] + servers[: index % len(servers)]
             say(f"round {index + 1}/{rounds_per_server}: {', '.join(order)}")
             for name in order:
-                rounds.append(run_round(name, plan, workdir, env, cluso, say))
+                if args.wait_quiet:
+                    wait_quiet(args.wait_quiet, say)
+                rounds.append(run_round(name, index, plan, workdir, env, cluso, say))
     summary = summarise(rounds, plan, servers)
     report(summary, plan, servers, say)
     if args.json:
