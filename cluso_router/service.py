@@ -23,6 +23,7 @@ from .router import Router
 from .sources import SourceContext, SourcesService
 from .web import build_root, build_site
 from .web.bodylimit import DEFAULT_MAX_BODY
+from .web.static import mount_static
 from .workspace_api import install_workspace_api
 
 DEFAULT_LISTEN = "tcp:3000:interface=127.0.0.1"
@@ -37,6 +38,8 @@ class ServerConfig:
     root: str = "."
     listen: str = DEFAULT_LISTEN
     ping_interval: float = DEFAULT_PING_INTERVAL
+    #: A built single-page app served at C{/} instead of the dashboard.
+    ui: str | None = None
     #: Event sources to run by name; C{None} runs all that apply to the root.
     sources: tuple[str, ...] | None = None
     #: Option values of the event sources, by source name.
@@ -52,6 +55,10 @@ class ServerConfig:
             raise ValueError(f"root is not a directory: {self.root}")
         if self.ping_interval <= 0:
             raise ValueError("ping interval must be positive")
+        if self.ui is not None:
+            object.__setattr__(self, "ui", os.path.realpath(self.ui))
+            if not os.path.isfile(os.path.join(self.ui, "index.html")):
+                raise ValueError(f"UI directory has no index.html: {self.ui}")
         if self.max_body <= 0:
             raise ValueError("max body must be a positive number of bytes")
 
@@ -127,6 +134,7 @@ class ClusoService(MultiService):
         self.file_changes = FileChangeLedger(self.broadcaster, clock=reactor)
         self.sweeper = PingSweeper(self.router, config.ping_interval, clock=reactor)
         self.root_resource = build_root(self.router)
+        mount_static(self.root_resource, config.ui)
         self.workspace_api = install_workspace_api(self, reactor)
         self.site = build_site(self.root_resource, config.max_body)
         self.web = ListeningService(reactor, config.listen, self.site)

@@ -51,6 +51,13 @@ class Options(usage.Options):
             float,
         ],
         [
+            "ui",
+            None,
+            None,
+            "Serve the built single-page app in this directory at / instead of the "
+            "dashboard: /assets/* as files, every other non-API path as its index.html.",
+        ],
+        [
             "sources",
             None,
             None,
@@ -127,6 +134,7 @@ class Options(usage.Options):
                 root=root,
                 listen=self["listen"],
                 ping_interval=self["ping-interval"],
+                ui=self["ui"],
                 sources=sources,
                 source_options={
                     name: {o.long: bool(self[o.long]) if o.flag else self[o.long] for o in opts}

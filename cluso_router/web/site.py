@@ -27,7 +27,8 @@ class SiteRoot(Directory):
 
     def getChild(self, path: bytes, request: Request) -> Resource:
         if self.fallback is not None:
-            return self.fallback.getChildWithDefault(path, request)
+            child: Resource = self.fallback.getChildWithDefault(path, request)
+            return child
         return super().getChild(path, request)
 
 

@@ -1,0 +1,556 @@
+// The live dashboard served at "/": one panel per built-in channel, fed by
+// cluso-client.js over the page's own server. No build step, no dependencies.
+
+import { ClusoClient, Status } from "../client/cluso-client.js";
+
+const LIST_LIMIT = 200;
+const LOG_LIMIT = 50;
+const RESULT_LIMIT = 500;
+
+const $ = (id) => document.getElementById(id);
+
+/** A DOM element; text goes in as text, never as markup. */
+function h(tag, props = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") el.className = value;
+    else if (key === "dataset") Object.assign(el.dataset, value);
+    else if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else el.setAttribute(key, value === true ? "" : String(value));
+  }
+  el.append(...children.filter((child) => child !== null && child !== undefined && child !== false));
+  return el;
+}
+
+const clock = (iso) => (iso ? new Date(iso) : new Date()).toLocaleTimeString([], { hour12: false });
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+
+/** Keep a list's newest entries first and say in words when it is empty. */
+function prepend(list, item, limit = LIST_LIMIT) {
+  list.querySelector(":scope > li.empty")?.remove();
+  list.prepend(item);
+  while (list.children.length > limit) list.lastElementChild.remove();
+}
+
+function showEmpty(list, text = list.dataset.empty) {
+  list.replaceChildren(h("li", { class: "empty" }, text));
+}
+
+function describeError(procedure, error) {
+  switch (error?.code) {
+    case "no_such_procedure":
+      return `Not available on this server: it has no ${procedure} procedure.`;
+    case "timeout":
+      return `${procedure} did not answer in time.`;
+    case "disconnected":
+      return `${procedure} was interrupted: the connection closed before the answer came.`;
+    default:
+      return `${procedure} failed: ${error?.message ?? error}`;
+  }
+}
+
+// Tokens in the address bar would end up in history and screenshots.
+const here = new URL(location.href);
+if (here.searchParams.has("token")) {
+  here.searchParams.delete("token");
+  history.replaceState(null, "", here.pathname + here.search + here.hash);
+}
+
+const base = new URL(".", location.href);
+const client = new ClusoClient(base.href, { initialDelay: 500, maxDelay: 5000 });
+window.cluso = { client };
+
+async function call(procedure, data, options) {
+  try {
+    return await client.invoke(procedure, data, options);
+  } catch (error) {
+    error.procedure ??= procedure;
+    throw error;
+  }
+}
+
+// Panels: a count and, where the panel has no list of its own, an event log.
+
+const panels = new Map();
+for (const section of document.querySelectorAll("section[data-channel]")) {
+  const panel = { section, count: 0, countEl: section.querySelector("[data-count]"), log: null };
+  if (!["files", "git"].includes(section.dataset.channel)) {
+    panel.log = h("ol", { class: "list log", "data-empty": "No events on this channel yet." });
+    showEmpty(panel.log);
+    section.append(h("details", { class: "log" }, h("summary", {}, "Event log"), panel.log));
+  }
+  panels.set(section.dataset.channel, panel);
+}
+
+function counted(channel, meta, summary) {
+  const panel = panels.get(channel);
+  panel.count += 1;
+  panel.countEl.textContent = plural(panel.count, "event");
+  panel.section.dataset.events = panel.count;
+  if (panel.log) {
+    prepend(panel.log, h("li", {}, h("time", {}, clock(meta.timestamp)), " ", summary), LOG_LIMIT);
+  }
+}
+
+// Connection status
+
+const statusEl = $("status");
+const retryButton = $("retry");
+const notice = $("notice");
+
+function say(text) {
+  notice.textContent = text;
+  notice.hidden = !text;
+}
+
+retryButton.addEventListener("click", () => client.connect().catch(() => {}));
+
+client.onStatus((status, detail) => {
+  statusEl.dataset.status = status;
+  retryButton.hidden = status !== Status.RECONNECTING;
+  if (status === Status.CONNECTING) statusEl.textContent = "Connecting…";
+  else if (status === Status.CLOSED) statusEl.textContent = "Closed";
+  else if (status === Status.OPEN) {
+    statusEl.textContent = "Connected";
+    say("");
+    onConnected();
+  } else if (status === Status.RECONNECTING) {
+    const seconds = (detail.delay / 1000).toFixed(1);
+    const why = detail.code ? ` (close code ${detail.code})` : "";
+    statusEl.textContent = `Disconnected${why}. Reconnecting in ${seconds} s, attempt ${detail.attempt}…`;
+    if (detail.attempt >= 2) explainDisconnection();
+  }
+});
+
+/** Say why the connection keeps failing: refused credentials or a server that is down. */
+async function explainDisconnection() {
+  try {
+    const response = await fetch(new URL("api/health", base), { cache: "no-store" });
+    if (response.status === 401 || response.status === 403) {
+      say(
+        `The server refused this page (HTTP ${response.status}). Open the address the server ` +
+          "printed when it started, with its ?token=…, to sign in.",
+      );
+    } else if (client.status !== Status.OPEN) {
+      say(`The server answers HTTP (status ${response.status}) but the WebSocket does not connect yet.`);
+    }
+  } catch {
+    if (client.status !== Status.OPEN) {
+      say(`The server at ${base.host} is not reachable. This page reconnects by itself when it is back.`);
+    }
+  }
+}
+
+async function onConnected() {
+  refreshGit();
+  loadDiagnostics();
+  try {
+    const info = await call("server.info");
+    const server = $("server");
+    server.replaceChildren(
+      h("dt", {}, "root"),
+      h("dd", {}, h("code", { id: "server-cwd" }, info.cwd ?? client.server?.cwd ?? "")),
+      h("dt", {}, "version"),
+      h("dd", {}, String(info.version ?? "?")),
+      h("dt", {}, "clients"),
+      h("dd", {}, String(info.connections ?? "?")),
+    );
+  } catch (error) {
+    say(describeError("server.info", error));
+  }
+}
+
+// Files
+
+const filesList = $("files-list");
+const fileKinds = new Map();
+showEmpty(filesList);
+
+client.subscribe("files", (data, meta) => {
+  counted("files", meta);
+  fileKinds.set(data.event, (fileKinds.get(data.event) ?? 0) + 1);
+  $("files-summary").textContent = [...fileKinds].map(([kind, n]) => `${n} ${kind}`).join(" · ");
+  prepend(
+    filesList,
+    h(
+      "li",
+      { class: "file-event", dataset: { file: data.file, event: data.event } },
+      h("time", {}, clock(meta.timestamp)),
+      h("span", { class: `tag ${data.event}` }, data.event),
+      h("code", {}, data.file),
+    ),
+  );
+  scheduleGitRefresh(600);
+});
+
+// Git
+
+const gitState = $("git-state");
+const gitFiles = $("git-files");
+const gitEvents = $("git-events");
+let gitTimer = null;
+let gitGeneration = 0;
+showEmpty(gitEvents);
+$("git-refresh").addEventListener("click", () => refreshGit());
+
+function scheduleGitRefresh(delay) {
+  clearTimeout(gitTimer);
+  gitTimer = setTimeout(refreshGit, delay);
+}
+
+function setGitState(state, text) {
+  gitState.dataset.state = state;
+  gitState.textContent = text;
+}
+
+async function refreshGit() {
+  clearTimeout(gitTimer);
+  const generation = ++gitGeneration;
+  try {
+    const [current, status] = await Promise.all([call("git.getCurrentBranch"), call("git.getStatus")]);
+    if (generation !== gitGeneration) return;
+    $("git-branch-name").textContent = current?.branch ?? String(current);
+    $("git-branch").hidden = false;
+    const files = status?.files ?? [];
+    gitFiles.replaceChildren(
+      ...files.map(({ status: code, file }) =>
+        h("li", { dataset: { file, status: code } }, h("span", { class: "tag" }, code), h("code", {}, file)),
+      ),
+    );
+    gitFiles.hidden = files.length === 0;
+    if (files.length) setGitState("changes", `${plural(files.length, "changed file")}:`);
+    else setGitState("clean", "Working tree clean: nothing to commit.");
+  } catch (error) {
+    if (generation !== gitGeneration) return;
+    $("git-branch").hidden = true;
+    gitFiles.hidden = true;
+    setGitState(error.code === "no_such_procedure" ? "unavailable" : "error", describeError(error.procedure, error));
+  }
+}
+
+client.subscribe("git", (data, meta) => {
+  counted("git", meta);
+  prepend(
+    gitEvents,
+    h(
+      "li",
+      { dataset: { type: data.type } },
+      h("time", {}, clock(meta.timestamp)),
+      h("span", { class: "tag" }, data.type),
+      h("span", {}, data.message ?? ""),
+    ),
+  );
+  scheduleGitRefresh(100);
+});
+
+// Search
+
+const searchForm = $("search-form");
+const searchProgress = $("search-progress");
+const searchState = $("search-state");
+const searchResults = $("search-results");
+const searchPreview = $("search-preview");
+const cancelButton = $("search-cancel");
+let search = null;
+showEmpty(searchResults);
+
+function setSearchState(state, text) {
+  searchState.dataset.state = state;
+  searchState.textContent = text;
+}
+
+searchForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  if (search && !search.done) cancelSearch(false);
+  const query = $("search-query").value;
+  const params = { query, regex: $("search-regex").checked, caseSensitive: $("search-case").checked, maxResults: RESULT_LIMIT };
+  const glob = $("search-glob").value.trim();
+  if (glob) params.glob = glob;
+  const current = { query, searchId: null, results: 0, done: false };
+  search = current;
+  showEmpty(searchResults);
+  searchProgress.removeAttribute("value");
+  cancelButton.disabled = false;
+  setSearchState("running", `Searching for “${query}”…`);
+  try {
+    const reply = await call("search.start", params);
+    current.searchId = reply?.searchId ?? null;
+  } catch (error) {
+    if (search !== current) return;
+    current.done = true;
+    cancelButton.disabled = true;
+    searchProgress.value = 0;
+    setSearchState(error.code === "no_such_procedure" ? "unavailable" : "error", describeError("search.start", error));
+  }
+});
+
+cancelButton.addEventListener("click", () => cancelSearch(true));
+
+function cancelSearch(announce) {
+  const current = search;
+  current.done = true;
+  cancelButton.disabled = true;
+  if (current.searchId) {
+    call("search.cancel", { searchId: current.searchId }).catch((error) => {
+      if (announce) setSearchState("error", describeError("search.cancel", error));
+    });
+  }
+  if (announce) setSearchState("cancelled", `Cancelled after ${plural(current.results, "result")}.`);
+}
+
+client.subscribe("search", (data, meta) => {
+  const results = Array.isArray(data.results) ? data.results : [];
+  const total = typeof data.total === "number" ? data.total : null;
+  counted("search", meta, `“${data.query}”: ${data.completed ?? 0}/${total ?? "?"} files, ${plural(results.length, "new result")}`);
+  const current = search;
+  if (!current || current.done || data.query !== current.query) return;
+  if (current.searchId && data.searchId && data.searchId !== current.searchId) return;
+  const completed = data.completed ?? 0;
+  if (total !== null) {
+    searchProgress.max = Math.max(total, 1);
+    searchProgress.value = Math.min(completed, total);
+  }
+  for (const result of results) {
+    if (current.results >= RESULT_LIMIT) break;
+    current.results += 1;
+    searchResults.querySelector(":scope > li.empty")?.remove();
+    searchResults.append(resultItem(result));
+  }
+  // Servers that mark the last event say so with `done`; others end when every file is searched.
+  const finished = "done" in data ? data.done === true : total !== null && completed >= total;
+  if (data.error) {
+    current.done = true;
+    cancelButton.disabled = true;
+    setSearchState("error", `Search failed: ${data.error}`);
+  } else if (finished) {
+    current.done = true;
+    cancelButton.disabled = true;
+    if (total !== null && !data.cancelled) searchProgress.value = searchProgress.max;
+    if (!current.results) showEmpty(searchResults, `Nothing matches “${current.query}”.`);
+    const stopped = data.cancelled ? "Cancelled" : data.truncated ? "Stopped at the result limit" : "Done";
+    setSearchState("done", `${stopped}: ${plural(current.results, "result")} in ${plural(completed, "file")} searched.`);
+  } else {
+    const of = total !== null ? ` of ${total}` : "";
+    setSearchState("running", `Searching: ${completed}${of} files, ${plural(current.results, "result")} so far…`);
+  }
+});
+
+function resultItem(result) {
+  return h(
+    "li",
+    {},
+    h(
+      "button",
+      { type: "button", class: "result", dataset: { file: result.file, line: result.line }, onclick: () => showResult(result) },
+      h("code", {}, `${result.file}:${result.line}:${result.column}`),
+      h("span", { class: "match" }, result.match),
+    ),
+  );
+}
+
+async function showResult(result) {
+  const title = h("h3", {}, `${result.file}:${result.line}`);
+  searchPreview.replaceChildren(title, h("p", { class: "state" }, "Loading…"));
+  let lines;
+  let firstLine;
+  let note = null;
+  try {
+    const file = await call("files.readFile", result.file);
+    const all = String(file?.content ?? file).replace(/\n$/, "").split("\n");
+    firstLine = Math.max(1, result.line - 5);
+    lines = all.slice(firstLine - 1, result.line + 5);
+  } catch (error) {
+    note = `${describeError("files.readFile", error)} Showing the context the search returned.`;
+    lines = String(result.context ?? result.match).split("\n");
+    firstLine = null;
+  }
+  const code = h(
+    "pre",
+    { class: "code", dataset: { file: result.file } },
+    ...lines.map((text, i) => {
+      const number = firstLine === null ? null : firstLine + i;
+      const hit = number === result.line || (number === null && text.includes(result.match));
+      return h("span", { class: hit ? "line hit" : "line" }, number === null ? "" : h("em", {}, String(number)), text, "\n");
+    }),
+  );
+  searchPreview.replaceChildren(title, ...(note ? [h("p", { class: "state" }, note)] : []), code);
+}
+
+// Diagnostics
+
+const diagnostics = new Map();
+const diagnosticsState = $("diagnostics-state");
+
+function applyDiagnostics(data) {
+  const list = Array.isArray(data?.diagnostics) ? data.diagnostics : Array.isArray(data) ? data : [];
+  if (data?.cleared && data.file) diagnostics.delete(data.file);
+  else if (data?.cleared && !list.length) diagnostics.clear();
+  const byFile = new Map();
+  for (const item of list) {
+    if (!byFile.has(item.file)) byFile.set(item.file, []);
+    byFile.get(item.file).push(item);
+  }
+  for (const [file, items] of byFile) diagnostics.set(file, items);
+  renderDiagnostics();
+}
+
+function renderDiagnostics(note = "") {
+  const rows = [...diagnostics.values()].flat();
+  const table = $("diagnostics-table");
+  table.tBodies[0].replaceChildren(
+    ...rows.map((d) =>
+      h(
+        "tr",
+        { dataset: { severity: d.severity, file: d.file } },
+        h("td", {}, h("span", { class: `tag ${d.severity}` }, d.severity)),
+        h("td", {}, h("code", {}, `${d.file}:${d.line}:${d.column}`)),
+        h("td", {}, d.message),
+        h("td", {}, d.source ?? ""),
+      ),
+    ),
+  );
+  table.hidden = rows.length === 0;
+  const files = diagnostics.size;
+  const summary = rows.length
+    ? `${plural(rows.length, "problem")} in ${plural(files, "file")}.`
+    : "No diagnostics. Problems that language servers report appear here.";
+  diagnosticsState.textContent = note ? `${summary} ${note}` : summary;
+}
+
+async function loadDiagnostics() {
+  try {
+    diagnostics.clear();
+    applyDiagnostics(await call("lsp.getDiagnostics"));
+  } catch (error) {
+    const note =
+      error.code === "no_such_procedure"
+        ? "Live events only: this server has no lsp.getDiagnostics procedure, so problems found before this page opened are not listed."
+        : describeError("lsp.getDiagnostics", error);
+    renderDiagnostics(note);
+  }
+}
+
+client.subscribe("diagnostics", (data, meta) => {
+  const list = Array.isArray(data.diagnostics) ? data.diagnostics : [];
+  counted("diagnostics", meta, data.cleared && !list.length ? `cleared ${data.file ?? "all"}` : plural(list.length, "diagnostic"));
+  applyDiagnostics(data);
+});
+renderDiagnostics();
+
+// Validation
+
+const validationState = $("validation-state");
+const validationResults = new Map();
+const runButton = $("validation-run");
+
+function applyValidation(validation) {
+  if (!validation?.type) return;
+  validationResults.set(validation.type, validation);
+  $("validation-results").replaceChildren(
+    ...[...validationResults.values()].map((v) => {
+      const errors = Array.isArray(v.errors) ? v.errors : [];
+      return h(
+        "div",
+        { class: "validation", dataset: { type: v.type, passed: String(Boolean(v.passed)) } },
+        h("h3", {}, `${v.type}: `, v.passed ? "passed" : `failed, ${plural(errors.length, "problem")}`),
+        errors.length
+          ? h(
+              "table",
+              {},
+              h("tbody", {}, ...errors.map((e) =>
+                h("tr", {}, h("td", {}, h("code", {}, `${e.file}:${e.line}:${e.column}`)), h("td", {}, e.message), h("td", {}, e.rule ?? "")),
+              )),
+            )
+          : null,
+      );
+    }),
+  );
+  const failed = [...validationResults.values()].filter((v) => !v.passed).length;
+  validationState.dataset.state = failed ? "failed" : "passed";
+  validationState.textContent = failed
+    ? `${plural(failed, "check")} failed at ${clock()}.`
+    : `All ${plural(validationResults.size, "check")} passed at ${clock()}.`;
+}
+
+$("validation-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const tool = $("validation-tool").value.trim();
+  runButton.disabled = true;
+  validationState.dataset.state = "running";
+  validationState.textContent = "Running validation…";
+  try {
+    const reply = await call("validation.run", tool ? { tool } : {}, { timeout: 300000 });
+    const reported = Array.isArray(reply) ? reply : Array.isArray(reply?.results) ? reply.results : [reply];
+    for (const item of reported) applyValidation(item?.validation ?? item);
+    if (validationState.dataset.state === "running") {
+      validationState.textContent = "Validation started; results appear here as each tool finishes.";
+    }
+  } catch (error) {
+    validationState.dataset.state = error.code === "no_such_procedure" ? "unavailable" : "error";
+    validationState.textContent = describeError("validation.run", error);
+  } finally {
+    runButton.disabled = false;
+  }
+});
+
+client.subscribe("validation", (data, meta) => {
+  const v = data.validation ?? {};
+  counted("validation", meta, `${v.type ?? "?"} ${v.passed ? "passed" : `failed (${plural(v.errors?.length ?? 0, "problem")})`}`);
+  applyValidation(v);
+});
+
+// AI
+
+const answers = $("ai-answers");
+const streams = new Map();
+showEmpty(answers);
+
+function streamFor(id) {
+  let stream = streams.get(id);
+  if (!stream) {
+    const label = h("p", { class: "prompt" }, `Answer ${id} (asked by another client)`);
+    const text = h("pre", { class: "answer" });
+    const state = h("p", { class: "state" }, "Streaming…");
+    const item = h("li", { dataset: { stream: id } }, label, text, state);
+    stream = { item, label, text, state, chunks: new Map(), next: 0, body: "" };
+    streams.set(id, stream);
+    prepend(answers, item);
+  }
+  return stream;
+}
+
+client.subscribe("ai-response", (data, meta) => {
+  counted("ai-response", meta, `${data.id} #${data.index}${data.finished ? " (finished)" : ""}`);
+  const stream = streamFor(data.id);
+  stream.chunks.set(data.index, data.chunk ?? "");
+  while (stream.chunks.has(stream.next)) {
+    stream.body += stream.chunks.get(stream.next);
+    stream.chunks.delete(stream.next);
+    stream.next += 1;
+  }
+  stream.text.textContent = stream.body;
+  if (data.finished) {
+    stream.item.dataset.finished = "true";
+    stream.state.textContent = data.error ? `Failed: ${data.error}` : `Finished at ${clock(meta.timestamp)}.`;
+    stream.state.dataset.state = data.error ? "error" : "done";
+  }
+});
+
+$("ai-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const prompt = $("ai-prompt").value.trim();
+  const modelId = $("ai-model").value.trim();
+  if (!prompt) return;
+  const pending = h("li", { class: "pending" }, h("p", { class: "prompt" }, prompt), h("p", { class: "state" }, `Asking ${modelId}…`));
+  prepend(answers, pending);
+  try {
+    const reply = await call("ai.chat", { messages: [{ role: "user", content: prompt }], modelId }, { timeout: 60000 });
+    const id = reply?.id ?? reply;
+    pending.remove();
+    streamFor(id).label.textContent = `${prompt} (${modelId})`;
+  } catch (error) {
+    pending.querySelector(".state").textContent = describeError("ai.chat", error);
+    pending.dataset.state = error.code === "no_such_procedure" ? "unavailable" : "error";
+  }
+});
