@@ -1,0 +1,225 @@
+"""
+The dashboard at / in Chromium against the real server: it signs in with
+the URL the server prints, connects, and shows file changes, search
+progress, git state and unavailable features as they happen; it reconnects
+by itself after a restart.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .support import Server
+
+CHANNELS = ["files", "git", "diagnostics", "search", "validation", "ai-response"]
+_SIGN_IN = re.compile(r"Open (http://\S+\?token=\S+) to sign in")
+
+
+def open_dashboard(page: Any, server: Server) -> None:
+    """
+    Open the sign-in URL from the server's log, as a user would, and wait
+    until the page is connected and subscribed to every built-in channel.
+    """
+    printed = _SIGN_IN.search(server.log())
+    assert printed is not None, "the server did not print a sign-in URL:\n" + server.log()
+    page.goto(printed.group(1))
+    page.wait_for_selector('#status[data-status="open"]')
+    wait_until(lambda: all(server.subscribers(c) >= 1 for c in CHANNELS), "the subscriptions")
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def wait_for_watcher(server: Server) -> None:
+    """
+    Wait until the file watcher says it watches the root.
+    """
+    wait_until(lambda: f"Watching {server.root.resolve()}:" in server.log(), "the file watcher")
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True)
+
+
+def test_dashboard_loads_and_connects(page: Any, launch: Callable[..., Server]) -> None:
+    """
+    Opened through the URL the server prints, the dashboard drops the token
+    from the address bar, connects, names the root, has a panel with a
+    count for every built-in channel, and says in words what each empty
+    panel will show.
+    """
+    server = launch()
+    open_dashboard(page, server)
+    assert page.url == server.url
+    assert page.inner_text("#status") == "Connected"
+    assert page.inner_text("#server-cwd") == str(server.root.resolve())
+    for channel in CHANNELS:
+        panel = page.locator(f'section[data-channel="{channel}"]')
+        assert panel.locator("[data-count]").inner_text() == "0 events"
+    assert page.inner_text("#files-list").startswith("No file changes yet.")
+    assert page.inner_text("#git-events").startswith("No git events yet.")
+    assert page.inner_text("#ai-answers").startswith("No answers yet.")
+    assert page.inner_text("#validation-state").startswith("No validation results yet.")
+    assert page.inner_text("#search-state") == "Type a query and press Search."
+    page.wait_for_selector("#git-state[data-state]")
+    assert page.inner_text("#git-state").strip()
+    assert page.inner_text("#diagnostics-state").startswith("No diagnostics.")
+
+
+def test_file_written_in_root_shows_within_two_seconds(
+    page: Any, launch: Callable[..., Server]
+) -> None:
+    """
+    A file written in the root by another program appears in the files
+    panel within 2 s, with its event and an updated count.
+    """
+    server = launch()
+    open_dashboard(page, server)
+    wait_for_watcher(server)
+    written = time.monotonic()
+    (server.root / "notes.md").write_text("# today\n")
+    page.wait_for_selector('#files-list li[data-file="notes.md"][data-event="add"]', timeout=2000)
+    elapsed = time.monotonic() - written
+    assert elapsed < 2.0
+    assert page.inner_text("#panel-files [data-count]") != "0 events"
+
+
+FILES = 1500
+NEEDLES = 150
+
+
+def test_search_shows_progress_and_results(
+    page: Any, launch: Callable[..., Server], tmp_path: Path
+) -> None:
+    """
+    A search from the search box drives the progress bar forward through
+    intermediate values to full, lists every result, and a click on a
+    result shows its line in the file.
+    """
+    root = tmp_path / "tree"
+    for n in range(FILES):
+        folder = root / f"pkg{n % 12}"
+        folder.mkdir(parents=True, exist_ok=True)
+        body = f"line one of {n}\n" + ("the needle is here\n" if n % 10 == 0 else "hay\n")
+        (folder / f"module{n}.txt").write_text(body)
+    server = launch(root=root)
+    open_dashboard(page, server)
+    page.evaluate(
+        """() => {
+            const bar = document.getElementById("search-progress");
+            window.progress = [];
+            new MutationObserver(() => {
+                if (bar.hasAttribute("value")) window.progress.push([bar.value, bar.max]);
+            }).observe(bar, { attributes: true });
+        }"""
+    )
+    page.fill("#search-query", "needle")
+    page.click("#search-start")
+    page.wait_for_selector('#search-state[data-state="done"]')
+    progress = page.evaluate("window.progress")
+    values = [value for value, _ in progress]
+    assert values == sorted(values), progress
+    assert progress[-1][0] == progress[-1][1], progress
+    assert len({value for value, top in progress if value < top}) >= 2, progress
+    results = page.locator("#search-results button.result")
+    assert results.count() == NEEDLES
+    assert page.inner_text("#search-state") == (
+        f"Done: {NEEDLES} results in {FILES} files searched."
+    )
+    results.first.click()
+    hit = page.wait_for_selector("#search-preview pre.code .hit")
+    assert "the needle is here" in hit.inner_text()
+
+
+def test_git_commit_updates_git_panel(
+    page: Any, launch: Callable[..., Server], tmp_path: Path
+) -> None:
+    """
+    The git panel shows the branch and the changed files; a commit made
+    by another program is announced in the panel and leaves the working
+    tree clean there.
+    """
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.email", "dev@example.com")
+    git(root, "config", "user.name", "Dev")
+    (root / "README.md").write_text("hello\n")
+    git(root, "add", "README.md")
+    git(root, "commit", "-q", "-m", "Initial commit")
+    (root / "draft.txt").write_text("draft\n")
+    server = launch(root=root)
+    open_dashboard(page, server)
+    page.wait_for_selector('#git-files li[data-file="draft.txt"][data-status="??"]')
+    assert page.inner_text("#git-branch-name") == "main"
+    assert page.get_attribute("#git-state", "data-state") == "changes"
+
+    git(root, "add", "draft.txt")
+    git(root, "commit", "-q", "-m", "Add the draft")
+    commit = page.wait_for_selector('#git-events li[data-type="commit"]')
+    assert "Add the draft" in commit.inner_text()
+    page.wait_for_selector('#git-state[data-state="clean"]')
+    assert page.is_hidden("#git-files")
+
+
+def test_reconnects_after_server_restart(page: Any, launch: Callable[..., Server]) -> None:
+    """
+    When the server stops, the page says it is reconnecting and why; when
+    the server is back on the same port it reconnects by itself, and events
+    reach its panels again.
+    """
+    server = launch()
+    open_dashboard(page, server)
+    server.post("api/events/files", {"file": "before.txt", "event": "change"})
+    page.wait_for_selector('#files-list li[data-file="before.txt"]')
+
+    server.stop()
+    page.wait_for_selector('#status[data-status="reconnecting"]')
+    page.wait_for_selector("#notice:not([hidden])")
+    assert "not reachable" in page.inner_text("#notice")
+
+    server.start()
+    page.wait_for_selector('#status[data-status="open"]', timeout=15_000)
+    wait_until(lambda: server.subscribers("files") >= 1, "the resubscription")
+    server.post("api/events/files", {"file": "after.txt", "event": "add"})
+    page.wait_for_selector('#files-list li[data-file="after.txt"][data-event="add"]')
+    assert page.is_hidden("#notice")
+    assert page.inner_text("#panel-files [data-count]") == "2 events"
+
+
+def test_unavailable_procedures_and_server_errors(page: Any, launch: Callable[..., Server]) -> None:
+    """
+    A server without event sources has no search: the search panel says so
+    in words. The page's client rejects a call the server answers with an
+    error, with the server's code and message.
+    """
+    server = launch(args=["--sources", ""])
+    open_dashboard(page, server)
+    page.fill("#search-query", "anything")
+    page.click("#search-start")
+    state = page.wait_for_selector('#search-state[data-state="unavailable"]')
+    assert state.inner_text() == "Not available on this server: it has no search.start procedure."
+    error = page.evaluate(
+        """async () => {
+            try {
+                await window.cluso.client.invoke("no.such.procedure", { any: 1 });
+                return null;
+            } catch (e) {
+                return { name: e.name, code: e.code, message: e.message };
+            }
+        }"""
+    )
+    assert error == {
+        "name": "ClusoError",
+        "code": "no_such_procedure",
+        "message": "No such procedure: no.such.procedure",
+    }
