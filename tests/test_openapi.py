@@ -78,6 +78,23 @@ async def test_the_document_describes_every_files_and_git_route(server: Any) -> 
     assert "TreeNode" in document["components"]["schemas"]
 
 
+@pytest_twisted.ensureDeferred
+async def test_unknown_routes_and_wrong_methods_answer_with_the_envelope(server: Any) -> None:
+    """
+    An unknown path under /api/files or /api/git is a JSON 404, a wrong
+    method a JSON 405 naming the allowed one.
+    """
+    for path in ("api/files/nope", "api/git/nope/deeper", "api/files/read/x"):
+        response = await treq.post(server.url + path, data=b"{}")
+        body = json.loads(await response.content())
+        assert (response.code, body["success"]) == (404, False), path
+        assert body["error"] == f"Not found: /{path}"
+    response = await treq.get(server.url + "api/files/read")
+    body = json.loads(await response.content())
+    assert (response.code, body["error"]) == (405, "Method not allowed; use POST")
+    assert response.headers.getRawHeaders("allow") == ["POST"]
+
+
 def test_routes_declared_later_by_any_module_appear() -> None:
     """
     The document is built from the resource tree when asked for: an

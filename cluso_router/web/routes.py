@@ -23,7 +23,15 @@ from twisted.web.server import Request
 from .._version import __version__
 from ..messages import dumps
 from ..procedures import ProcedureError
-from ._json import ApiError, Directory, JsonEndpoint, envelope, read_json, write_envelope
+from ._json import (
+    ApiError,
+    Directory,
+    JsonEndpoint,
+    NotFound,
+    envelope,
+    read_json,
+    write_envelope,
+)
 
 Schema = Mapping[str, Any]
 
@@ -123,12 +131,18 @@ class Operation:
 
 class OperationEndpoint(JsonEndpoint):
     """
-    The leaf serving the operations mounted at one path, one per method.
+    The leaf serving the operations mounted at one path, one per method;
+    a longer path below it is a 404, not the same route.
     """
 
     def __init__(self, operations: Mapping[bytes, Operation]) -> None:
         self.operations = dict(operations)
         super().__init__({method: _http_handler(op) for method, op in self.operations.items()})
+
+    def render(self, request: Request) -> bytes | int:
+        if any(request.postpath or ()):
+            return NotFound().render(request)
+        return super().render(request)
 
     def openapi_path_item(self, path: str) -> dict[str, Any]:
         return {
