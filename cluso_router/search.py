@@ -23,6 +23,7 @@ from typing import Any, Final
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from .childprocess import (
     ChildProcess,
@@ -53,6 +54,8 @@ MAX_CONTEXT_LINES: Final = 10
 #: The first chunk is small so the first progress event comes quickly.
 FIRST_CHUNK: Final = 64
 LARGEST_CHUNK: Final = 4096
+#: Chunks searched at once, so one's process start overlaps another's search.
+PARALLEL_CHUNKS: Final = 2
 #: Bound on the bytes of file names given to one ripgrep process.
 CHUNK_ARGUMENT_BYTES: Final = 256 * 1024
 MAX_RUNNING: Final = 8
@@ -135,6 +138,7 @@ class Search:
         self._waiting: Deferred[None] | None = None
         self._chunk_size = FIRST_CHUNK
         self._children: set[ChildProcess] = set()
+        self._searching: set[Deferred[None]] = set()
         self._completed = 0
         self._found = 0
         self._pending: list[Result] = []
@@ -151,22 +155,20 @@ class Search:
         listing.ended.addCallback(self._listing_ended)
         try:
             while not self._stopped:
-                chunk = self._next_chunk()
-                if chunk is None:
-                    self._waiting = Deferred()
-                    await self._waiting
-                elif not chunk:
+                chunk = self._next_chunk() if len(self._searching) < PARALLEL_CHUNKS else None
+                if chunk:
+                    self._search_chunk(chunk)
+                elif chunk == [] and not self._searching:
                     break
                 else:
-                    await self._search(chunk)
-                    if not self._stopped:
-                        self._completed += len(chunk)
-                        self._report()
+                    self._waiting = Deferred()
+                    await self._waiting
         except Exception as e:
             self.log.failure("Search {search_id} failed", search_id=self.search_id)
             self._stop(error=f"Internal error: {e}")
         finally:
             self._stop()
+        await DeferredList(list(self._searching))
         final = self._progress(done=True)
         self._on_progress(final)
         return final
@@ -232,6 +234,28 @@ class Search:
         chunk, self._queue[:count] = self._queue[:count], []
         self._chunk_size = min(self._chunk_size * 4, LARGEST_CHUNK)
         return chunk
+
+    def _search_chunk(self, chunk: list[bytes]) -> None:
+        """
+        Start searching C{chunk}; once it is done its files count as
+        searched, and the loop in L{run} is woken.
+        """
+        searched = ensureDeferred(self._search(chunk))
+        self._searching.add(searched)
+
+        def done(_: None) -> None:
+            self._searching.discard(searched)
+            if not self._stopped:
+                self._completed += len(chunk)
+                self._report()
+            self._wake()
+
+        def failed(failure: Failure) -> None:
+            self._searching.discard(searched)
+            self.log.failure("Search {search_id} failed", failure, search_id=self.search_id)
+            self._stop(error=f"Internal error: {failure.getErrorMessage()}")
+
+        searched.addCallbacks(done, failed)
 
     async def _search(self, chunk: list[bytes]) -> None:
         parser = JsonResults(self.request.pattern.context_lines, self._found_results)
