@@ -15,6 +15,8 @@ from .bodylimit import DEFAULT_MAX_BODY, LimitedRequest
 from .events import PublishResource
 from .health import health_resource
 from .history import ChannelsResource
+from .search import mount_search
+from .validation import mount_validation
 
 
 class SiteRoot(Directory):
@@ -46,6 +48,8 @@ def build_root(router: Router, publisher: IPublisher | None = None) -> SiteRoot:
         }
     )
     root = SiteRoot({b"api": api})
+    mount_search(root, router)
+    mount_validation(root, router)
     root.putChild(b"ws", websocket_resource(router, publisher))
     return root
 
