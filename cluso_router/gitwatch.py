@@ -35,6 +35,8 @@ from .watcher.bridge import ThreadBridge
 from .watcher.service import WATCHED_EVENTS
 
 DEFAULT_DELAY: Final = 0.2
+#: Seconds a change waits before it is announced, for the git API to claim it.
+DEFAULT_GRACE: Final = 0.5
 
 #: Files of the git directory whose change can mean a new state.
 _WATCHED_FILES: Final = frozenset({"HEAD", "index", "packed-refs"})
@@ -127,8 +129,12 @@ class GitWatcher(Service):
     server.
 
     A change the server made itself (through the git API, which publishes
-    its own event) is taken in silently: when any C{git} event was
-    published since the last read, the new state is adopted without a word.
+    its own event) is taken in silently: when any C{git} event is published
+    between the last state taken in and the end of a short grace period
+    after the new one was read, the new state is adopted without a word.
+    The grace period also keeps the steps of one API operation (C{git add}
+    then C{git commit}) from being announced one by one: a change of the
+    repository during it sends the watcher back to reading.
     """
 
     log = Logger()
@@ -140,16 +146,19 @@ class GitWatcher(Service):
         router: Router,
         reactor: Any,
         delay: float = DEFAULT_DELAY,
+        grace: float = DEFAULT_GRACE,
     ) -> None:
         self._runner = runner
         self._broadcaster = broadcaster
         self._router = router
         self._reactor = reactor
         self._delay = delay
+        self._grace = grace
         self.state: GitState | None = None
         self.git_dir: str | None = None
         self._observer: BaseObserver | None = None
         self._timer: IDelayedCall | None = None
+        self._announcing: IDelayedCall | None = None
         self._reading = False
         self._again = False
         self._published_seen = 0
@@ -164,9 +173,10 @@ class GitWatcher(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        for call in (self._timer, self._announcing):
+            if call is not None and call.active():
+                call.cancel()
+        self._timer = self._announcing = None
         observer, self._observer = self._observer, None
         if observer is None:
             return succeed(None)
@@ -191,12 +201,12 @@ class GitWatcher(Service):
         common_dir = os.path.realpath(os.path.join(self._runner.cwd, common))
         self.git_dir = git_dir
         self._watch(git_dir, common_dir)
-        self.state = await self._read()
-        self._published_seen = self._published()
+        state = await self._read()
+        self._adopt(state)
         self.log.info(
             "Watching git repository {git_dir}: {where}",
             git_dir=common_dir,
-            where=self.state.branch or "detached HEAD",
+            where=state.branch or "detached HEAD",
         )
         self._wake(None)
 
@@ -231,6 +241,9 @@ class GitWatcher(Service):
     def _touched(self, paths: list[str]) -> None:
         if not self.running or self.state is None:
             return
+        if self._announcing is not None and self._announcing.active():
+            self._announcing.cancel()
+        self._announcing = None
         if self._timer is not None and self._timer.active():
             self._timer.reset(self._delay)
         else:
@@ -254,11 +267,20 @@ class GitWatcher(Service):
 
     async def _compare(self) -> None:
         new = await self._read()
-        old, self.state = self.state, new
-        published_elsewhere = self._published() != self._published_seen
-        change = describe_change(old, new) if old is not None else None
-        if change is not None and self.running and not published_elsewhere:
+        change = describe_change(self.state, new) if self.state is not None else None
+        if change is None or self._published() != self._published_seen:
+            self._adopt(new)
+        elif self.running:
+            self._announcing = self._reactor.callLater(self._grace, self._announce, new, change)
+
+    def _announce(self, new: GitState, change: tuple[GitEventType, str]) -> None:
+        self._announcing = None
+        if self._published() == self._published_seen:
             self._broadcaster.git_event(*change)
+        self._adopt(new)
+
+    def _adopt(self, state: GitState) -> None:
+        self.state = state
         self._published_seen = self._published()
 
     async def _read(self) -> GitState:
