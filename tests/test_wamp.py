@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from autobahn.twisted.component import Component
-from autobahn.twisted.wamp import ApplicationSession
+from autobahn.twisted.wamp import ApplicationRunner, ApplicationSession
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallOptions, PublishOptions, RegisterOptions, SubscribeOptions
@@ -60,23 +60,54 @@ Join = Callable[..., Awaitable[Joined]]
 @pytest_twisted.async_yield_fixture
 async def join() -> AsyncIterator[Join]:
     """
-    Joins Autobahn Python clients to a router; leaves them after the test.
+    Joins Autobahn Python clients to a router: a C{Component} (with ticket
+    authentication when given a ticket), or with C{headers} an
+    C{ApplicationRunner} (Autobahn's component ignores headers). Leaves
+    them after the test.
     """
     joined: list[Joined] = []
 
-    async def connect(url: str, realm: str = "cluso", ticket: str | None = None) -> Joined:
+    async def connect(
+        url: str,
+        realm: str = "cluso",
+        ticket: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Joined:
         opened: Deferred[tuple[ApplicationSession, Any]] = Deferred()
         left: Deferred[Any] = Deferred()
-        component = Component(
-            transports=[
-                {"type": "websocket", "url": url, "serializers": ["json"], "max_retries": 0}
-            ],
-            realm=realm,
-            authentication={"ticket": {"authid": "tester", "ticket": ticket}} if ticket else None,
-        )
-        component.on_join(lambda session, details: opened.callback((session, details)))
-        component.on_leave(lambda session, details: None if left.called else left.callback(details))
-        component.start(reactor)
+
+        def fail(failure: Any) -> None:
+            if not opened.called:
+                opened.errback(failure)
+
+        if headers is None:
+            component = Component(
+                transports=[
+                    {"type": "websocket", "url": url, "serializers": ["json"], "max_retries": 0}
+                ],
+                realm=realm,
+                authentication={"ticket": {"authid": "tester", "ticket": ticket}}
+                if ticket
+                else None,
+            )
+            component.on_join(lambda session, details: opened.callback((session, details)))
+            component.on_leave(
+                lambda session, details: None if left.called else left.callback(details)
+            )
+            component.start(reactor).addErrback(fail)
+        else:
+
+            class Session(ApplicationSession):
+                def onJoin(self, details: Any) -> None:
+                    opened.callback((self, details))
+
+                def onLeave(self, details: Any) -> None:
+                    if not left.called:
+                        left.callback(details)
+                    super().onLeave(details)
+
+            runner = ApplicationRunner(url, realm, headers=headers)
+            runner.run(Session, start_reactor=False, auto_reconnect=False).addErrback(fail)
         session, details = await within(opened)
         client = Joined(session, details, left)
         joined.append(client)
@@ -463,6 +494,31 @@ async def test_ticket_authentication(tmp_path: Path, join: Join) -> None:
     finally:
         await router.close_all(1001, "test over")
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_token_on_the_bundled_server(secured_server: Any, join: Join) -> None:
+    """
+    On the whole server with auth on (the default), a WAMP client joins
+    with the token in its handshake or, without it, by ticket; one with
+    neither is refused in WAMP, and a JSON-dialect client without the token
+    at the handshake.
+    """
+    url = secured_server.ws_url
+    by_header = await join(url, headers=secured_server.headers)
+    by_ticket = await join(url, ticket=secured_server.token)
+    neither = await connect_raw(url)
+    neither.send_json(HELLO)
+    aborted = await neither.next_message()
+
+    assert by_header.details.authmethod == "token"
+    assert by_ticket.details.authmethod == "ticket"
+    assert (await by_ticket.session.call("server.info"))[
+        "cwd"
+    ] == secured_server.service.config.root
+    assert aborted[2] == "wamp.error.no_auth_method"
+    with pytest.raises(ConnectionError):
+        await connect_client(url)
 
 
 @pytest_twisted.ensureDeferred
