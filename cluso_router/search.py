@@ -15,6 +15,7 @@ known when the listing ends.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ MAX_RUNNING: Final = 8
 #: Results found within a chunk are sent once this many are waiting, so
 #: dense matches neither delay the first event nor make huge ones.
 RESULT_BATCH: Final = 200
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
 PROCEDURES: Final = ("search.start", "search.cancel", "files.searchInFiles")
 
 
@@ -549,6 +551,8 @@ def _text(fields: dict[str, Any], name: str) -> str:
         raise ProcedureError(f"Missing required field: {name}", "invalid_request")
     if not isinstance(value, str):
         raise _invalid(f"{name} must be a string")
+    if "\0" in value or _SURROGATE.search(value):
+        raise _invalid(f"{name} must be Unicode text without NUL characters")
     return value
 
 
