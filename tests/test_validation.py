@@ -20,6 +20,7 @@ from conftest import python_tool
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
 
+from cluso_router.filechanges import FileChangeLedger
 from cluso_router.service import ClusoService, ServerConfig
 from cluso_router.testing import WebSocketTestClient, connect_client
 from cluso_router.validation import ToolQueue, ValidationService
@@ -39,19 +40,25 @@ GOOD = "def f() -> int:\n    return 1\n"
 
 class Validation:
     """
-    A validation source on the running test server, with its own clock for
-    debouncing and timeouts.
+    A validation source on the running test server. Unless C{real_time},
+    it has its own clock (for debouncing and timeouts) and its own ledger of
+    file changes, so the server's file watcher cannot disturb a test.
     """
 
-    def __init__(self, server: Any, on_change: bool = False) -> None:
+    def __init__(self, server: Any, on_change: bool = False, real_time: bool = False) -> None:
         service = server.service
         self.server = server
         self.root = Path(service.config.root)
-        self.clock = Clock()
+        self.clock = service.reactor if real_time else Clock()
+        self.ledger = (
+            service.file_changes
+            if real_time
+            else FileChangeLedger(service.broadcaster, clock=self.clock)
+        )
         self.service = ValidationService(
             service.router,
             service.broadcaster,
-            service.file_changes,
+            self.ledger,
             str(self.root),
             service.reactor,
             on_change=on_change,
@@ -69,8 +76,8 @@ async def validation(server: Any) -> Any:
     python_tool("ruff")
     made: list[Validation] = []
 
-    def start(on_change: bool = False) -> Validation:
-        made.append(Validation(server, on_change))
+    def start(on_change: bool = False, real_time: bool = False) -> Validation:
+        made.append(Validation(server, on_change, real_time))
         return made[-1]
 
     yield start
@@ -153,7 +160,7 @@ async def test_changes_run_ruff_once_after_they_settle(
     v.write("a.py", BAD)
     v.service.startService()
     client = await subscribed(v.server)
-    ledger = v.server.service.file_changes
+    ledger = v.ledger
     ruff = v.service.queue("ruff")
 
     ledger.changed("notes.md", "change")
@@ -171,6 +178,31 @@ async def test_changes_run_ruff_once_after_they_settle(
     event = await next_validation(client)
     assert [e["rule"] for e in event["errors"]] == ["F401"]
     assert not ruff.running
+    await client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_saved_on_disk_is_validated_through_the_watcher(
+    validation: Callable[..., Validation],
+) -> None:
+    """
+    On the server's own ledger and clock, a Python file written on disk is
+    seen by the files source's watcher, announced, and validated: ruff's
+    result for it reaches the client.
+    """
+    v = validation(on_change=True, real_time=True)
+    v.write("pyproject.toml", "[tool.cluso.validation]\ndebounce = 0.1\n")
+    v.service.startService()
+    sources = v.server.service.sources
+    assert "files" in sources.started, f"files source not started: {sources.failed}"
+    client = await subscribed(v.server)
+
+    v.write("mod.py", BAD)
+    for _ in range(5):
+        event = await next_validation(client)
+        if event["errors"]:
+            break
+    assert [(e["file"], e["rule"]) for e in event["errors"]] == [("mod.py", "F401")]
     await client.close()
 
 
