@@ -550,7 +550,8 @@ $("ai-form").addEventListener("submit", async (event) => {
     pending.remove();
     streamFor(id).label.textContent = `${prompt} (${modelId})`;
   } catch (error) {
-    pending.querySelector(".state").textContent = describeError("ai.chat", error);
-    pending.dataset.state = error.code === "no_such_procedure" ? "unavailable" : "error";
+    const state = pending.querySelector(".state");
+    state.textContent = describeError("ai.chat", error);
+    state.dataset.state = error.code === "no_such_procedure" ? "unavailable" : "error";
   }
 });
