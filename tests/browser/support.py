@@ -5,6 +5,7 @@ Helpers of the browser tests: a restartable server process and small HTTP calls.
 from __future__ import annotations
 
 import json
+import random
 import secrets
 import socket
 import urllib.request
@@ -15,6 +16,25 @@ from typing import Any
 from conftest import ChildServer, python_tool, start_child_server, stop_child_server
 
 HARNESS_URL = "/__tests__/harness.js"
+
+
+def restartable_port() -> int:
+    """
+    A free loopback port below the kernel's range for outgoing connections,
+    so no client socket of another program can take it while a test
+    restarts its server on it.
+    """
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ephemeral.read_text().split()[0]) if ephemeral.exists() else 32768
+    for _ in range(100):
+        port = random.randrange(max(1024, low - 10000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below the ephemeral range")
 
 
 @dataclass
@@ -28,7 +48,7 @@ class Server:
     root: Path
     extra_args: list[str] = field(default_factory=list)
     child: ChildServer | None = None
-    port: int = 0
+    port: int = field(default_factory=restartable_port)
     token: str = field(default_factory=lambda: secrets.token_urlsafe(16))
 
     @property
@@ -54,7 +74,6 @@ class Server:
             cwd=self.root,
             auth=True,
         )
-        self.port = int(self.child.url.rstrip("/").rsplit(":", 1)[1])
         return self
 
     def sign_in_url(self, path: str = "") -> str:
