@@ -96,7 +96,7 @@ export class ClusoClient {
   #connectTimer = null;
   /** channel -> {entries: Set<{callback, options}>, position: {seq, epoch}|null, acked, everAcked} */
   #channels = new Map();
-  /** id -> the subscribe request it acknowledges: {channel, resubscribe} */
+  /** id -> the subscribe request it acknowledges: {channel, resubscribed} */
   #acks = new Map();
   /** id -> {procedure, frame, resolve, reject, timer, sent, cleanup} */
   #calls = new Map();
@@ -345,10 +345,11 @@ export class ClusoClient {
     clearTimeout(this.#connectTimer);
     this.#attempt = 0;
     this.#server = greeting ? { connectionId: greeting.connectionId, cwd: greeting.cwd } : null;
-    this.#setStatus(Status.OPEN, { ...this.#server });
+    this.#status = Status.OPEN;
     for (const [channel, subscription] of this.#channels) this.#sendSubscribe(channel, subscription);
     for (const frame of this.#outbox.splice(0)) this.#write(frame);
     for (const call of this.#calls.values()) if (!call.sent) this.#sendCall(call);
+    this.#setStatus(Status.OPEN, { ...this.#server });
     for (const waiter of this.#openWaiters.splice(0)) waiter.resolve();
   }
 
