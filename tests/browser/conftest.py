@@ -32,10 +32,11 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 HARNESS = Path(__file__).with_name("harness.js")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     """
-    Debian's Chromium, headless; fails (never skips) when it is missing.
+    Debian's Chromium, headless, for the tests of this package; fails
+    (never skips) when it is missing.
     """
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(
