@@ -223,3 +223,60 @@ def test_unavailable_procedures_and_server_errors(page: Any, launch: Callable[..
         "code": "no_such_procedure",
         "message": "No such procedure: no.such.procedure",
     }
+
+
+def test_panels_render_published_events(page: Any, launch: Callable[..., Server]) -> None:
+    """
+    Events however published reach their panels: diagnostics replace a
+    file's entries and a cleared report removes them, a validation result
+    lists its problems, and AI chunks arriving out of order are shown in
+    index order, the stream marked finished at its last chunk.
+    """
+    server = launch(args=["--sources", ""])
+    open_dashboard(page, server)
+
+    def diagnostic(file: str, line: int, message: str) -> dict[str, Any]:
+        return {
+            "file": file,
+            "line": line,
+            "column": 1,
+            "message": message,
+            "severity": "error",
+            "source": "pyflakes",
+        }
+
+    server.post(
+        "api/events/diagnostics",
+        {"diagnostics": [diagnostic("a.py", 1, "one"), diagnostic("a.py", 2, "two")]},
+    )
+    server.post("api/events/diagnostics", {"diagnostics": [diagnostic("b.py", 3, "three")]})
+    page.wait_for_function("document.querySelectorAll('#diagnostics-table tbody tr').length === 3")
+    assert page.inner_text("#diagnostics-state") == "3 problems in 2 files."
+    server.post("api/events/diagnostics", {"diagnostics": [], "cleared": True, "file": "a.py"})
+    page.wait_for_function("document.querySelectorAll('#diagnostics-table tbody tr').length === 1")
+    assert "b.py:3:1" in page.inner_text("#diagnostics-table")
+
+    server.post(
+        "api/events/validation",
+        {
+            "validation": {
+                "type": "lint",
+                "passed": False,
+                "errors": [
+                    {"file": "a.py", "line": 1, "column": 8, "message": "unused", "rule": "F401"}
+                ],
+            }
+        },
+    )
+    result = page.wait_for_selector('.validation[data-type="lint"][data-passed="false"]')
+    assert "failed, 1 problem" in result.inner_text()
+    assert "F401" in result.inner_text()
+
+    for index, chunk, finished in [(1, "world", False), (0, "Hello, ", False), (2, "!", True)]:
+        server.post(
+            "api/events/ai-response",
+            {"id": "s1", "chunk": chunk, "index": index, "finished": finished},
+        )
+    answer = page.wait_for_selector('#ai-answers li[data-stream="s1"][data-finished="true"]')
+    assert answer.query_selector("pre.answer").inner_text() == "Hello, world!"
+    assert page.inner_text("#panel-ai [data-count]") == "3 events"
