@@ -87,7 +87,6 @@ function counted(channel, meta, summary) {
   const panel = panels.get(channel);
   panel.count += 1;
   panel.countEl.textContent = plural(panel.count, "event");
-  panel.section.dataset.events = panel.count;
   if (panel.log) {
     prepend(panel.log, h("li", {}, h("time", {}, clock(meta.timestamp)), " ", summary), LOG_LIMIT);
   }
