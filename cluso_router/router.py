@@ -6,6 +6,7 @@ to every subscriber. It owns no sockets, so it is tested with fake sessions.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
@@ -20,11 +21,13 @@ from zope.interface import implementer
 from ._reactor import default_reactor
 from ._time import iso_timestamp
 from ._version import __version__
+from .conflation import DEFAULT_CONFLATION, KeyFunction, keyed_frame
 from .event import DeliveryReport, Event
 from .history import MemoryHistory, Position, Recovery
 from .interfaces import IPublisher, ISession
 from .observation import ExactIndex, Match, PrefixIndex, Subscription, WildcardIndex
 from .procedures import ProcedureRegistry
+from .session import QueueCounters
 
 #: Channels only the server publishes on; clients may not C{send} to them.
 SERVER_CHANNELS: Final = frozenset(
@@ -32,6 +35,17 @@ SERVER_CHANNELS: Final = frozenset(
 )
 
 CLOSE_GOING_AWAY: Final = 1001
+
+#: Channels counted one by one in the per-channel statistics; events on
+#: channels beyond these are counted under L{OTHER_CHANNELS}, so clients
+#: publishing on ever new names cannot grow them without bound.
+MAX_COUNTED_CHANNELS: Final = 1000
+OTHER_CHANNELS: Final = "(other)"
+#: Upper bounds, in seconds, of the fan-out time histogram's buckets.
+FANOUT_BUCKETS: Final = (
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+)  # fmt: skip
 
 
 @implementer(IPublisher)
@@ -55,6 +69,7 @@ class Router(Service):
         wallclock: Callable[[], float] = time.time,
         server_channels: frozenset[str] = SERVER_CHANNELS,
         history: MemoryHistory | None = None,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.cwd = cwd
         self.clock: IReactorTime = clock if clock is not None else default_reactor()
@@ -63,6 +78,18 @@ class Router(Service):
         self.published: Counter[str] = Counter()
         self.delivered: Counter[str] = Counter()
         self.failed: Counter[str] = Counter()
+        #: Requests and handshakes refused, by reason (host, origin, token, capacity).
+        self.refusals: Counter[str] = Counter()
+        #: Connections this server closed, by close code.
+        self.closes: Counter[int] = Counter()
+        self.rate_limited = 0
+        self.queue_counters = QueueCounters()
+        #: Broadcasts by fan-out time, one count per L{FANOUT_BUCKETS} bucket
+        #: plus one for longer, and their total time.
+        self.fanout_counts = [0] * (len(FANOUT_BUCKETS) + 1)
+        self.fanout_seconds = 0.0
+        self._timer = timer
+        self._conflation: dict[str, KeyFunction] = dict(DEFAULT_CONFLATION)
         self._wallclock = wallclock
         self._sessions: dict[str, ISession] = {}
         self._indexes: dict[Match, Any] = {
@@ -172,6 +199,12 @@ class Router(Service):
                 len(self._indexes["prefix"]) or len(self._indexes["wildcard"])
             )
 
+    def subscription_count(self, session: ISession) -> int:
+        """
+        How many subscriptions C{session} holds, exact and pattern.
+        """
+        return len(session.channels) + len(self._patterns_of.get(session, ()))
+
     def subscriber_counts(self) -> Mapping[str, int]:
         """
         Subscribers of each exact channel.
@@ -214,6 +247,18 @@ class Router(Service):
 
     # publishing
 
+    def conflate(self, channel: str, key: KeyFunction | None) -> None:
+        """
+        Declare events on C{channel} conflatable: C{key} maps an event's data
+        to a key (or C{None}), and a client that is behind gets only the
+        newest queued event per key. C{None} makes every event count again.
+        See L{cluso_router.conflation}.
+        """
+        if key is None:
+            self._conflation.pop(channel, None)
+        else:
+            self._conflation[channel] = key
+
     def publish(
         self,
         channel: str,
@@ -250,10 +295,18 @@ class Router(Service):
         others.
         """
         channel = event.channel
-        self.published[channel] += 1
+        counted = (
+            channel
+            if channel in self.published or len(self.published) < MAX_COUNTED_CHANNELS
+            else OTHER_CHANNELS
+        )
+        self.published[counted] += 1
         subscriptions = self.matching_subscriptions(channel)
         if not subscriptions:
             return DeliveryReport(0, 0)
+        started = self._timer()
+        keyer = self._conflation.get(channel)
+        conflation_key = self._conflation_key(keyer, event) if keyer is not None else None
         frames: dict[Any, bytes] = {}
         seen: set[ISession] | None = set() if len(subscriptions) > 1 else None
         repeat = self._per_subscription_sessions > 0
@@ -278,11 +331,13 @@ class Router(Service):
                 frame = here.get(encoder)
                 if frame is None:
                     if encoder.per_subscription:
-                        frame = encoder.encode_event(event, subscription)
+                        frame = self._encode(encoder, event, subscription, conflation_key)
                     else:
                         frame = frames.get(encoder)
                         if frame is None:
-                            frame = frames[encoder] = encoder.encode_event(event, subscription)
+                            frame = frames[encoder] = self._encode(
+                                encoder, event, subscription, conflation_key
+                            )
                     here[encoder] = frame
                 try:
                     ok = session.deliver(frame)
@@ -297,16 +352,42 @@ class Router(Service):
                     delivered += 1
                 else:
                     failed += 1
-        self.delivered[channel] += delivered
+        self.delivered[counted] += delivered
         if failed:
-            self.failed[channel] += failed
-            self.log.info(
+            self.failed[counted] += failed
+            self.log.debug(
                 "Event on {channel}: {delivered} delivered, {failed} failed",
                 channel=channel,
                 delivered=delivered,
                 failed=failed,
             )
+        elapsed = self._timer() - started
+        self.fanout_counts[bisect_left(FANOUT_BUCKETS, elapsed)] += 1
+        self.fanout_seconds += elapsed
         return DeliveryReport(delivered, failed)
+
+    def _conflation_key(self, keyer: KeyFunction, event: Event) -> Any:
+        try:
+            return keyer(event.data)
+        except Exception:
+            self.log.failure(
+                "Conflation key of an event on {channel} failed", channel=event.channel
+            )
+            return None
+
+    @staticmethod
+    def _encode(encoder: Any, event: Event, subscription: Subscription, key: Any) -> bytes:
+        """
+        C{encoder}'s frame of C{event}, marked with its conflation key; a
+        frame that names its subscription only replaces one of the same
+        subscription.
+        """
+        frame: bytes = encoder.encode_event(event, subscription)
+        if key is None:
+            return frame
+        if encoder.per_subscription:
+            key = (subscription.id, key)
+        return keyed_frame(frame, event.channel, key)
 
     # procedures
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import secrets
 import string
 import time
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Hashable
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from twisted.internet.interfaces import IPushProducer
@@ -15,12 +17,15 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ._directwrite import supports_direct_write, write_frame
+from .conflation import KeyedFrame
 from .interfaces import IFrameEncoder, ISession
 from .messages import dumps, text_frame
 
 #: Close code sent to a client that stopped reading while events piled up.
 CLOSE_SLOW_CONSUMER: Final = 4008
 DEFAULT_MAX_QUEUE_BYTES: Final = 1024 * 1024
+#: Superseded queue entries tolerated before the queue is compacted.
+_COMPACT_AFTER: Final = 64
 
 _ALPHABET: Final = string.digits + string.ascii_lowercase
 
@@ -48,6 +53,31 @@ class Connection(Protocol):
     def dropConnection(self, abort: bool = False) -> None: ...
 
 
+@dataclass
+class QueueCounters:
+    """
+    What the send queues of all sessions of a router did, for the metrics.
+
+    @ivar conflated: queued events replaced by a newer one, by channel.
+    @ivar slow_consumer_closes: sessions closed for letting the queue overflow.
+    """
+
+    conflated: Counter[str] = field(default_factory=Counter)
+    slow_consumer_closes: int = 0
+
+
+class _Slot:
+    """
+    A queued conflatable frame; C{frame} is C{None} once a newer frame with
+    the same key replaced it.
+    """
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: KeyedFrame) -> None:
+        self.frame: KeyedFrame | None = frame
+
+
 @implementer(ISession, IPushProducer)
 class Session:
     """
@@ -58,6 +88,11 @@ class Session:
     queue bounded in bytes; a client that lets the queue overflow is closed
     with L{CLOSE_SLOW_CONSUMER}, so one slow reader never grows the server's
     memory nor delays anyone else.
+
+    A queued frame of a conflatable event (a L{KeyedFrame}) is dropped when
+    a newer one with the same key is queued; the newer one goes to the end,
+    so what the client gets is the original sequence minus superseded
+    events.
     """
 
     log = Logger()
@@ -69,6 +104,7 @@ class Session:
         encoder: IFrameEncoder,
         connection_id: str | None = None,
         max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
+        counters: QueueCounters | None = None,
     ) -> None:
         self.connection_id = connection_id or new_connection_id()
         self.channels: set[str] = set()
@@ -80,8 +116,11 @@ class Session:
         self._direct = supports_direct_write(transport)
         self._paused = False
         self._closed = False
-        self._queue: deque[bytes] = deque()
+        self.counters = counters if counters is not None else QueueCounters()
+        self._queue: deque[bytes | _Slot] = deque()
         self._queued_bytes = 0
+        self._keyed: dict[Hashable, _Slot] = {}
+        self._superseded = 0
 
     @property
     def queued_bytes(self) -> int:
@@ -106,6 +145,8 @@ class Session:
         if self._closed:
             return False
         if self._paused or self._queue:
+            if type(frame) is KeyedFrame:
+                return self._enqueue_keyed(frame)
             if self._queued_bytes + len(frame) > self.max_queue_bytes:
                 self._overflow()
                 return False
@@ -138,10 +179,39 @@ class Session:
     def pauseProducing(self) -> None:
         self._paused = True
 
+    def _enqueue_keyed(self, frame: KeyedFrame) -> bool:
+        older = self._keyed.get(frame.key)
+        freed = len(older.frame) if older is not None and older.frame is not None else 0
+        if self._queued_bytes - freed + len(frame) > self.max_queue_bytes:
+            self._overflow()
+            return False
+        if older is not None:
+            older.frame = None
+            self._queued_bytes -= freed
+            self._superseded += 1
+            self.counters.conflated[frame.channel] += 1
+        slot = self._keyed[frame.key] = _Slot(frame)
+        self._queue.append(slot)
+        self._queued_bytes += len(frame)
+        if self._superseded > _COMPACT_AFTER and self._superseded * 2 > len(self._queue):
+            self._queue = deque(
+                item for item in self._queue if type(item) is not _Slot or item.frame is not None
+            )
+            self._superseded = 0
+        return True
+
     def resumeProducing(self) -> None:
         self._paused = False
         while self._queue and not self._paused and not self._closed:
-            frame = self._queue.popleft()
+            item = self._queue.popleft()
+            if isinstance(item, _Slot):
+                if item.frame is None:
+                    self._superseded -= 1
+                    continue
+                frame: bytes = item.frame
+                del self._keyed[item.frame.key]
+            else:
+                frame = item
             self._queued_bytes -= len(frame)
             self._transport.write(frame)
 
@@ -151,9 +221,12 @@ class Session:
         """
         self._closed = True
         self._queue.clear()
+        self._keyed.clear()
         self._queued_bytes = 0
+        self._superseded = 0
 
     def _overflow(self) -> None:
+        self.counters.slow_consumer_closes += 1
         self.log.warn(
             "Closing slow consumer {connection_id}: {queued} bytes queued",
             connection_id=self.connection_id,
