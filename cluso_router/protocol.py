@@ -9,22 +9,27 @@ so replies and events leave in the order they were produced.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Final
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import messages
 from ._version import __version__
 from .interfaces import IPublisher
+from .limits import Admission, Limits, MessageRateLimiter
 from .messages import Invoke, ProtocolError, Send, Subscribe, Unsubscribe
 from .procedures import ProcedureError
 from .router import Router
-from .session import DEFAULT_MAX_QUEUE_BYTES, Session
+from .security import AccessPolicy, RequestView
+from .session import Session
 
-DEFAULT_MAX_MESSAGE_BYTES: Final = 64 * 1024
+#: Close code for a client that keeps sending far above its message rate.
+CLOSE_POLICY_VIOLATION: Final = 1008
 
 
 class ClusoServerProtocol(WebSocketServerProtocol):
@@ -36,14 +41,48 @@ class ClusoServerProtocol(WebSocketServerProtocol):
     _log = Logger()
     factory: ClusoWebSocketFactory
     session: Session | None = None
+    _limiter: MessageRateLimiter | None = None
+
+    def onConnect(self, request: ConnectionRequest) -> None:
+        """
+        Apply the access policy (for a factory used outside the bundled
+        site, which checks HTTP requests first) and the connection limit.
+        """
+        factory = self.factory
+        policy = factory.policy
+        if policy is not None:
+            local = self.transport.getHost() if self.transport is not None else None
+            refusal = policy.check(
+                RequestView(
+                    method="GET",
+                    headers=request.headers,
+                    query_token=(request.params.get("token") or [None])[0],
+                    local_port=getattr(local, "port", 0),
+                    websocket=True,
+                )
+            )
+            if refusal is not None:
+                raise ConnectionDeny(refusal.status, refusal.message)
+        if factory.router.connection_count >= factory.limits.max_connections:
+            factory.router.refusals["capacity"] += 1
+            raise ConnectionDeny(503, "Service Unavailable: too many connections")
 
     def onOpen(self) -> None:
         factory = self.factory
+        limits = factory.limits
         session = Session(
-            self, self.transport, messages.JSON_ENCODER, max_queue_bytes=factory.max_queue_bytes
+            self,
+            self.transport,
+            messages.JSON_ENCODER,
+            max_queue_bytes=limits.max_queue_bytes,
+            counters=factory.router.queue_counters,
         )
         session.attach()
         self.session = session
+        if limits.message_rate > 0:
+            self._limiter = MessageRateLimiter(
+                limits.message_rate, limits.message_burst, factory.router.clock
+            )
         factory.router.register_session(session)
         session.send_message(messages.greeting(session.connection_id, factory.router.cwd))
 
@@ -56,6 +95,11 @@ class ClusoServerProtocol(WebSocketServerProtocol):
         if session is None:
             return
         session.heard = True
+        if self._limiter is not None:
+            admission = self._limiter.admit()
+            if admission is not Admission.ACCEPT:
+                self._rate_limited(session, payload, admission)
+                return
         try:
             if isBinary:
                 raise ProtocolError(
@@ -78,6 +122,32 @@ class ClusoServerProtocol(WebSocketServerProtocol):
             )
             session.send_message(messages.error(e.code, e.message, e.request_id))
 
+    def _rate_limited(self, session: Session, payload: bytes, admission: Admission) -> None:
+        router = self.factory.router
+        router.rate_limited += 1
+        if admission is Admission.CLOSE:
+            self._log.info(
+                "Closing {connection_id}: far over its message rate",
+                connection_id=session.connection_id,
+            )
+            session.close(CLOSE_POLICY_VIOLATION, "message rate limit exceeded")
+            return
+        try:
+            message = json.loads(payload)
+        except (ValueError, RecursionError):
+            message = None
+        request_id = (
+            message.get("id", messages.NO_ID) if isinstance(message, dict) else messages.NO_ID
+        )
+        session.send_message(
+            messages.error(
+                "rate_limited",
+                f"more than {self.factory.limits.message_rate:g} messages per second; "
+                "this one was dropped",
+                request_id,
+            )
+        )
+
     def _handle_subscribe(self, session: Session, request: Subscribe) -> None:
         """
         Subscribe, acknowledge, then replay what the client missed when it
@@ -85,7 +155,17 @@ class ClusoServerProtocol(WebSocketServerProtocol):
         published meanwhile can fall between the replay and live delivery.
         """
         router = self.factory.router
-        router.subscribe(session, request.channel, request.match)
+        limit = self.factory.limits.max_subscriptions
+        if (
+            router.subscribe(session, request.channel, request.match)
+            and router.subscription_count(session) > limit
+        ):
+            router.unsubscribe(session, request.channel, request.match)
+            raise ProtocolError(
+                "too_many_subscriptions",
+                f"a connection may hold at most {limit} subscriptions",
+                request.request_id,
+            )
         if request.match != "exact":
             session.send_message(
                 messages.ack("subscribed", request.channel, request.request_id, match=request.match)
@@ -178,6 +258,8 @@ class ClusoServerProtocol(WebSocketServerProtocol):
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         session, self.session = self.session, None
         if session is not None:
+            if self.closedByMe and self.localCloseCode is not None:
+                self.factory.router.closes[self.localCloseCode] += 1
             session.stopProducing()
             self.factory.router.unregister_session(session)
 
@@ -187,7 +269,11 @@ class ClusoWebSocketFactory(WebSocketServerFactory):
     Builds L{ClusoServerProtocol} instances bound to one router.
 
     C{publisher} is where client C{send}s go: the router itself, or a
-    backplane in front of it.
+    backplane in front of it. C{policy}, when given, is checked at every
+    handshake (the bundled site checks it on the HTTP request already).
+    Per-message compression is not offered. A client that breaks the
+    WebSocket protocol or a limit gets a close frame with the code saying
+    why (1002, 1007, 1009) before the connection is dropped.
     """
 
     protocol = ClusoServerProtocol  # type: ignore[assignment]
@@ -196,19 +282,21 @@ class ClusoWebSocketFactory(WebSocketServerFactory):
         self,
         router: Router,
         publisher: IPublisher | None = None,
-        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        limits: Limits | None = None,
+        policy: AccessPolicy | None = None,
     ) -> None:
         super().__init__(server=f"cluso-router/{__version__}")
         self.router = router
         self.publisher: IPublisher = publisher if publisher is not None else router
-        self.max_queue_bytes = max_queue_bytes
+        self.limits = limits if limits is not None else Limits()
+        self.policy = policy
         self.setProtocolOptions(
-            maxMessagePayloadSize=max_message_bytes,
-            maxFramePayloadSize=max_message_bytes,
-            openHandshakeTimeout=10,
+            maxMessagePayloadSize=self.limits.max_message_bytes,
+            maxFramePayloadSize=self.limits.max_message_bytes,
+            openHandshakeTimeout=self.limits.handshake_timeout,
             closeHandshakeTimeout=1,
             autoPingInterval=0,
+            failByDrop=False,
         )
 
 

@@ -19,7 +19,18 @@ from twisted.logger import Logger
 from .events import EventBroadcaster
 from .filechanges import FileChangeLedger
 from .health import DEFAULT_PING_INTERVAL, PingSweeper
+from .limits import Limits
+from .metrics import MetricsResource, metrics_registry
 from .router import Router
+from .security import (
+    AccessPolicy,
+    check_token,
+    endpoint_is_loopback,
+    generate_token,
+    is_loopback_address,
+    normalize_host,
+    normalize_origin,
+)
 from .sources import SourceContext, SourcesService
 from .web import build_root, build_site
 from .web.bodylimit import DEFAULT_MAX_BODY
@@ -48,6 +59,17 @@ class ServerConfig:
     ignore: tuple[str, ...] = ()
     #: Largest HTTP request body in bytes; a larger one gets 413 unread.
     max_body: int = DEFAULT_MAX_BODY
+    #: C{token} (the default) or C{none}, which only loopback addresses may use.
+    auth: str = "token"
+    #: The access token; a random one is made up when auth is on and none is given.
+    token: str | None = None
+    #: Origins allowed besides the server's own, as C{scheme://host:port}.
+    allowed_origins: tuple[str, ...] = ()
+    #: Host header values allowed besides the loopback names.
+    allowed_hosts: tuple[str, ...] = ()
+    #: Serve C{/metrics} without the token.
+    metrics_public: bool = False
+    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", os.path.realpath(self.root))
@@ -55,12 +77,30 @@ class ServerConfig:
             raise ValueError(f"root is not a directory: {self.root}")
         if self.ping_interval <= 0:
             raise ValueError("ping interval must be positive")
+        if self.max_body <= 0:
+            raise ValueError("max body must be a positive number of bytes")
+        if self.auth not in ("token", "none"):
+            raise ValueError(f"auth must be 'token' or 'none', not {self.auth!r}")
+        if self.auth == "none":
+            if endpoint_is_loopback(self.listen) is False:
+                raise ValueError(
+                    f"--auth none is refused on {self.listen}, which other machines can "
+                    "reach; listen on a loopback address (tcp:PORT:interface=127.0.0.1) "
+                    "or use a token"
+                )
+            object.__setattr__(self, "token", None)
+        elif self.token is None:
+            object.__setattr__(self, "token", generate_token())
+        else:
+            check_token(self.token)
+        for origin in self.allowed_origins:
+            normalize_origin(origin)
+        for host in self.allowed_hosts:
+            normalize_host(host)
         if self.ui is not None:
             object.__setattr__(self, "ui", os.path.realpath(self.ui))
             if not os.path.isfile(os.path.join(self.ui, "index.html")):
                 raise ValueError(f"UI directory has no index.html: {self.ui}")
-        if self.max_body <= 0:
-            raise ValueError("max body must be a positive number of bytes")
 
 
 class ListeningService(Service):
@@ -69,15 +109,28 @@ class ListeningService(Service):
     real port (C{tcp:0} picks a free one).
 
     A failure to listen that is known at start (the port is taken) is raised
-    from C{startService}, so C{twistd} reports it and exits.
+    from C{startService}, so C{twistd} reports it and exits. So is listening
+    on an address reachable from other machines when C{loopback_only}.
+
+    C{token}, when given, is logged once inside the URL that opens the
+    server in a browser.
     """
 
     log = Logger()
 
-    def __init__(self, reactor: IReactorCore, description: str, factory: IProtocolFactory) -> None:
+    def __init__(
+        self,
+        reactor: IReactorCore,
+        description: str,
+        factory: IProtocolFactory,
+        loopback_only: bool = False,
+        token: str | None = None,
+    ) -> None:
         self._reactor = reactor
         self.description = description
         self.factory = factory
+        self.loopback_only = loopback_only
+        self._token = token
         self.port: IListeningPort | None = None
         self._listening: Deferred[Any] | None = None
 
@@ -86,14 +139,20 @@ class ListeningService(Service):
         endpoint = serverFromString(self._reactor, self.description)
         failures: list[Any] = []
         self._listening = endpoint.listen(self.factory)
-        self._listening.addCallbacks(self._listened, failures.append)
+        self._listening.addCallback(self._listened).addErrback(failures.append)
         if failures:
             failures[0].raiseException()
 
     def _listened(self, port: IListeningPort) -> IListeningPort:
-        self.port = port
         address = port.getHost()
         host = getattr(address, "host", "localhost")
+        if self.loopback_only and hasattr(address, "host") and not is_loopback_address(host):
+            port.stopListening()
+            raise ValueError(
+                f"--auth none is refused on {host}, which other machines can reach; "
+                "listen on a loopback address (tcp:PORT:interface=127.0.0.1) or use a token"
+            )
+        self.port = port
         if host in ("0.0.0.0", "::", ""):
             host = "localhost"
         elif ":" in host:
@@ -104,6 +163,10 @@ class ListeningService(Service):
             url=url,
             ws_url="ws" + url[4:] + "ws",
         )
+        if self._token is not None:
+            self.log.info(
+                "Open {url}?token={token} to sign in from a browser", url=url, token=self._token
+            )
         return port
 
     def stopService(self) -> Deferred[None] | None:
@@ -133,11 +196,32 @@ class ClusoService(MultiService):
         self.broadcaster = EventBroadcaster(self.router)
         self.file_changes = FileChangeLedger(self.broadcaster, clock=reactor)
         self.sweeper = PingSweeper(self.router, config.ping_interval, clock=reactor)
-        self.root_resource = build_root(self.router)
+        self.policy = AccessPolicy(
+            config.token,
+            config.allowed_origins,
+            config.allowed_hosts,
+            refusals=self.router.refusals,
+        )
+        self.root_resource = build_root(self.router, limits=config.limits, policy=self.policy)
+        self.root_resource.putChild(
+            b"metrics", MetricsResource(metrics_registry(self.router, self.sweeper))
+        )
         mount_static(self.root_resource, config.ui)
         self.workspace_api = install_workspace_api(self, reactor)
-        self.site = build_site(self.root_resource, config.max_body)
-        self.web = ListeningService(reactor, config.listen, self.site)
+        self.site = build_site(
+            self.root_resource,
+            config.max_body,
+            policy=self.policy,
+            public_paths=[b"metrics"] if config.metrics_public else [],
+        )
+        self.site.timeOut = config.limits.handshake_timeout
+        self.web = ListeningService(
+            reactor,
+            config.listen,
+            self.site,
+            loopback_only=config.token is None,
+            token=config.token,
+        )
         self.router.setServiceParent(self)
         self.sweeper.setServiceParent(self)
         self.web.setServiceParent(self)

@@ -13,6 +13,8 @@ from twisted.python import usage
 from twisted.python.reflect import accumulateClassList
 
 from .health import DEFAULT_PING_INTERVAL
+from .limits import Limits
+from .security import load_token
 from .service import DEFAULT_LISTEN, ClusoService, ServerConfig
 from .sources import (
     ALL_SOURCES,
@@ -72,7 +74,78 @@ class Options(usage.Options):
             int,
         ],
     ]
-    optFlags = [["list-sources", None, "Print the event sources found, then exit."]]
+    optParameters += [
+        [
+            "auth",
+            None,
+            "token",
+            "'token' (every request needs the access token) or 'none'; 'none' is refused "
+            "unless the server listens on loopback addresses only.",
+        ],
+        [
+            "token",
+            None,
+            None,
+            "The access token (default: $CLUSO_TOKEN, else a random one, printed at start "
+            "inside the URL to open). Other users can see it in the process list; prefer "
+            "--token-file or CLUSO_TOKEN.",
+        ],
+        ["token-file", None, None, "Read the access token from this file."],
+        [
+            "max-connections",
+            None,
+            Limits.max_connections,
+            "WebSocket connections at once; more are refused with HTTP 503.",
+            int,
+        ],
+        [
+            "max-subscriptions",
+            None,
+            Limits.max_subscriptions,
+            "Subscriptions one connection may hold; more get too_many_subscriptions.",
+            int,
+        ],
+        [
+            "max-message-size",
+            None,
+            Limits.max_message_bytes,
+            "Largest inbound WebSocket message in bytes; larger closes the connection with 1009.",
+            int,
+        ],
+        [
+            "max-queue-bytes",
+            None,
+            Limits.max_queue_bytes,
+            "Bytes queued for a client that does not read; more closes it with 4008.",
+            int,
+        ],
+        [
+            "rate-limit",
+            None,
+            Limits.message_rate,
+            "Inbound messages per second per connection (0: no limit); excess ones get "
+            "rate_limited, and sending at over twice the rate closes with 1008.",
+            float,
+        ],
+        [
+            "rate-burst",
+            None,
+            Limits.message_burst,
+            "Messages a connection may send at once above --rate-limit.",
+            int,
+        ],
+        [
+            "handshake-timeout",
+            None,
+            Limits.handshake_timeout,
+            "Seconds a client has to complete the WebSocket opening handshake.",
+            float,
+        ],
+    ]
+    optFlags = [
+        ["list-sources", None, "Print the event sources found, then exit."],
+        ["metrics-public", None, "Serve /metrics without the access token."],
+    ]
 
     #: The event sources found when these options were made.
     discovery: Discovery
@@ -107,12 +180,26 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["ignore"] = []
+        self["allow-origin"] = []
+        self["allow-host"] = []
 
     def opt_ignore(self, pattern: str) -> None:
         """
         Leave out paths matching this .gitignore-style pattern (repeatable).
         """
         self["ignore"].append(pattern)
+
+    def opt_allow_origin(self, origin: str) -> None:
+        """
+        Also accept pages from this origin, exactly scheme://host:port (repeatable).
+        """
+        self["allow-origin"].append(origin)
+
+    def opt_allow_host(self, host: str) -> None:
+        """
+        Also accept this Host header, as name or name:port (repeatable).
+        """
+        self["allow-host"].append(host)
 
     def postOptions(self) -> None:
         try:
@@ -142,6 +229,22 @@ class Options(usage.Options):
                 },
                 ignore=tuple(self["ignore"]),
                 max_body=self["max-body"],
+                auth=self["auth"],
+                token=load_token(self["token"], self["token-file"])
+                if self["auth"] == "token"
+                else None,
+                allowed_origins=tuple(self["allow-origin"]),
+                allowed_hosts=tuple(self["allow-host"]),
+                metrics_public=bool(self["metrics-public"]),
+                limits=Limits(
+                    max_connections=self["max-connections"],
+                    max_subscriptions=self["max-subscriptions"],
+                    max_message_bytes=self["max-message-size"],
+                    max_queue_bytes=self["max-queue-bytes"],
+                    message_rate=self["rate-limit"],
+                    message_burst=self["rate-burst"],
+                    handshake_timeout=self["handshake-timeout"],
+                ),
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None

@@ -1,6 +1,11 @@
 """
 Shared fixtures: an in-process server on a free loopback port, and a way to
 run the real C{twistd cluso} as a child process.
+
+Servers started here run without a token (C{--auth none}, allowed on
+loopback) unless a test asks for one: C{secured_server}, or
+C{start_child_server(..., auth=True)}; their C{token} and C{headers} say
+how to authenticate.
 """
 
 from __future__ import annotations
@@ -10,11 +15,12 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 import pytest_twisted
@@ -31,24 +37,55 @@ class RunningServer:
     def ws_url(self) -> str:
         return "ws" + self.url[4:] + "ws"
 
+    @property
+    def token(self) -> str | None:
+        return self.service.config.token
 
-@pytest_twisted.async_yield_fixture
-async def server(tmp_path: Path) -> Any:
-    """
-    A whole cluso-router service in this process, listening on a free port.
-    """
+    @property
+    def headers(self) -> dict[str, str]:
+        """
+        The headers that authenticate a request (none when auth is off).
+        """
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+
+TEST_TOKEN = "test-token-0123456789"
+
+
+async def _serve(tmp_path: Path, **config: Any) -> Any:
     from twisted.internet import reactor
 
     root = tmp_path / "root"
     root.mkdir()
     service = ClusoService(
-        ServerConfig(root=str(root), listen="tcp:0:interface=127.0.0.1"), reactor=reactor
+        ServerConfig(root=str(root), listen="tcp:0:interface=127.0.0.1", **config),
+        reactor=reactor,
     )
     service.startService()
     port = service.web.port
     assert port is not None
     yield RunningServer(service, f"http://127.0.0.1:{port.getHost().port}/")
     await service.stopService()
+
+
+@pytest_twisted.async_yield_fixture
+async def server(tmp_path: Path) -> Any:
+    """
+    A whole cluso-router service in this process, listening on a free
+    loopback port, with auth off.
+    """
+    async for running in _serve(tmp_path, auth="none"):
+        yield running
+
+
+@pytest_twisted.async_yield_fixture
+async def secured_server(tmp_path: Path) -> Any:
+    """
+    Like C{server}, with token auth on as by default; the token is
+    L{TEST_TOKEN}.
+    """
+    async for running in _serve(tmp_path, token=TEST_TOKEN):
+        yield running
 
 
 def python_tool(name: str) -> str:
@@ -68,20 +105,33 @@ class ChildServer:
     process: subprocess.Popen[str]
     url: str
     log: list[str]
+    token: str | None = None
 
     @property
     def ws_url(self) -> str:
         return "ws" + self.url[4:] + "ws"
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
 
 _LISTENING = re.compile(r"listening on (http://\S+/)")
+_TOKEN_URL = re.compile(r"\?token=(\S+)")
 
 
-def start_child_server(args: list[str], cwd: Path, timeout: float = 20.0) -> ChildServer:
+def start_child_server(
+    args: list[str], cwd: Path, timeout: float = 20.0, auth: bool = False
+) -> ChildServer:
     """
     Run C{args} (a command starting the server on C{tcp:0}) and wait for the
     line that says where it listens.
+
+    Unless C{auth}, C{--auth none} is added to C{args}; with it, the token
+    is read from the URL the server logs.
     """
+    if not auth:
+        args = [*args, "--auth", "none"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
         args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
@@ -89,6 +139,7 @@ def start_child_server(args: list[str], cwd: Path, timeout: float = 20.0) -> Chi
     assert process.stdout is not None
     log: list[str] = []
     deadline = time.monotonic() + timeout
+    url = None
     while time.monotonic() < deadline:
         line = process.stdout.readline()
         if not line:
@@ -96,9 +147,22 @@ def start_child_server(args: list[str], cwd: Path, timeout: float = 20.0) -> Chi
         log.append(line)
         match = _LISTENING.search(line)
         if match:
-            return ChildServer(process, match.group(1), log)
+            url = match.group(1)
+        token = _TOKEN_URL.search(line)
+        if url is not None and (token is not None or not auth):
+            threading.Thread(target=_drain, args=(process.stdout, log), daemon=True).start()
+            return ChildServer(process, url, log, token.group(1) if token else None)
     process.kill()
     raise AssertionError("server did not start:\n" + "".join(log))
+
+
+def _drain(stream: IO[str], log: list[str]) -> None:
+    """
+    Keep reading the child's output into C{log}, so a chatty server never
+    blocks on a full pipe.
+    """
+    for line in stream:
+        log.append(line)
 
 
 def stop_child_server(child: ChildServer, timeout: float = 10.0) -> int:

@@ -4,13 +4,18 @@ The one twisted.web site: C{/ws} for WebSocket clients, C{/api/} for HTTP.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from ..interfaces import IPublisher
+from ..limits import Limits
 from ..protocol import websocket_resource
 from ..router import Router
+from ..security import AccessPolicy
 from ._json import Directory
+from .auth import AuthGuard, redacting_log_formatter
 from .bodylimit import DEFAULT_MAX_BODY, LimitedRequest
 from .events import PublishResource
 from .health import health_resource
@@ -34,10 +39,16 @@ class SiteRoot(Directory):
         return super().getChild(path, request)
 
 
-def build_root(router: Router, publisher: IPublisher | None = None) -> SiteRoot:
+def build_root(
+    router: Router,
+    publisher: IPublisher | None = None,
+    limits: Limits | None = None,
+    policy: AccessPolicy | None = None,
+) -> SiteRoot:
     """
     The resource tree; other parts add their routes with C{putChild} on it
-    or on its C{api} child.
+    or on its C{api} child. C{limits} and C{policy} go to the WebSocket
+    endpoint.
     """
     publisher = publisher if publisher is not None else router
     api = Directory(
@@ -50,15 +61,27 @@ def build_root(router: Router, publisher: IPublisher | None = None) -> SiteRoot:
     root = SiteRoot({b"api": api})
     mount_search(root, router)
     mount_validation(root, router)
-    root.putChild(b"ws", websocket_resource(router, publisher))
+    root.putChild(b"ws", websocket_resource(router, publisher, limits=limits, policy=policy))
     return root
 
 
-def build_site(root: Resource, max_body: int = DEFAULT_MAX_BODY) -> Site:
+def build_site(
+    root: Resource,
+    max_body: int = DEFAULT_MAX_BODY,
+    policy: AccessPolicy | None = None,
+    public_paths: Collection[bytes] = (),
+    handshake_paths: Collection[bytes] = (b"ws",),
+) -> Site:
     """
     The site serving C{root}; request bodies above C{max_body} bytes get 413.
+    With a C{policy}, every request passes it first (see L{AuthGuard}:
+    C{public_paths} skip the token, C{handshake_paths} are WebSocket
+    endpoints built by L{build_root} with the same policy, which check the
+    token at the handshake). The access log never shows a token.
     """
-    site = Site(root, requestFactory=LimitedRequest)
+    if policy is not None:
+        root = AuthGuard(root, policy, public_paths, handshake_paths)
+    site = Site(root, requestFactory=LimitedRequest, logFormatter=redacting_log_formatter)
     site.max_body = max_body  # type: ignore[attr-defined]
     site.displayTracebacks = False
     return site
