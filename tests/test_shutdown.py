@@ -1,0 +1,128 @@
+"""
+Graceful shutdown of the real server: on SIGTERM (what C{twistd} and
+service managers send) every WebSocket client is told 1001 "going away",
+the event sources stop and end the child processes they run, and the
+process exits within 5 seconds, whether or not the clients finish the
+closing handshake.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from conftest import python_tool, start_child_server, stop_child_server
+from rawws import RawWebSocket
+
+CLIENTS = 100
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def start_language_server(url: str, pid: int) -> set[int]:
+    """
+    Save a Python file through the API, which makes the LSP source start
+    its language server; return the server's child processes.
+    """
+    request = urllib.request.Request(
+        url + "api/files/write",
+        data=json.dumps({"path": "main.py", "content": "import os\n"}).encode(),
+        headers={"content-type": "application/json"},
+        method="POST",
+    )
+    urllib.request.urlopen(request, timeout=10).close()
+    deadline = time.monotonic() + 20
+    while not (spawned := children_of(pid)):
+        assert time.monotonic() < deadline, "the language server never started"
+        time.sleep(0.1)
+    return spawned
+
+
+def test_sigterm_closes_every_client_with_1001_and_exits_quickly(tmp_path: Path) -> None:
+    """
+    With a language server running and 100 clients connected (half of them
+    answer the close frame, half never do), SIGTERM makes the server send
+    each client a 1001 close frame, end the language server, and exit within
+    5 seconds (twistd ends by the signal it got).
+    """
+    (tmp_path / "main.py").write_text("print('hello')\n")
+    child = start_child_server(
+        [
+            python_tool("twistd"),
+            "--pidfile=",
+            "-n",
+            "cluso",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            "--lsp",
+            f"python={python_tool('pylsp')}",
+        ],
+        cwd=tmp_path,
+    )
+    parts = urlsplit(child.url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    clients = []
+    try:
+        spawned = start_language_server(child.url, child.process.pid)
+        for n in range(CLIENTS):
+            ws = RawWebSocket(parts.hostname, parts.port)
+            assert ws.receive_json()["data"]["status"] == "connected"
+            ws.send_json({"type": "subscribe", "channel": "files", "id": n})
+            assert ws.receive_json()["data"]["status"] == "subscribed"
+            ws.sock.settimeout(10)
+            clients.append(ws)
+
+        child.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        codes = []
+        for n, ws in enumerate(clients):
+            opcode, payload = ws.receive_frame()
+            assert opcode == 0x8
+            codes.append(struct.unpack("!H", payload[:2])[0])
+            if n % 2 == 0:
+                mask = os.urandom(4)
+                code = struct.pack("!H", 1001)
+                ws.sock.sendall(
+                    bytes([0x88, 0x80 | 2]) + mask + bytes(b ^ mask[i] for i, b in enumerate(code))
+                )
+        status = child.process.wait(timeout=10)
+        exited_after = time.monotonic() - signalled
+        deadline = time.monotonic() + 2
+        while any(alive(pid) for pid in spawned) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        for ws in clients:
+            ws.close()
+        stop_child_server(child)
+    assert codes == [1001] * CLIENTS
+    assert status in (0, -signal.SIGTERM)
+    assert exited_after < 5, f"exit took {exited_after:.2f}s"
+    assert not [pid for pid in spawned if alive(pid)], "a child process outlived the server"
+    log = "".join(child.log)
+    assert "Traceback" not in log, log
