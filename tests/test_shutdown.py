@@ -103,6 +103,8 @@ def test_sigterm_closes_every_client_with_1001_and_exits_quickly(tmp_path: Path)
         codes = []
         for n, ws in enumerate(clients):
             opcode, payload = ws.receive_frame()
+            while opcode == 0x1:
+                opcode, payload = ws.receive_frame()
             assert opcode == 0x8
             codes.append(struct.unpack("!H", payload[:2])[0])
             if n % 2 == 0:
