@@ -27,14 +27,24 @@ from .procedures import ProcedureError
 from .router import Router
 from .security import AccessPolicy, RequestView
 from .session import Session
+from .wamp import DEFAULT_REALM, SUBPROTOCOL, WampHandler, WampRealm, open_wamp
 
 #: Close code for a client that keeps sending far above its message rate.
 CLOSE_POLICY_VIOLATION: Final = 1008
+_HANDSHAKE_LEFTOVERS: Final = (
+    "http_request_data",
+    "http_response_data",
+    "http_headers",
+    "http_request_params",
+    "http_status_line",
+    "_wskey",
+)
 
 
 class ClusoServerProtocol(WebSocketServerProtocol):
     """
-    One client speaking the JSON dialect.
+    One client speaking the JSON dialect, or WAMP when it asked for the
+    C{wamp.2.json} subprotocol (then L{WampHandler} does the talking).
     """
 
     # Not "log": Autobahn's own txaio logger lives there and filters levels.
@@ -42,32 +52,43 @@ class ClusoServerProtocol(WebSocketServerProtocol):
     factory: ClusoWebSocketFactory
     session: Session | None = None
     _limiter: MessageRateLimiter | None = None
+    _wamp: WampHandler | None = None
+    _wamp_authenticated = False
 
-    def onConnect(self, request: ConnectionRequest) -> None:
+    def onConnect(self, request: ConnectionRequest) -> str | None:
         """
         Apply the access policy (for a factory used outside the bundled
-        site, which checks HTTP requests first) and the connection limit.
+        site, which checks HTTP requests first) and the connection limit,
+        and pick WAMP when the client offers it. A WAMP client may leave
+        the token out of the handshake: it authenticates in WAMP instead.
         """
         factory = self.factory
         policy = factory.policy
+        wamp = SUBPROTOCOL in request.protocols
         if policy is not None:
             local = self.transport.getHost() if self.transport is not None else None
-            refusal = policy.check(
-                RequestView(
-                    method="GET",
-                    headers=request.headers,
-                    query_token=(request.params.get("token") or [None])[0],
-                    local_port=getattr(local, "port", 0),
-                    websocket=True,
-                )
+            view = RequestView(
+                method="GET",
+                headers=request.headers,
+                query_token=(request.params.get("token") or [None])[0],
+                local_port=getattr(local, "port", 0),
+                websocket=True,
             )
+            refusal = policy.check(view, public=wamp)
             if refusal is not None:
                 raise ConnectionDeny(refusal.status, refusal.message)
+            self._wamp_authenticated = wamp and policy.authenticated(view)
         if factory.router.connection_count >= factory.limits.max_connections:
             factory.router.refusals["capacity"] += 1
             raise ConnectionDeny(503, "Service Unavailable: too many connections")
+        return SUBPROTOCOL if wamp else None
 
     def onOpen(self) -> None:
+        self._forget_handshake()
+        if self.websocket_protocol_in_use == SUBPROTOCOL:
+            self._wamp = open_wamp(self, self._wamp_authenticated)
+            self.session = self._wamp.session
+            return
         factory = self.factory
         limits = factory.limits
         session = Session(
@@ -86,11 +107,24 @@ class ClusoServerProtocol(WebSocketServerProtocol):
         factory.router.register_session(session)
         session.send_message(messages.greeting(session.connection_id, factory.router.cwd))
 
+    def _forget_handshake(self) -> None:
+        """
+        Drop what Autobahn keeps of the opening handshake (raw request and
+        response, headers); nothing reads it after the connection opened,
+        and at thousands of idle connections it is a good part of their
+        memory.
+        """
+        for name in _HANDSHAKE_LEFTOVERS:
+            self.__dict__.pop(name, None)
+
     def onPong(self, payload: bytes) -> None:
         if self.session is not None:
             self.session.heard = True
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self._wamp is not None:
+            self._wamp.received(payload, isBinary)
+            return
         session = self.session
         if session is None:
             return
@@ -257,6 +291,8 @@ class ClusoServerProtocol(WebSocketServerProtocol):
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         session, self.session = self.session, None
+        if self._wamp is not None:
+            self._wamp.closed()
         if session is not None:
             if self.closedByMe and self.localCloseCode is not None:
                 self.factory.router.closes[self.localCloseCode] += 1
@@ -273,7 +309,8 @@ class ClusoWebSocketFactory(WebSocketServerFactory):
     handshake (the bundled site checks it on the HTTP request already).
     Per-message compression is not offered. A client that breaks the
     WebSocket protocol or a limit gets a close frame with the code saying
-    why (1002, 1007, 1009) before the connection is dropped.
+    why (1002, 1007, 1009) before the connection is dropped. WAMP clients
+    join C{wamp_realm}.
     """
 
     protocol = ClusoServerProtocol  # type: ignore[assignment]
@@ -284,12 +321,14 @@ class ClusoWebSocketFactory(WebSocketServerFactory):
         publisher: IPublisher | None = None,
         limits: Limits | None = None,
         policy: AccessPolicy | None = None,
+        wamp_realm: str = DEFAULT_REALM,
     ) -> None:
         super().__init__(server=f"cluso-router/{__version__}")
         self.router = router
         self.publisher: IPublisher = publisher if publisher is not None else router
         self.limits = limits if limits is not None else Limits()
         self.policy = policy
+        self.wamp_realm = WampRealm(wamp_realm)
         self.setProtocolOptions(
             maxMessagePayloadSize=self.limits.max_message_bytes,
             maxFramePayloadSize=self.limits.max_message_bytes,
@@ -297,6 +336,27 @@ class ClusoWebSocketFactory(WebSocketServerFactory):
             closeHandshakeTimeout=1,
             autoPingInterval=0,
             failByDrop=False,
+        )
+
+    def setProtocolOptions(self, **options: Any) -> None:  # type: ignore[override]
+        """
+        Set options as Autobahn does, then give them to a protocol class of
+        this factory's own as class attributes: Autobahn copies each option
+        onto every protocol instance unless the class already has it, which
+        costs a few hundred bytes per connection.
+        """
+        super().setProtocolOptions(**options)
+        base = ClusoServerProtocol
+        values = {name: getattr(self, name) for name in base.CONFIG_ATTRS}
+        self.protocol = type(  # type: ignore[assignment]
+            base.__name__,
+            (base,),
+            {
+                # A function option (perMessageCompressionAccept) must not
+                # become a method of the class.
+                name: staticmethod(value) if callable(value) else value
+                for name, value in values.items()
+            },
         )
 
 
