@@ -83,6 +83,33 @@ class IPublisher(Interface):
         """
 
 
+class IBackplane(IPublisher):
+    """
+    What carries events between the nodes of one deployment and numbers
+    them: the router itself on a lone node (everything answers at once), or
+    a shared store such as Redis (everything answers with a Deferred).
+    """
+
+    synchronous = Attribute(
+        "C{True} when C{publish}, C{position} and C{since} return their "
+        "answer, C{False} when they return a Deferred of it."
+    )
+    backplane_status = Attribute(
+        "C{ok}, or C{degraded} while the node cannot reach the other nodes."
+    )
+
+    def position(channel: str) -> Any:
+        """
+        The channel's L{cluso_router.history.Position} (or a Deferred of it).
+        """
+
+    def since(channel: str, seq: int, epoch: str) -> Any:
+        """
+        The L{cluso_router.history.Recovery} of what came after C{seq} in
+        C{epoch} (or a Deferred of it).
+        """
+
+
 class IEventSourceFactory(Interface):
     """
     A Twisted plugin that adds one event source (a service publishing on

@@ -15,12 +15,14 @@ from typing import Any, Final
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from . import messages
 from ._version import __version__
-from .interfaces import IPublisher
+from .history import Position, Recovery
+from .interfaces import IBackplane, IPublisher
 from .limits import Admission, Limits, MessageRateLimiter
 from .messages import Invoke, ProtocolError, Send, Subscribe, Unsubscribe
 from .procedures import ProcedureError
@@ -205,6 +207,10 @@ class ClusoServerProtocol(WebSocketServerProtocol):
                 messages.ack("subscribed", request.channel, request.request_id, match=request.match)
             )
             return
+        backplane = self.factory.publisher
+        if IBackplane.providedBy(backplane) and not backplane.synchronous:
+            self._subscribe_through(backplane, session, request)
+            return
         if request.since is None:
             position = router.position(request.channel)
             session.send_message(
@@ -232,6 +238,56 @@ class ClusoServerProtocol(WebSocketServerProtocol):
         for event in recovery.events:
             session.deliver(session.encoder.encode_event(event, None))
 
+    def _subscribe_through(self, backplane: Any, session: Session, request: Subscribe) -> None:
+        """
+        The same answer as a local subscribe, from a backplane that answers
+        later: live events for the new subscriber are held back until the
+        position (and replay) is sent, then those newer than it follow.
+        """
+        router = self.factory.router
+        channel = request.channel
+        router.hold(session, channel)
+        answer: Deferred[Any] = (
+            backplane.position(channel)
+            if request.since is None
+            else backplane.since(channel, request.since.seq, request.since.epoch)
+        )
+
+        def answered(result: Position | Recovery) -> None:
+            if self.session is not session:
+                return
+            if isinstance(result, Position):
+                position, details = result, {}
+            else:
+                position = result.position
+                details = {"recovered": result.recovered, "replayed": len(result.events)}
+            session.send_message(
+                messages.ack(
+                    "subscribed",
+                    channel,
+                    request.request_id,
+                    seq=position.seq,
+                    epoch=position.epoch,
+                    **details,
+                )
+            )
+            if isinstance(result, Recovery):
+                for event in result.events:
+                    session.deliver(session.encoder.encode_event(event, None))
+            router.release(session, channel, position.seq)
+
+        def failed(failure: Failure) -> None:
+            self._log.failure(
+                "Subscribing {channel} through the backplane failed", failure, channel=channel
+            )
+            router.release(session, channel, 0)
+            if self.session is session:
+                session.send_message(
+                    messages.error("internal_error", "subscribe failed", request.request_id)
+                )
+
+        answer.addCallbacks(answered, failed)
+
     def _handle_unsubscribe(self, session: Session, request: Unsubscribe) -> None:
         self.factory.router.unsubscribe(session, request.channel, request.match)
         details = {"match": request.match} if request.match != "exact" else {}
@@ -248,6 +304,15 @@ class ClusoServerProtocol(WebSocketServerProtocol):
                 request.request_id,
             )
         report = self.factory.publisher.publish(request.channel, request.data)
+        if isinstance(report, Deferred):
+            report.addCallbacks(
+                lambda report: self._sent(session, request, report),
+                lambda failure: self._send_failed(session, request, failure),
+            )
+        else:
+            self._sent(session, request, report)
+
+    def _sent(self, session: Session, request: Send, report: Any) -> None:
         if request.request_id is not messages.NO_ID:
             session.send_message(
                 messages.result(
@@ -255,6 +320,17 @@ class ClusoServerProtocol(WebSocketServerProtocol):
                     {"status": "sent", "channel": request.channel, "delivered": report.delivered},
                 )
             )
+
+    def _send_failed(self, session: Session, request: Send, failure: Failure) -> None:
+        """
+        A publish the backplane refused is answered with an error even when
+        the client asked for no reply, so it is never lost silently.
+        """
+        code = getattr(failure.value, "code", None)
+        if not isinstance(code, str):
+            self._log.failure("Publishing on {channel} failed", failure, channel=request.channel)
+            code = "internal_error"
+        session.send_message(messages.error(code, failure.getErrorMessage(), request.request_id))
 
     def _handle_invoke(self, session: Session, request: Invoke) -> None:
         request_id = request.request_id

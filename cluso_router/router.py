@@ -24,7 +24,7 @@ from ._version import __version__
 from .conflation import DEFAULT_CONFLATION, KeyFunction, keyed_frame
 from .event import DeliveryReport, Event
 from .history import MemoryHistory, Position, Recovery
-from .interfaces import IPublisher, ISession
+from .interfaces import IBackplane, IPublisher, ISession
 from .observation import ExactIndex, Match, PrefixIndex, Subscription, WildcardIndex
 from .procedures import ProcedureRegistry
 from .session import QueueCounters
@@ -48,7 +48,7 @@ FANOUT_BUCKETS: Final = (
 )  # fmt: skip
 
 
-@implementer(IPublisher)
+@implementer(IPublisher, IBackplane)
 class Router(Service):
     """
     Sessions, subscriptions and fan-out for one node.
@@ -61,6 +61,9 @@ class Router(Service):
 
     log = Logger()
     name = "router"
+    #: As a backplane (a lone node's): it numbers and delivers at once.
+    synchronous = True
+    backplane_status = "ok"
 
     def __init__(
         self,
@@ -104,6 +107,9 @@ class Router(Service):
         self.history = history if history is not None else MemoryHistory(self.clock)
         self._started_at = self.clock.seconds()
         self._closing: dict[str, Deferred[None]] = {}
+        #: Frames kept back from sessions that are being replayed a
+        #: channel's history: channel -> session -> [(seq, frame)].
+        self._holds: dict[str, dict[ISession, list[tuple[int, bytes]]]] = {}
         self.procedures.register("server.info", self.server_info)
 
     # sessions
@@ -129,6 +135,9 @@ class Router(Service):
         session.channels.clear()
         for match, pattern in self._patterns_of.pop(session, ()):
             self._remove_subscriber(match, pattern, session)
+        if self._holds:
+            for channel in [c for c, held in self._holds.items() if session in held]:
+                self._drop_hold(channel, session)
         waiting = self._closing.pop(session.connection_id, None)
         if waiting is not None:
             waiting.callback(None)
@@ -245,6 +254,32 @@ class Router(Service):
     def since(self, channel: str, seq: int, epoch: str) -> Recovery:
         return self.history.since(channel, seq, epoch)
 
+    def hold(self, session: ISession, channel: str) -> None:
+        """
+        Keep back C{session}'s events on C{channel} until L{release}: while
+        its missed events are fetched from elsewhere, live ones must not
+        overtake them.
+        """
+        self._holds.setdefault(channel, {})[session] = []
+
+    def release(self, session: ISession, channel: str, after: int) -> None:
+        """
+        Stop holding C{session} on C{channel} and hand it the held events
+        numbered above C{after} (those below were part of its replay).
+        """
+        for seq, frame in self._drop_hold(channel, session):
+            if seq > after:
+                session.deliver(frame)
+
+    def _drop_hold(self, channel: str, session: ISession) -> list[tuple[int, bytes]]:
+        held = self._holds.get(channel)
+        if held is None:
+            return []
+        frames = held.pop(session, [])
+        if not held:
+            del self._holds[channel]
+        return frames
+
     # publishing
 
     def conflate(self, channel: str, key: KeyFunction | None) -> None:
@@ -311,6 +346,10 @@ class Router(Service):
         seen: set[ISession] | None = set() if len(subscriptions) > 1 else None
         repeat = self._per_subscription_sessions > 0
         delivered = failed = 0
+        holds = self._holds.get(channel) if self._holds else None
+        if holds is not None:
+            self._keep(holds, event, subscriptions, conflation_key)
+            exclude = exclude | holds.keys()
         filtered = bool(exclude) or eligible is not None
         for subscription in subscriptions:
             here: dict[Any, bytes] = {}
@@ -365,6 +404,20 @@ class Router(Service):
         self.fanout_counts[bisect_left(FANOUT_BUCKETS, elapsed)] += 1
         self.fanout_seconds += elapsed
         return DeliveryReport(delivered, failed)
+
+    def _keep(
+        self,
+        holds: Mapping[ISession, list[tuple[int, bytes]]],
+        event: Event,
+        subscriptions: list[Subscription],
+        key: Any,
+    ) -> None:
+        for session, frames in holds.items():
+            for subscription in subscriptions:
+                if session in subscription.sessions:
+                    frame = self._encode(session.encoder, event, subscription, key)
+                    frames.append((event.seq or 0, frame))
+                    break
 
     def _conflation_key(self, keyer: KeyFunction, event: Event) -> Any:
         try:

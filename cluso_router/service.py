@@ -16,9 +16,13 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore
 from twisted.logger import Logger
 
+from .backplane import RedisAddress, RedisBackplane, memory_backplane
+from .backplane.metrics import BackplaneCollector
+from .backplane.redis import DEFAULT_PREFIX
 from .events import EventBroadcaster
 from .filechanges import FileChangeLedger
 from .health import DEFAULT_PING_INTERVAL, PingSweeper
+from .interfaces import IBackplane
 from .limits import Limits
 from .metrics import MetricsResource, metrics_registry
 from .router import Router
@@ -70,11 +74,18 @@ class ServerConfig:
     #: Serve C{/metrics} without the token.
     metrics_public: bool = False
     limits: Limits = field(default_factory=Limits)
+    #: C{redis://host:port/db} of the Redis shared with other nodes; C{None}
+    #: keeps every channel on this node.
+    redis: str | None = None
+    #: Prefix of every Redis key and pub/sub channel of this deployment.
+    redis_prefix: str = DEFAULT_PREFIX
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", os.path.realpath(self.root))
         if not os.path.isdir(self.root):
             raise ValueError(f"root is not a directory: {self.root}")
+        if self.redis is not None:
+            RedisAddress.parse(self.redis)
         if self.ping_interval <= 0:
             raise ValueError("ping interval must be positive")
         if self.max_body <= 0:
@@ -193,7 +204,16 @@ class ClusoService(MultiService):
         self.config = config
         self.reactor = reactor
         self.router = Router(cwd=config.root, clock=reactor)
-        self.broadcaster = EventBroadcaster(self.router)
+        self.backplane: IBackplane = memory_backplane(self.router)
+        if config.redis is not None:
+            self.backplane = RedisBackplane(
+                self.router,
+                RedisAddress.parse(config.redis),
+                config.redis_prefix,
+                reactor=reactor,
+                history_size=self.router.history.size,
+            )
+        self.broadcaster = EventBroadcaster(self.backplane)
         self.file_changes = FileChangeLedger(self.broadcaster, clock=reactor)
         self.sweeper = PingSweeper(self.router, config.ping_interval, clock=reactor)
         self.policy = AccessPolicy(
@@ -202,10 +222,12 @@ class ClusoService(MultiService):
             config.allowed_hosts,
             refusals=self.router.refusals,
         )
-        self.root_resource = build_root(self.router, limits=config.limits, policy=self.policy)
-        self.root_resource.putChild(
-            b"metrics", MetricsResource(metrics_registry(self.router, self.sweeper))
+        self.root_resource = build_root(
+            self.router, self.backplane, limits=config.limits, policy=self.policy
         )
+        registry = metrics_registry(self.router, self.sweeper)
+        registry.register(BackplaneCollector(self.backplane))
+        self.root_resource.putChild(b"metrics", MetricsResource(registry))
         mount_static(self.root_resource, config.ui)
         self.workspace_api = install_workspace_api(self, reactor)
         self.site = build_site(
@@ -223,6 +245,8 @@ class ClusoService(MultiService):
             token=config.token,
         )
         self.router.setServiceParent(self)
+        if isinstance(self.backplane, RedisBackplane):
+            self.backplane.setServiceParent(self)
         self.sweeper.setServiceParent(self)
         self.web.setServiceParent(self)
         self.sources = SourcesService(self.source_context, config.sources, config.source_options)

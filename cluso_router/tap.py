@@ -12,6 +12,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 from twisted.python.reflect import accumulateClassList
 
+from .backplane.redis import DEFAULT_PREFIX
 from .health import DEFAULT_PING_INTERVAL
 from .limits import Limits
 from .security import load_token
@@ -142,6 +143,22 @@ class Options(usage.Options):
             float,
         ],
     ]
+    optParameters += [
+        [
+            "redis",
+            None,
+            None,
+            "Share channels with other nodes through the Redis at redis://host:port/db "
+            "(default: none, every channel lives on this node).",
+        ],
+        [
+            "redis-prefix",
+            None,
+            DEFAULT_PREFIX,
+            "Prefix of this deployment's Redis keys and pub/sub channels, so several "
+            "deployments can share one Redis.",
+        ],
+    ]
     optFlags = [
         ["list-sources", None, "Print the event sources found, then exit."],
         ["metrics-public", None, "Serve /metrics without the access token."],
@@ -245,6 +262,8 @@ class Options(usage.Options):
                     message_burst=self["rate-burst"],
                     handshake_timeout=self["handshake-timeout"],
                 ),
+                redis=self["redis"],
+                redis_prefix=self["redis-prefix"],
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None

@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote
 
+from twisted.internet.defer import maybeDeferred
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
@@ -34,10 +36,26 @@ class PublishResource(Directory):
         channel = unquote(raw.decode("utf-8", "replace"))
         return JsonEndpoint({b"POST": lambda request: self._publish(channel, request)})
 
-    def _publish(self, channel: str, request: Request) -> dict[str, Any]:
+    def _publish(self, channel: str, request: Request) -> Any:
         try:
             check_channel(channel)
         except ProtocolError as e:
             raise ApiError(e.message) from None
-        report = self._publisher.publish(channel, read_json(request))
-        return {"channel": channel, "delivered": report.delivered, "failed": report.failed}
+        published = maybeDeferred(self._publisher.publish, channel, read_json(request))
+        return published.addCallbacks(
+            lambda report: {
+                "channel": channel,
+                "delivered": report.delivered,
+                "failed": report.failed,
+            },
+            _unavailable,
+        )
+
+
+def _unavailable(failure: Failure) -> Failure:
+    """
+    A backplane that cannot publish now is a 503: try again later.
+    """
+    if getattr(failure.value, "code", None) == "backplane_unavailable":
+        raise ApiError(failure.getErrorMessage(), 503)
+    return failure

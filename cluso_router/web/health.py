@@ -8,14 +8,21 @@ from typing import Any
 
 from twisted.web.server import Request
 
+from ..interfaces import IBackplane
 from ..router import Router
 from ._json import JsonEndpoint
 
 
-def health_resource(router: Router) -> JsonEndpoint:
+def health_resource(router: Router, backplane: IBackplane | None = None) -> JsonEndpoint:
+    """
+    C{status} is C{degraded} while the backplane cannot reach the other
+    nodes: local clients are served, events do not cross nodes.
+    """
+    plane: IBackplane = backplane if backplane is not None else router
+
     def health(request: Request) -> dict[str, Any]:
         return {
-            "status": "ok",
+            "status": plane.backplane_status,
             "connections": router.connection_count,
             "channels": dict(router.subscriber_counts()),
             "uptimeSeconds": round(router.uptime, 3),

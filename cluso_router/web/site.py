@@ -9,7 +9,7 @@ from collections.abc import Collection
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from ..interfaces import IPublisher
+from ..interfaces import IBackplane, IPublisher
 from ..limits import Limits
 from ..protocol import websocket_resource
 from ..router import Router
@@ -54,8 +54,8 @@ def build_root(
     api = Directory(
         {
             b"events": PublishResource(publisher),
-            b"health": health_resource(router),
-            b"channels": ChannelsResource(router),
+            b"health": health_resource(router, _backplane(router, publisher)),
+            b"channels": ChannelsResource(_backplane(router, publisher)),
         }
     )
     root = SiteRoot({b"api": api})
@@ -63,6 +63,14 @@ def build_root(
     mount_validation(root, router)
     root.putChild(b"ws", websocket_resource(router, publisher, limits=limits, policy=policy))
     return root
+
+
+def _backplane(router: Router, publisher: IPublisher) -> IBackplane:
+    """
+    The publisher when it is a backplane (then history and health come
+    from it), else the router.
+    """
+    return publisher if IBackplane.providedBy(publisher) else router
 
 
 def build_site(

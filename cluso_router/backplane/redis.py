@@ -1,0 +1,482 @@
+"""
+The Redis backplane: several nodes acting as one router.
+
+Publishing runs one Lua script that gives the event its channel's next
+C{seq}, appends it to the channel's Stream (entry id C{0-<seq>}, trimmed to
+the history size) and PUBLISHes it on the deployment's pub/sub channel.
+Every node, the publishing one included, delivers events as they arrive on
+its subscriber connection, which Redis feeds in the order the scripts ran:
+so each node delivers a channel's events once each and in the same order.
+
+Recovery reads the Stream. A node remembers the last C{seq} it delivered on
+each channel; after losing Redis it resubscribes and replays what it missed
+from the Streams, and closes (with L{CLOSE_BACKPLANE_GAP}) the sessions of
+channels whose history is gone, so their clients reconnect and learn it
+(C{recovered: false}).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import unquote, urlsplit
+
+import txredisapi  # type: ignore[import-untyped]
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, ensureDeferred, fail
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from .._time import iso_timestamp
+from ..event import DeliveryReport, Event
+from ..history import DEFAULT_HISTORY_SIZE, Position, Recovery
+from ..interfaces import IBackplane
+from ..router import Router
+
+#: Close code for sessions of a channel whose missed events are gone from
+#: Redis (it restarted empty, or trimmed them): reconnect and recover.
+CLOSE_BACKPLANE_GAP: Final = 4009
+DEFAULT_PREFIX: Final = "cluso:"
+#: Seconds a channel's counter and Stream live after its last event.
+DEFAULT_TTL: Final = 86400
+#: Channels whose last delivered position a node remembers for gap checks.
+MAX_TRACKED_CHANNELS: Final = 10_000
+#: Epoch a node answers with for a channel it cannot ask Redis about; no
+#: real epoch is empty, so a client holding it is always told it may have
+#: missed events.
+UNKNOWN_EPOCH: Final = ""
+
+_PUBLISH: Final = """
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[2])
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], '0-' .. seq, 'p', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+local nodes = redis.call('PUBLISH', ARGV[5], seq .. ' ' .. epoch .. ' ' .. ARGV[1])
+return {seq, epoch, nodes}
+"""
+
+_SINCE: Final = """
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+local entries = {}
+if ARGV[2] ~= '' then
+  entries = redis.call('XRANGE', KEYS[2], '0-' .. (tonumber(ARGV[2]) + 1), '+')
+end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return {meta[1], meta[2] or '0', entries}
+"""
+
+
+class BackplaneUnavailable(Exception):
+    """
+    The event was not published: Redis cannot be reached right now.
+    """
+
+    code = "backplane_unavailable"
+
+
+@dataclass(frozen=True)
+class RedisAddress:
+    host: str = "127.0.0.1"
+    port: int = 6379
+    db: int = 0
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> RedisAddress:
+        """
+        Read C{redis://[:password@]host[:port][/db]}.
+        """
+        parts = urlsplit(url)
+        if parts.scheme != "redis" or not parts.hostname:
+            raise ValueError(f"Redis address must look like redis://host:port/db, not {url!r}")
+        path = parts.path.strip("/")
+        try:
+            db = int(path) if path else 0
+            port = parts.port or 6379
+        except ValueError:
+            raise ValueError(f"bad port or database number in {url!r}") from None
+        password = unquote(parts.password) if parts.password else None
+        return cls(parts.hostname, port, db, password)
+
+
+class _Subscriber(txredisapi.SubscriberProtocol):
+    backplane: RedisBackplane
+
+    def messageReceived(self, pattern: Any, channel: str, message: str) -> None:
+        self.backplane.received(message)
+
+
+class _Factory(Factory):
+    """
+    Builds one txredisapi connection; reconnecting is the backplane's job.
+    """
+
+    isLazy = False
+    noisy = False
+
+    def __init__(self, protocol: type[Any], address: RedisAddress, timeout: float) -> None:
+        self._protocol = protocol
+        self._address = address
+        self._timeout = timeout
+
+    def buildProtocol(self, addr: Any) -> Any:
+        proto = self._protocol(
+            "utf-8",
+            replyTimeout=self._timeout,
+            password=self._address.password,
+            dbid=self._address.db or None,
+            convertNumbers=False,
+        )
+        proto.factory = self
+        return proto
+
+    def stopTrying(self) -> None:
+        """
+        Called by txredisapi when AUTH or SELECT fails.
+        """
+
+    def connectionError(self, message: str) -> None:
+        Logger().error("Redis: {message}", message=message)
+
+
+@implementer(IBackplane)
+class RedisBackplane(Service):
+    """
+    Publishes through Redis and delivers what comes back on C{router}.
+
+    While Redis cannot be reached the node keeps serving its own clients,
+    reports C{degraded}, refuses publishes with L{BackplaneUnavailable} and
+    tries again after C{retry_initial} seconds, doubling up to C{retry_max}.
+    """
+
+    log = Logger()
+    name = "backplane"
+    synchronous = False
+
+    def __init__(
+        self,
+        router: Router,
+        address: RedisAddress,
+        prefix: str = DEFAULT_PREFIX,
+        reactor: IReactorTCP | None = None,
+        clock: IReactorTime | None = None,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+        ttl: int = DEFAULT_TTL,
+        retry_initial: float = 0.5,
+        retry_max: float = 10.0,
+        timeout: float = 5.0,
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default
+
+            reactor = default
+        self.router = router
+        self.address = address
+        self.prefix = prefix
+        self._reactor = reactor
+        self.clock: IReactorTime = clock if clock is not None else reactor  # type: ignore[assignment]
+        self.history_size = history_size
+        self.ttl = ttl
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.timeout = timeout
+        self._wallclock = wallclock
+        self.node_id = secrets.token_hex(6)
+        self.events_channel = f"{prefix}events"
+        self._node_channel = f"{prefix}node:{self.node_id}"
+        self._command: Any = None
+        self._subscriber: Any = None
+        self.connected = False
+        self._retry: IDelayedCall | None = None
+        self._delay = retry_initial
+        #: Messages that arrived while catching up, delivered after it.
+        self._buffer: list[str] | None = None
+        self._markers: dict[str, Deferred[None]] = {}
+        #: Last position delivered here, per channel.
+        self._last: OrderedDict[str, Position] = OrderedDict()
+        self.connects = 0
+        self.publish_failures = 0
+        self.gap_closes = 0
+        self.replayed = 0
+
+    # status
+
+    @property
+    def backplane_status(self) -> str:
+        return "ok" if self.connected else "degraded"
+
+    # service
+
+    def startService(self) -> None:
+        super().startService()
+        self._attempt()
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        self._drop()
+        return None
+
+    def _attempt(self) -> None:
+        self._retry = None
+        ensureDeferred(self._connect()).addErrback(self._connect_failed)
+
+    async def _connect(self) -> None:
+        endpoint = TCP4ClientEndpoint(
+            self._reactor, self.address.host, self.address.port, timeout=self.timeout
+        )
+        command: Any = await endpoint.connect(
+            _Factory(txredisapi.RedisProtocol, self.address, self.timeout)
+        )
+        self._command = command
+        command.whenDisconnected().addCallback(self._lost)
+        await command.whenConnected()
+        subscriber: Any = await endpoint.connect(_Factory(_Subscriber, self.address, self.timeout))
+        subscriber.backplane = self
+        self._subscriber = subscriber
+        subscriber.whenDisconnected().addCallback(self._lost)
+        await subscriber.whenConnected()
+        self._buffer = []
+        await subscriber.subscribe([self.events_channel, self._node_channel])
+        self.connected = True
+        self._delay = self.retry_initial
+        self.connects += 1
+        self.log.info(
+            "Backplane connected to Redis at {host}:{port}",
+            host=self.address.host,
+            port=self.address.port,
+        )
+        await self._catch_up()
+
+    def _connect_failed(self, failure: Failure) -> None:
+        self.log.warn(
+            "Backplane cannot reach Redis at {host}:{port} ({error}); retrying in {delay:.1f}s",
+            host=self.address.host,
+            port=self.address.port,
+            error=failure.getErrorMessage(),
+            delay=self._delay,
+        )
+        self._drop()
+        self._schedule()
+
+    def _lost(self, _: object) -> None:
+        if self._command is None and self._subscriber is None:
+            return
+        self.log.warn("Backplane lost its Redis connection; reconnecting")
+        self._drop()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self.running or self._retry is not None:
+            return
+        self._retry = self.clock.callLater(self._delay, self._attempt)
+        self._delay = min(self._delay * 2, self.retry_max)
+
+    def _drop(self) -> None:
+        self.connected = False
+        command, self._command = self._command, None
+        subscriber, self._subscriber = self._subscriber, None
+        for connection in (command, subscriber):
+            if connection is not None and connection.transport is not None:
+                connection.transport.loseConnection()
+        buffered, self._buffer = self._buffer, None
+        if buffered:
+            for message in buffered:
+                self._handle(message)
+        markers, self._markers = self._markers, {}
+        for marker in markers.values():
+            marker.errback(BackplaneUnavailable("Redis connection lost"))
+
+    # catching up after (re)connecting
+
+    async def _catch_up(self) -> None:
+        """
+        Replay, from the Streams, what local subscribers missed while this
+        node was not subscribed; close the sessions of channels whose
+        history is gone. Live messages wait in the buffer meanwhile.
+        """
+        for channel in list(self._last):
+            if not self.router.matching_subscriptions(channel):
+                del self._last[channel]
+                continue
+            last = self._last[channel]
+            recovery = await self._since(channel, last.seq, last.epoch, wait=False)
+            if recovery.recovered:
+                for event in recovery.events:
+                    self._deliver(event, recovery.position.epoch)
+                self.replayed += len(recovery.events)
+            else:
+                self._close_gap(channel)
+                self._last[channel] = recovery.position
+        buffered, self._buffer = self._buffer or [], None
+        for message in buffered:
+            self._handle(message)
+
+    def _close_gap(self, channel: str) -> None:
+        sessions = {s for sub in self.router.matching_subscriptions(channel) for s in sub.sessions}
+        if sessions:
+            self.log.warn(
+                "Events on {channel} were lost from Redis; closing its {count} sessions",
+                channel=channel,
+                count=len(sessions),
+            )
+        for session in sessions:
+            self.gap_closes += 1
+            session.close(CLOSE_BACKPLANE_GAP, "events may have been missed; reconnect")
+
+    # receiving
+
+    def received(self, message: str) -> None:
+        if self._buffer is not None:
+            self._buffer.append(message)
+        else:
+            self._handle(message)
+
+    def _handle(self, message: str) -> None:
+        head, _, payload = message.partition(" ")
+        if not payload:
+            marker = self._markers.pop(head, None)
+            if marker is not None:
+                marker.callback(None)
+            return
+        epoch, _, body = payload.partition(" ")
+        try:
+            envelope = json.loads(body)
+            event = Event(envelope["c"], envelope["d"], envelope["t"], int(head))
+        except (ValueError, KeyError, TypeError):
+            self.log.error(
+                "Unreadable message on the backplane: {message!r}", message=message[:200]
+            )
+            return
+        self._deliver(event, epoch)
+
+    def _deliver(self, event: Event, epoch: str) -> None:
+        channel = event.channel
+        assert event.seq is not None
+        last = self._last.get(channel)
+        if last is not None and last.epoch == epoch and event.seq <= last.seq:
+            return
+        self._remember(channel, Position(event.seq, epoch))
+        self.router.deliver(event)
+
+    def _remember(self, channel: str, position: Position) -> None:
+        self._last[channel] = position
+        self._last.move_to_end(channel)
+        if len(self._last) > MAX_TRACKED_CHANNELS:
+            self._last.popitem(last=False)
+
+    # IBackplane
+
+    def publish(self, channel: str, data: Any) -> Deferred[DeliveryReport]:
+        """
+        Number and store the event in Redis and send it to every node; the
+        report's C{delivered} counts the nodes it went to.
+        """
+        command = self._command
+        if not self.connected or command is None:
+            self.publish_failures += 1
+            return fail(
+                BackplaneUnavailable("Redis cannot be reached; the event was not published")
+            )
+        body = json.dumps(
+            {"c": channel, "t": iso_timestamp(self._wallclock()), "d": data},
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        d: Deferred[Any] = command.eval(
+            _PUBLISH,
+            [self._meta_key(channel), self._stream_key(channel)],
+            [body, secrets.token_hex(6), self.history_size, self.ttl, self.events_channel],
+        )
+        return d.addCallbacks(lambda reply: DeliveryReport(int(reply[2]), 0), self._publish_failed)
+
+    def _publish_failed(self, failure: Failure) -> Failure:
+        self.publish_failures += 1
+        if failure.check(txredisapi.ConnectionError):
+            raise BackplaneUnavailable(
+                "Redis connection lost; the event may not have been published"
+            )
+        return failure
+
+    def position(self, channel: str) -> Deferred[Position]:
+        return self.since(channel, -1, UNKNOWN_EPOCH).addCallback(lambda r: r.position)
+
+    def since(self, channel: str, seq: int, epoch: str) -> Deferred[Recovery]:
+        """
+        What came after C{seq}, read from the channel's Stream. It fires
+        once this node has delivered every event up to the position it
+        answers with, so a caller holding live events back can release the
+        newer ones without gap or repeat. Without Redis it answers with what
+        this node last delivered.
+        """
+        d = ensureDeferred(self._since(channel, seq, epoch))
+        return d.addErrback(lambda _: self._local_recovery(channel, seq, epoch))
+
+    async def _since(self, channel: str, seq: int, epoch: str, wait: bool = True) -> Recovery:
+        """
+        With C{wait}, the script also sends this node a marker, and the
+        answer waits for it: pub/sub keeps order, so once it arrives every
+        event numbered before the script ran has been delivered here.
+        """
+        command = self._command
+        if not self.connected or command is None:
+            return self._local_recovery(channel, seq, epoch)
+        token = secrets.token_hex(8)
+        marker: Deferred[None] = Deferred()
+        if wait:
+            self._markers[token] = marker
+        reply = await command.eval(
+            _SINCE,
+            [self._meta_key(channel), self._stream_key(channel)],
+            [secrets.token_hex(6), "" if seq < 0 else str(seq), self._node_channel, token],
+        )
+        if wait:
+            await marker
+        current = Position(int(reply[1]), reply[0])
+        known = self._last.get(channel)
+        if known is None or known.epoch != current.epoch:
+            self._remember(channel, current)
+        if seq < 0:
+            return Recovery([], False, current)
+        events = [self._entry_event(channel, entry) for entry in reply[2]]
+        complete = epoch == current.epoch and 0 <= seq <= current.seq
+        complete = complete and (seq == current.seq or (bool(events) and events[0].seq == seq + 1))
+        if epoch != current.epoch or seq > current.seq:
+            events = []
+        return Recovery(events, complete, current)
+
+    def _local_recovery(self, channel: str, seq: int, epoch: str) -> Recovery:
+        position = self._last.get(channel)
+        if position is None:
+            position = Position(0, UNKNOWN_EPOCH)
+            self._remember(channel, position)
+        recovered = epoch == position.epoch != UNKNOWN_EPOCH and seq == position.seq
+        return Recovery([], recovered, position)
+
+    @staticmethod
+    def _entry_event(channel: str, entry: list[Any]) -> Event:
+        entry_id, fields = entry
+        values = dict(zip(fields[::2], fields[1::2], strict=True))
+        envelope = json.loads(values["p"])
+        return Event(channel, envelope["d"], envelope["t"], int(entry_id.partition("-")[2]))
+
+    def _meta_key(self, channel: str) -> str:
+        return f"{self.prefix}ch:{{{channel}}}"
+
+    def _stream_key(self, channel: str) -> str:
+        return f"{self.prefix}st:{{{channel}}}"
