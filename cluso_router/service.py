@@ -264,4 +264,5 @@ class ClusoService(MultiService):
             root=self.config.root,
             reactor=self.reactor,
             ignore=self.config.ignore,
+            web_root=self.root_resource,
         )

@@ -23,6 +23,7 @@ from twisted.logger import ILogObserver, LogEvent, Logger, globalLogPublisher
 from twisted.plugin import IPlugin, getPlugins
 from twisted.python.failure import Failure
 from twisted.python.reflect import namedAny
+from twisted.web.resource import Resource
 from zope.interface import implementer, provider
 
 from .events import EventBroadcaster
@@ -44,6 +45,8 @@ class SourceContext:
     @ivar options: the values of this source's own options, by long name.
     @ivar ignore: C{.gitignore}-style patterns given with C{--ignore}, for
         sources that walk the workspace.
+    @ivar web_root: the root resource of the server's site, where a source
+        mounts HTTP routes of its own; C{None} when it runs without one.
     """
 
     router: Router
@@ -53,6 +56,7 @@ class SourceContext:
     reactor: Any
     options: Mapping[str, Any] = field(default_factory=dict)
     ignore: tuple[str, ...] = ()
+    web_root: Resource | None = None
 
 
 def always(root: str) -> bool:

@@ -525,6 +525,7 @@ async def test_a_stalled_stream_times_out_on_the_injected_clock(
         service.router,
         reactor,
         clock=clock,
+        web_root=service.root_resource,
     )
     ai.setServiceParent(service)
     try:

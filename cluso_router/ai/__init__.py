@@ -21,4 +21,5 @@ def make_source(context: SourceContext) -> AIService:
         context.broadcaster,
         context.router,
         context.reactor,
+        web_root=context.web_root,
     )

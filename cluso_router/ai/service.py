@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from twisted.application.service import IService, Service
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -122,9 +122,8 @@ class AIService(Service):
         self.router.register("ai.chat", self._invoke_chat)
         self.router.register("ai.cancel", self._invoke_cancel)
         self.router.register("ai.providers", lambda _: self.available())
-        root = self.web_root if self.web_root is not None else _server_root(self)
-        if root is not None:
-            self._unmount = mount_ai(root, self)
+        if self.web_root is not None:
+            self._unmount = mount_ai(self.web_root, self)
 
     def stopService(self) -> Deferred[Any]:
         super().stopService()
@@ -232,17 +231,3 @@ def _http_client(reactor: Any) -> Any:
 
     pool = HTTPConnectionPool(reactor, persistent=False)
     return HTTPClient(Agent(reactor, pool=pool, connectTimeout=30))
-
-
-def _server_root(service: IService) -> Resource | None:
-    """
-    The resource tree of the server C{service} runs in, as a child at any
-    depth (a source runs under the sources service of a ClusoService).
-    """
-    node: Any = service
-    while node is not None:
-        root = getattr(node, "root_resource", None)
-        if isinstance(root, Resource):
-            return root
-        node = node.parent
-    return None

@@ -40,4 +40,5 @@ def make_source(context: SourceContext) -> LanguageServerManager:
         context.file_changes,
         context.router,
         context.reactor,
+        web_root=context.web_root,
     )

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from lsprotocol import types
-from twisted.application.service import IService, Service
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -279,8 +279,7 @@ class LanguageServerManager(Service):
     def startService(self) -> None:
         super().startService()
         self.router.server_channels = self.router.server_channels | {LSP_CHANNEL}
-        root = self.web_root if self.web_root is not None else _server_root(self)
-        self._unmount = mount_diagnostics(root, self.router, self)
+        self._unmount = mount_diagnostics(self.web_root, self.router, self)
         self.file_changes.add_observer(self.file_changed)
 
     def stopService(self) -> Deferred[Any]:
@@ -399,17 +398,3 @@ class LanguageServerManager(Service):
         if relative == os.pardir or relative.startswith(os.pardir + os.sep):
             raise ProcedureError(f"Path outside the workspace: {file}", "path_outside_root")
         return relative.replace(os.sep, "/")
-
-
-def _server_root(service: IService) -> Resource | None:
-    """
-    The resource tree of the server C{service} runs in, as a child at any
-    depth (a source runs under the sources service of a ClusoService).
-    """
-    node: Any = service
-    while node is not None:
-        root = getattr(node, "root_resource", None)
-        if isinstance(root, Resource):
-            return root
-        node = node.parent
-    return None
