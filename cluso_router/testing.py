@@ -8,6 +8,7 @@ C{RecordingPublisher} stands in for the router at the broadcaster's seam.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from zope.interface import implementer
@@ -161,10 +162,18 @@ class WebSocketTestClient:
         return self.closed
 
 
-async def connect_client(url: str, headers: dict[str, str] | None = None) -> WebSocketTestClient:
+async def connect_client(
+    url: str,
+    headers: dict[str, str] | None = None,
+    protocols: Sequence[str] | None = None,
+) -> WebSocketTestClient:
     """
     Connect to C{url} (C{ws://host:port/ws}), wait for the handshake and
     return the client; the server's greeting is the first queued message.
+
+    @param protocols: WebSocket subprotocols to ask for (C{wamp.2.json} for
+        a WAMP session); the one chosen is the client protocol's
+        C{websocket_protocol_in_use}.
     """
     from autobahn.twisted.websocket import (
         WebSocketClientFactory,
@@ -188,7 +197,7 @@ async def connect_client(url: str, headers: dict[str, str] | None = None) -> Web
             if not client.closed.called:
                 client.closed.callback((wasClean, code, reason))
 
-    factory = WebSocketClientFactory(url, headers=headers or {})
+    factory = WebSocketClientFactory(url, protocols=list(protocols or ()), headers=headers or {})
     factory.protocol = Protocol
     connectWS(factory)
     await client.opened

@@ -17,11 +17,10 @@ import pytest
 import pytest_twisted
 from autobahn.twisted.component import Component
 from autobahn.twisted.wamp import ApplicationRunner, ApplicationSession
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallOptions, PublishOptions, RegisterOptions, SubscribeOptions
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.defer import Deferred, DeferredQueue, ensureDeferred
 from twisted.internet.utils import getProcessOutputAndValue
 
 from cluso_router.protocol import ClusoWebSocketFactory
@@ -125,26 +124,7 @@ async def connect_raw(url: str) -> WebSocketTestClient:
     A plain WebSocket client that asks for C{wamp.2.json} and sends
     whatever it is told to.
     """
-    client = WebSocketTestClient()
-
-    class Protocol(WebSocketClientProtocol):
-        def onOpen(self) -> None:
-            client.protocol = self
-            client.opened.callback(None)
-
-        def onMessage(self, payload: bytes, isBinary: bool) -> None:
-            client.queue.put(json.loads(payload))
-
-        def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-            if not client.opened.called:
-                client.opened.errback(ConnectionError(f"handshake failed: {code} {reason}"))
-            if not client.closed.called:
-                client.closed.callback((wasClean, code, reason))
-
-    factory = WebSocketClientFactory(url, protocols=["wamp.2.json"])
-    factory.protocol = Protocol
-    connectWS(factory)
-    await within(client.opened)
+    client = await within(ensureDeferred(connect_client(url, protocols=["wamp.2.json"])))
     assert client.protocol.websocket_protocol_in_use == "wamp.2.json"
     return client
 
