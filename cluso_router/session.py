@@ -96,6 +96,25 @@ class Session:
     """
 
     log = Logger()
+    # Thousands of idle sessions: no per-instance dict, and the queue and its
+    # key index exist only while the transport is paused.
+    __slots__ = (
+        "_closed",
+        "_connection",
+        "_direct",
+        "_keyed",
+        "_paused",
+        "_queue",
+        "_queued_bytes",
+        "_superseded",
+        "_transport",
+        "channels",
+        "connection_id",
+        "counters",
+        "encoder",
+        "heard",
+        "max_queue_bytes",
+    )
 
     def __init__(
         self,
@@ -117,9 +136,9 @@ class Session:
         self._paused = False
         self._closed = False
         self.counters = counters if counters is not None else QueueCounters()
-        self._queue: deque[bytes | _Slot] = deque()
+        self._queue: deque[bytes | _Slot] | None = None
         self._queued_bytes = 0
-        self._keyed: dict[Hashable, _Slot] = {}
+        self._keyed: dict[Hashable, _Slot] | None = None
         self._superseded = 0
 
     @property
@@ -150,6 +169,8 @@ class Session:
             if self._queued_bytes + len(frame) > self.max_queue_bytes:
                 self._overflow()
                 return False
+            if self._queue is None:
+                self._queue = deque()
             self._queue.append(frame)
             self._queued_bytes += len(frame)
             return True
@@ -180,6 +201,10 @@ class Session:
         self._paused = True
 
     def _enqueue_keyed(self, frame: KeyedFrame) -> bool:
+        if self._keyed is None:
+            self._keyed = {}
+        if self._queue is None:
+            self._queue = deque()
         older = self._keyed.get(frame.key)
         freed = len(older.frame) if older is not None and older.frame is not None else 0
         if self._queued_bytes - freed + len(frame) > self.max_queue_bytes:
@@ -209,19 +234,21 @@ class Session:
                     self._superseded -= 1
                     continue
                 frame: bytes = item.frame
-                del self._keyed[item.frame.key]
+                if self._keyed is not None:
+                    del self._keyed[item.frame.key]
             else:
                 frame = item
             self._queued_bytes -= len(frame)
             self._transport.write(frame)
+        if not self._queue and not self._paused:
+            self._queue = self._keyed = None
 
     def stopProducing(self) -> None:
         """
         The connection is going away: drop what is queued and refuse more.
         """
         self._closed = True
-        self._queue.clear()
-        self._keyed.clear()
+        self._queue = self._keyed = None
         self._queued_bytes = 0
         self._superseded = 0
 
