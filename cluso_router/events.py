@@ -9,6 +9,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Literal
 
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
 from ._time import iso_timestamp
 from .event import DeliveryReport
 from .interfaces import IPublisher
@@ -28,14 +32,35 @@ class EventBroadcaster:
     any L{IPublisher} (the router, or a backplane in front of it).
     """
 
+    log = Logger()
+
     def __init__(self, publisher: IPublisher, wallclock: Callable[[], float] = time.time) -> None:
         self._publisher = publisher
         self._wallclock = wallclock
 
     def _stamped(self, channel: str, payload: dict[str, Any]) -> DeliveryReport:
         payload["timestamp"] = iso_timestamp(self._wallclock())
-        report: DeliveryReport = self._publisher.publish(channel, payload)
-        return report
+        return self._publish(channel, payload)
+
+    def _publish(self, channel: str, data: Any) -> DeliveryReport:
+        """
+        Publish through the publisher. A backplane answers later, and may
+        fail (Redis unreachable): event sources fire and forget, so the
+        failure is logged here and reported as one failed delivery instead
+        of becoming an unhandled error.
+        """
+        report: Any = self._publisher.publish(channel, data)
+        if isinstance(report, Deferred):
+            report.addErrback(self._not_published, channel)
+        return report  # type: ignore[no-any-return]
+
+    def _not_published(self, failure: Failure, channel: str) -> DeliveryReport:
+        self.log.warn(
+            "Event on {channel} was not published: {reason}",
+            channel=channel,
+            reason=failure.getErrorMessage(),
+        )
+        return DeliveryReport(0, 1)
 
     def file_changed(self, file: str, event: FileEvent) -> DeliveryReport:
         """
@@ -106,8 +131,7 @@ class EventBroadcaster:
         """
         Publish C{data} as given on any channel.
         """
-        report: DeliveryReport = self._publisher.publish(channel, data)
-        return report
+        return self._publish(channel, data)
 
 
 def _require(condition: bool, message: str) -> None:
