@@ -138,9 +138,27 @@ def deep_size(value: Any, depth: int = 2) -> int:
     return size
 
 
+def fields(instance: Any) -> dict[str, Any]:
+    """
+    The instance attributes of C{instance}, from its C{__dict__} or slots.
+    """
+    if hasattr(instance, "__dict__"):
+        return dict(vars(instance))
+    names = [n for cls in type(instance).__mro__ for n in getattr(cls, "__slots__", ())]
+    return {n: getattr(instance, n) for n in names if hasattr(instance, n)}
+
+
+def own_size(instance: Any) -> int:
+    """
+    The instance itself plus its C{__dict__}, if it has one.
+    """
+    size = sys.getsizeof(instance)
+    return size + sys.getsizeof(vars(instance)) if hasattr(instance, "__dict__") else size
+
+
 def attributes(instance: Any) -> list[tuple[str, str, int]]:
     found = []
-    for name, value in vars(instance).items():
+    for name, value in fields(instance).items():
         if isinstance(value, int | float | bool | type(None)) or callable(value):
             shown = 0
         else:
@@ -207,20 +225,21 @@ def report(
             print(f"{count / n:>8.2f}  {name}")
     if protocol is None:
         return
-    print(f"\none {type(protocol).__name__}: {len(vars(protocol))} instance attributes,")
-    print(f"its __dict__ {sys.getsizeof(vars(protocol))} bytes; largest attributes:")
+    print(
+        f"\none {type(protocol).__name__}: {len(fields(protocol))} instance attributes,"
+        f" {own_size(protocol)} bytes with its __dict__; largest attributes:"
+    )
     for name, kind, size in attributes(protocol)[:top]:
         if size:
             print(f"{size:>8,}  {name} ({kind})")
     transport = protocol.transport
     print(f"transport: {type(transport).__module__}.{type(transport).__qualname__}")
-    for holder in ("session",):
-        held = getattr(protocol, holder, None)
-        if held is not None:
-            print(f"\nits {holder} ({type(held).__name__}): {sys.getsizeof(vars(held))} bytes")
-            for name, kind, size in attributes(held)[:top]:
-                if size:
-                    print(f"{size:>8,}  {name} ({kind})")
+    session = getattr(protocol, "session", None)
+    if session is not None:
+        print(f"\nits session ({type(session).__name__}): {own_size(session)} bytes")
+        for name, kind, size in attributes(session)[:top]:
+            if size:
+                print(f"{size:>8,}  {name} ({kind})")
 
 
 def main() -> None:
