@@ -10,6 +10,7 @@ how to authenticate.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,10 +18,12 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import pytest
 import pytest_twisted
@@ -115,6 +118,39 @@ class ChildServer:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
+    @property
+    def address(self) -> tuple[str, int]:
+        """
+        The host and port it listens on, for raw sockets.
+        """
+        parts = urlsplit(self.url)
+        assert parts.hostname is not None
+        assert parts.port is not None
+        return parts.hostname, parts.port
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
+
+    def health(self) -> dict[str, Any]:
+        """
+        The C{data} of its C{GET /api/health} answer.
+        """
+        with urllib.request.urlopen(self.url + "api/health", timeout=5) as response:
+            data: dict[str, Any] = json.load(response)["data"]
+            return data
+
+
+def rss_bytes(pid: int) -> int:
+    """
+    The resident memory of process C{pid}.
+    """
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
 
 _LISTENING = re.compile(r"listening on (http://\S+/)")
 _TOKEN_URL = re.compile(r"\?token=(\S+)")
@@ -165,6 +201,34 @@ def _drain(stream: IO[str], log: list[str]) -> None:
         log.append(line)
 
 
+def twistd_cluso(*options: str, listen: str = "tcp:0:interface=127.0.0.1") -> list[str]:
+    """
+    The command line of C{twistd -n cluso} (foreground, no pid file)
+    listening on C{listen}, followed by C{options}.
+    """
+    return [python_tool("twistd"), "--pidfile=", "-n", "cluso", "--listen", listen, *options]
+
+
+def start_twistd(cwd: Path, *options: str, auth: bool = False) -> ChildServer:
+    """
+    L{start_child_server} on C{twistd -n cluso} with C{options}, on a free
+    loopback port.
+    """
+    return start_child_server(twistd_cluso(*options), cwd=cwd, auth=auth)
+
+
+def list_sources(root: Path) -> subprocess.CompletedProcess[str]:
+    """
+    What C{twistd cluso --list-sources} prints for C{root}.
+    """
+    return subprocess.run(
+        [python_tool("twistd"), "--pidfile=", "cluso", "--list-sources", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def stop_child_server(child: ChildServer, timeout: float = 10.0) -> int:
     child.process.terminate()
     try:
@@ -181,16 +245,6 @@ def twistd_server(tmp_path: Path) -> Iterator[ChildServer]:
     """
     root = tmp_path / "root"
     root.mkdir()
-    child = start_child_server(
-        [
-            python_tool("twistd"),
-            "--pidfile=",
-            "-n",
-            "cluso",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-        ],
-        cwd=root,
-    )
+    child = start_twistd(root)
     yield child
     stop_child_server(child)

@@ -1,6 +1,7 @@
 """
 A minimal blocking WebSocket client on a plain socket, for tests that need
-control a library would hide: tiny receive buffers, stopping reads, resets.
+control a library would hide: tiny receive buffers, stopping reads, resets;
+and the handshake request and masked frames such tests send by hand.
 """
 
 from __future__ import annotations
@@ -12,6 +13,47 @@ import socket
 import struct
 from typing import Any
 
+TEXT, CLOSE = 0x1, 0x8
+
+
+def upgrade_request(host: str, port: int, path: str = "/ws") -> bytes:
+    """
+    A WebSocket opening handshake request with a fresh key.
+    """
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+
+
+def frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    """
+    One masked client frame (masked as a whole integer, fast enough for
+    large payloads and tight loops).
+    """
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if len(payload) < 126:
+        head += bytes([0x80 | len(payload)])
+    elif len(payload) < 65536:
+        head += bytes([0x80 | 126]) + struct.pack("!H", len(payload))
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", len(payload))
+    key = os.urandom(4)
+    stream = (key * (len(payload) // 4 + 1))[: len(payload)]
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(
+        len(payload), "big"
+    )
+    return head + key + masked
+
+
+def close_code(payload: bytes) -> int | None:
+    """
+    The status code of a close frame's payload (C{None} when it has none).
+    """
+    return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+
 
 class RawWebSocket:
     def __init__(self, host: str, port: int, rcvbuf: int | None = None, path: str = "/ws"):
@@ -19,12 +61,7 @@ class RawWebSocket:
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.connect((host, port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
+        self.sock.sendall(upgrade_request(host, port, path))
         self._buffer = b""
         while b"\r\n\r\n" not in self._buffer:
             self._fill()
@@ -45,17 +82,7 @@ class RawWebSocket:
         return data
 
     def send_json(self, message: Any) -> None:
-        payload = json.dumps(message).encode()
-        mask = os.urandom(4)
-        header = bytes([0x81])
-        if len(payload) < 126:
-            header += bytes([0x80 | len(payload)])
-        elif len(payload) < 65536:
-            header += bytes([0x80 | 126]) + struct.pack("!H", len(payload))
-        else:
-            header += bytes([0x80 | 127]) + struct.pack("!Q", len(payload))
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(header + mask + masked)
+        self.sock.sendall(frame(TEXT, json.dumps(message).encode()))
 
     def receive_frame(self) -> tuple[int, bytes]:
         """
@@ -75,11 +102,23 @@ class RawWebSocket:
         """
         while True:
             opcode, payload = self.receive_frame()
-            if opcode == 0x1:
+            if opcode == TEXT:
                 return json.loads(payload)
-            if opcode == 0x8:
-                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
-                raise EOFError(f"closed by server with code {code}")
+            if opcode == CLOSE:
+                raise EOFError(f"closed by server with code {close_code(payload)}")
+
+    def until_close(self) -> tuple[list[Any], int | None]:
+        """
+        The text messages received up to the server's close frame, and the
+        code it carries.
+        """
+        messages = []
+        while True:
+            opcode, payload = self.receive_frame()
+            if opcode == CLOSE:
+                return messages, close_code(payload)
+            if opcode == TEXT:
+                messages.append(json.loads(payload))
 
     def reset(self) -> None:
         """

@@ -11,20 +11,18 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 import socket
 import struct
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
-from conftest import ChildServer, python_tool, start_child_server, stop_child_server
+from conftest import ChildServer, start_twistd, stop_child_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rawws import RawWebSocket
+from rawws import CLOSE, TEXT, RawWebSocket, frame
 
-TEXT, BINARY, CLOSE = 0x1, 0x2, 0x8
+BINARY = 0x2
 #: Close codes the server may answer bad input with (docs/operations.md).
 DOCUMENTED_CLOSES = {1002, 1007, 1008, 1009}
 FUZZ = settings(
@@ -113,37 +111,9 @@ class Fuzzer:
         return before, code
 
 
-def frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    head = bytes([(0x80 if fin else 0) | opcode])
-    if len(payload) < 126:
-        head += bytes([0x80 | len(payload)])
-    elif len(payload) < 65536:
-        head += bytes([0x80 | 126]) + struct.pack("!H", len(payload))
-    else:
-        head += bytes([0x80 | 127]) + struct.pack("!Q", len(payload))
-    key = os.urandom(4)
-    stream = (key * (len(payload) // 4 + 1))[: len(payload)]
-    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")).to_bytes(
-        len(payload), "big"
-    )
-    return head + key + masked
-
-
 @pytest.fixture(scope="module")
 def child(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChildServer]:
-    server = start_child_server(
-        [
-            python_tool("twistd"),
-            "--pidfile=",
-            "-n",
-            "cluso",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-            "--sources",
-            "",
-        ],
-        cwd=tmp_path_factory.mktemp("root"),
-    )
+    server = start_twistd(tmp_path_factory.mktemp("root"), "--sources", "")
     yield server
     stop_child_server(server)
     log = "".join(server.log)
@@ -156,11 +126,8 @@ def clients(child: ChildServer) -> Iterator[tuple[Fuzzer, Fuzzer]]:
     """
     The fuzzing connection and a witness that only ever sends good requests.
     """
-    parts = urlsplit(child.url)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    fuzzer = Fuzzer(parts.hostname, parts.port)
-    witness = Fuzzer(parts.hostname, parts.port)
+    fuzzer = Fuzzer(*child.address)
+    witness = Fuzzer(*child.address)
     witness.send_frame(TEXT, b'{"type": "subscribe", "channel": "witness", "id": "w"}')
     (ack,), code = witness.outcome()
     assert code is None

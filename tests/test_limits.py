@@ -6,40 +6,20 @@ opening handshake. The rate limiter's arithmetic is checked on a fake clock.
 
 from __future__ import annotations
 
-import json
 import socket
-import struct
 import time
-import urllib.request
 from collections.abc import Iterator
-from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
-from conftest import ChildServer, python_tool, start_child_server, stop_child_server
+from conftest import ChildServer, rss_bytes, start_twistd, stop_child_server
 from rawws import RawWebSocket
 from twisted.internet.task import Clock
 
 from cluso_router.limits import Admission, Limits, MessageRateLimiter, TokenBucket
 
-CLOSE = 0x8
-
 
 def serve(tmp_path_factory: pytest.TempPathFactory, *options: str) -> ChildServer:
-    return start_child_server(
-        [
-            python_tool("twistd"),
-            "--pidfile=",
-            "-n",
-            "cluso",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-            "--sources",
-            "",
-            *options,
-        ],
-        cwd=tmp_path_factory.mktemp("root"),
-    )
+    return start_twistd(tmp_path_factory.mktemp("root"), "--sources", "", *options)
 
 
 @pytest.fixture(scope="module")
@@ -72,41 +52,10 @@ def strict_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChildSer
     stop_child_server(child)
 
 
-def address(child: ChildServer) -> tuple[str, int]:
-    parts = urlsplit(child.url)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    return parts.hostname, parts.port
-
-
 def connect(child: ChildServer) -> RawWebSocket:
-    ws = RawWebSocket(*address(child))
+    ws = RawWebSocket(*child.address)
     assert ws.receive_json()["data"]["status"] == "connected"
     return ws
-
-
-def close_code(ws: RawWebSocket) -> int | None:
-    """
-    Read until the server's close frame and return its code.
-    """
-    while True:
-        opcode, payload = ws.receive_frame()
-        if opcode == CLOSE:
-            return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
-
-
-def rss_bytes(child: ChildServer) -> int:
-    with open(f"/proc/{child.process.pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
-def health(child: ChildServer) -> dict[str, Any]:
-    with urllib.request.urlopen(child.url + "api/health", timeout=5) as response:
-        data: dict[str, Any] = json.load(response)["data"]
-        return data
 
 
 def wait_until_idle(child: ChildServer) -> None:
@@ -114,7 +63,7 @@ def wait_until_idle(child: ChildServer) -> None:
     Wait until connections of earlier tests are gone.
     """
     deadline = time.monotonic() + 10
-    while health(child)["connections"]:
+    while child.health()["connections"]:
         assert time.monotonic() < deadline, "connections of earlier tests linger"
         time.sleep(0.05)
 
@@ -128,7 +77,7 @@ def test_message_over_64_kib_closes_with_1009(default_server: ChildServer) -> No
     ws.send_json({"type": "send", "channel": "big", "id": 1, "data": "x" * (64 * 1024 - 80)})
     assert ws.receive_json()["data"]["status"] == "sent"
     ws.send_json({"type": "send", "channel": "big", "data": "x" * (65 * 1024)})
-    assert close_code(ws) == 1009
+    assert ws.until_close()[1] == 1009
     ws.close()
 
 
@@ -154,8 +103,8 @@ def test_subscribe_storm_hits_the_limit_and_memory_stays_flat(default_server: Ch
                 expected_refusals = 500 - 128 if storm == 0 else 500
                 assert len(refused) == expected_refusals
                 assert refused[0]["error"] == "a connection may hold at most 128 subscriptions"
-            rounds.append(rss_bytes(default_server))
-        info = health(default_server)
+            rounds.append(rss_bytes(default_server.process.pid))
+        info = default_server.health()
         assert sum(info["channels"].values()) == 10 * 128
         assert max(info["channels"].values()) == 1
     finally:
@@ -179,14 +128,7 @@ def test_rate_limiter_refuses_then_closes(strict_server: ChildServer) -> None:
     flood = connect(strict_server)
     for i in range(100):
         flood.send_json({"type": "subscribe", "channel": "flood", "id": i})
-    replies = []
-    code = None
-    while code is None:
-        opcode, payload = flood.receive_frame()
-        if opcode == CLOSE:
-            code = struct.unpack("!H", payload[:2])[0]
-        else:
-            replies.append(json.loads(payload))
+    replies, code = flood.until_close()
     flood.close()
     limited = [r for r in replies if r.get("code") == "rate_limited"]
     assert code == 1008
@@ -207,7 +149,7 @@ def test_connections_above_the_maximum_get_503(strict_server: ChildServer) -> No
     open_ = [connect(strict_server) for _ in range(3)]
     try:
         with pytest.raises(ConnectionError, match="503"):
-            RawWebSocket(*address(strict_server))
+            RawWebSocket(*strict_server.address)
         open_.pop().close()
         deadline = time.monotonic() + 5
         while True:
@@ -227,7 +169,7 @@ def test_unfinished_handshake_is_dropped(strict_server: ChildServer) -> None:
     A client that starts the opening handshake and never finishes it is
     disconnected after --handshake-timeout.
     """
-    with socket.create_connection(address(strict_server), timeout=10) as sock:
+    with socket.create_connection(strict_server.address, timeout=10) as sock:
         sock.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         started = time.monotonic()
         assert sock.recv(4096) == b""

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from conftest import python_tool, start_child_server, stop_child_server
+from conftest import list_sources, start_twistd, stop_child_server
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
@@ -112,12 +112,7 @@ def test_list_sources_shows_the_installed_plugin_and_the_broken_one(
     dropin that failed to import with its error.
     """
     monkeypatch.setenv("PYTHONPATH", str(site))
-    out = subprocess.run(
-        [python_tool("twistd"), "--pidfile=", "cluso", "--list-sources", "--root", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = list_sources(tmp_path)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     names = {
@@ -150,23 +145,13 @@ async def test_installed_plugin_runs_beside_a_failing_one(
     root = tmp_path / "root"
     root.mkdir()
     monkeypatch.setenv("PYTHONPATH", str(site))
-    child = start_child_server(
-        [
-            python_tool("twistd"),
-            "--pidfile=",
-            "-n",
-            "cluso",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-            "--auth",
-            "none",
-            "--sources",
-            "files,heartbeat,failing",
-            "--heartbeat-interval",
-            "0.2",
-            "--heartbeat-verbose",
-        ],
-        cwd=root,
+    child = start_twistd(
+        root,
+        "--sources",
+        "files,heartbeat,failing",
+        "--heartbeat-interval",
+        "0.2",
+        "--heartbeat-verbose",
     )
     try:
         client = await connect_client(child.ws_url)

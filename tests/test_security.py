@@ -15,10 +15,9 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
-from conftest import ChildServer, python_tool, start_child_server, stop_child_server
+from conftest import ChildServer, python_tool, start_twistd, stop_child_server
 
 TOKEN = "sec-test-token-9f8e7d6c5b4a"
 ALLOWED_ORIGIN = "http://dev.example:5173"
@@ -34,34 +33,20 @@ def child(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChildServer]:
     root = tmp_path_factory.mktemp("root")
     os.environ["CLUSO_TOKEN"] = TOKEN
     try:
-        server = start_child_server(
-            [
-                python_tool("twistd"),
-                "--pidfile=",
-                "-n",
-                "cluso",
-                "--listen",
-                "tcp:0:interface=127.0.0.1",
-                "--sources",
-                "",
-                "--allow-origin",
-                ALLOWED_ORIGIN,
-                "--allow-host",
-                ALLOWED_HOST,
-            ],
-            cwd=root,
+        server = start_twistd(
+            root,
+            "--sources",
+            "",
+            "--allow-origin",
+            ALLOWED_ORIGIN,
+            "--allow-host",
+            ALLOWED_HOST,
             auth=True,
         )
     finally:
         del os.environ["CLUSO_TOKEN"]
     yield server
     stop_child_server(server)
-
-
-def port_of(child: ChildServer) -> int:
-    port = urlsplit(child.url).port
-    assert port is not None
-    return port
 
 
 def http(
@@ -75,7 +60,7 @@ def http(
     One request; the status, the headers (lower-case names; repeated ones
     joined with newlines) and the body.
     """
-    connection = httplib.HTTPConnection("127.0.0.1", port_of(child), timeout=5)
+    connection = httplib.HTTPConnection("127.0.0.1", child.port, timeout=5)
     try:
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
@@ -92,7 +77,7 @@ def handshake(child: ChildServer, headers: dict[str, str], path: str = "/ws") ->
     """
     The HTTP status a WebSocket opening handshake with C{headers} gets.
     """
-    port = port_of(child)
+    port = child.port
     lines = {
         "Host": f"127.0.0.1:{port}",
         "Upgrade": "websocket",
@@ -140,7 +125,7 @@ def test_cross_origin_handshake_is_refused(child: ChildServer, origin: str) -> N
 
 
 def cookie(child: ChildServer, token: str = TOKEN) -> str:
-    return f"cluso-token-{port_of(child)}={token}"
+    return f"cluso-token-{child.port}={token}"
 
 
 def test_own_and_allowed_origins_are_accepted(child: ChildServer) -> None:
@@ -148,7 +133,7 @@ def test_own_and_allowed_origins_are_accepted(child: ChildServer) -> None:
     The server's own origins (localhost, 127.0.0.1 and [::1] on its port)
     and each --allow-origin may open the socket.
     """
-    port = port_of(child)
+    port = child.port
     for origin in (
         f"http://localhost:{port}",
         f"http://127.0.0.1:{port}",
@@ -229,7 +214,7 @@ def test_cookie_of_another_port_is_not_accepted(child: ChildServer) -> None:
     Each port has its own cookie name: a token cookie from a server on
     another port of the same host does not authenticate here.
     """
-    port = port_of(child)
+    port = child.port
     headers = {"Cookie": f"cluso-token-{port + 1}={TOKEN}"}
     assert http(child, "GET", "/api/health", headers)[0] == 401
 
@@ -250,7 +235,7 @@ def test_token_in_page_url_becomes_a_cookie(child: ChildServer) -> None:
     assert "Path=/" in set_cookie
     jar = {"Cookie": set_cookie.split(";", 1)[0]}
     assert http(child, "GET", received["location"], jar)[0] == 200
-    assert handshake(child, {**jar, "Origin": f"http://127.0.0.1:{port_of(child)}"}) == 101
+    assert handshake(child, {**jar, "Origin": f"http://127.0.0.1:{child.port}"}) == 101
 
     status, received, _ = http(child, "GET", "/?token=wrong-token-456")
     assert status == 401
@@ -351,22 +336,7 @@ def test_token_is_logged_once_inside_the_url_to_open(tmp_path: Path) -> None:
     token_file.write_text(TOKEN + "\n")
     root = tmp_path / "root"
     root.mkdir()
-    server = start_child_server(
-        [
-            python_tool("twistd"),
-            "--pidfile=",
-            "-n",
-            "cluso",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-            "--sources",
-            "",
-            "--token-file",
-            str(token_file),
-        ],
-        cwd=root,
-        auth=True,
-    )
+    server = start_twistd(root, "--sources", "", "--token-file", str(token_file), auth=True)
     try:
         assert server.token == TOKEN
         assert f"{server.url}?token={TOKEN}" in "".join(server.log)

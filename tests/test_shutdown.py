@@ -9,16 +9,14 @@ closing handshake.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import struct
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from conftest import python_tool, start_child_server, stop_child_server
-from rawws import RawWebSocket
+from conftest import python_tool, start_twistd, stop_child_server
+from rawws import CLOSE, TEXT, RawWebSocket, frame
 
 CLIENTS = 100
 
@@ -71,27 +69,12 @@ def test_sigterm_closes_every_client_with_1001_and_exits_quickly(tmp_path: Path)
     5 seconds (twistd ends by the signal it got).
     """
     (tmp_path / "main.py").write_text("print('hello')\n")
-    child = start_child_server(
-        [
-            python_tool("twistd"),
-            "--pidfile=",
-            "-n",
-            "cluso",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-            "--lsp",
-            f"python={python_tool('pylsp')}",
-        ],
-        cwd=tmp_path,
-    )
-    parts = urlsplit(child.url)
-    assert parts.hostname is not None
-    assert parts.port is not None
+    child = start_twistd(tmp_path, "--lsp", f"python={python_tool('pylsp')}")
     clients = []
     try:
         spawned = start_language_server(child.url, child.process.pid)
         for n in range(CLIENTS):
-            ws = RawWebSocket(parts.hostname, parts.port)
+            ws = RawWebSocket(*child.address)
             assert ws.receive_json()["data"]["status"] == "connected"
             ws.send_json({"type": "subscribe", "channel": "files", "id": n})
             assert ws.receive_json()["data"]["status"] == "subscribed"
@@ -103,16 +86,12 @@ def test_sigterm_closes_every_client_with_1001_and_exits_quickly(tmp_path: Path)
         codes = []
         for n, ws in enumerate(clients):
             opcode, payload = ws.receive_frame()
-            while opcode == 0x1:
+            while opcode == TEXT:
                 opcode, payload = ws.receive_frame()
-            assert opcode == 0x8
+            assert opcode == CLOSE
             codes.append(struct.unpack("!H", payload[:2])[0])
             if n % 2 == 0:
-                mask = os.urandom(4)
-                code = struct.pack("!H", 1001)
-                ws.sock.sendall(
-                    bytes([0x88, 0x80 | 2]) + mask + bytes(b ^ mask[i] for i, b in enumerate(code))
-                )
+                ws.sock.sendall(frame(CLOSE, struct.pack("!H", 1001)))
         status = child.process.wait(timeout=10)
         exited_after = time.monotonic() - signalled
         deadline = time.monotonic() + 2

@@ -11,7 +11,6 @@ SIGSTOP.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -27,10 +26,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
-from conftest import ChildServer, python_tool, start_child_server, stop_child_server
+from conftest import ChildServer, rss_bytes, start_twistd, stop_child_server
+from rawws import TEXT, frame, upgrade_request
 
 #: Events per measured run, and at most this many published but not yet received.
 EVENTS = 12_000
@@ -59,21 +58,6 @@ time.sleep(3600)
 """
 
 
-def mask(payload: bytes) -> bytes:
-    key = os.urandom(4)
-    stream = (key * (len(payload) // 4 + 1))[: len(payload)]
-    masked = int.from_bytes(payload, "big") ^ int.from_bytes(stream, "big")
-    return key + masked.to_bytes(len(payload), "big")
-
-
-def text_frame(payload: bytes) -> bytes:
-    if len(payload) < 126:
-        header = bytes([0x81, 0x80 | len(payload)])
-    else:
-        header = bytes([0x81, 0x80 | 126]) + struct.pack("!H", len(payload))
-    return header + mask(payload)
-
-
 @dataclass
 class LeanClient:
     """
@@ -88,12 +72,7 @@ class LeanClient:
     def connect(cls, port: int) -> LeanClient:
         sock = socket.create_connection(("127.0.0.1", port))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        key = base64.b64encode(os.urandom(16)).decode()
-        sock.sendall(
-            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
+        sock.sendall(upgrade_request("127.0.0.1", port))
         client = cls(sock)
         while b"\r\n\r\n" not in client.buffer:
             client.buffer += sock.recv(65536)
@@ -103,7 +82,7 @@ class LeanClient:
         return client
 
     def send(self, *messages: Any) -> None:
-        self.sock.sendall(b"".join(text_frame(json.dumps(m).encode()) for m in messages))
+        self.sock.sendall(b"".join(frame(TEXT, json.dumps(m).encode()) for m in messages))
 
     def receive(self, timeout: float = 10.0) -> list[Any]:
         """
@@ -147,14 +126,6 @@ class LeanClient:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 @dataclass
@@ -231,21 +202,7 @@ def metric(text: str, name: str) -> float:
 
 @pytest.fixture
 def child(tmp_path: Path) -> Iterator[ChildServer]:
-    server = start_child_server(
-        [
-            python_tool("twistd"),
-            "--pidfile=",
-            "-n",
-            "cluso",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-            "--sources",
-            "",
-            "--rate-limit",
-            "0",
-        ],
-        cwd=tmp_path,
-    )
+    server = start_twistd(tmp_path, "--sources", "", "--rate-limit", "0")
     yield server
     stop_child_server(server)
 
@@ -258,8 +215,7 @@ def test_stopped_reader_is_closed_and_nobody_waits_for_it(child: ChildServer) ->
     receives every event in order with a p99 latency within 2x of runs
     without the stopped one.
     """
-    port = urlsplit(child.url).port
-    assert port is not None
+    port = child.port
     stream(child, port)
     baseline, _ = stream(child, port)
 

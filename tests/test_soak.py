@@ -7,17 +7,15 @@ memory where it was.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import struct
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from conftest import ChildServer, python_tool, start_child_server, stop_child_server
+from conftest import ChildServer, rss_bytes, start_twistd, stop_child_server
+from rawws import CLOSE, TEXT, frame, upgrade_request
 
 CYCLES = 20_000
 WARM_UP = 1_000
@@ -25,22 +23,12 @@ IN_FLIGHT = 6
 CHANNELS = 1_000
 
 
-def masked(opcode: int, payload: bytes) -> bytes:
-    key = os.urandom(4)
-    body = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
-    return bytes([0x80 | opcode, 0x80 | len(payload)]) + key + body
-
-
 def cycle(port: int, channel: str) -> None:
     """
     Connect, subscribe, see the acknowledgement, close cleanly.
     """
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(
-            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
+        sock.sendall(upgrade_request("127.0.0.1", port))
         received = b""
         while b"\r\n\r\n" not in received:
             chunk = sock.recv(65536)
@@ -48,7 +36,7 @@ def cycle(port: int, channel: str) -> None:
             received += chunk
         assert received.startswith(b"HTTP/1.1 101"), received[:200]
         subscribe = json.dumps({"type": "subscribe", "channel": channel, "id": 1}).encode()
-        sock.sendall(masked(0x1, subscribe) + masked(0x8, struct.pack("!H", 1000)))
+        sock.sendall(frame(TEXT, subscribe) + frame(CLOSE, struct.pack("!H", 1000)))
         while chunk := sock.recv(65536):
             received += chunk
         assert b'"status":"subscribed"' in received, received[-300:]
@@ -82,26 +70,12 @@ def run_cycles(port: int, count: int, offset: int) -> None:
         raise errors[0]
 
 
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
-def health(child: ChildServer) -> dict[str, Any]:
-    with urllib.request.urlopen(child.url + "api/health", timeout=5) as response:
-        data: dict[str, Any] = json.load(response)["data"]
-        return data
-
-
 def settled(child: ChildServer) -> dict[str, Any]:
     """
     The server's health once the last closing handshakes are done.
     """
     deadline = time.monotonic() + 10
-    while (state := health(child))["connections"] and time.monotonic() < deadline:
+    while (state := child.health())["connections"] and time.monotonic() < deadline:
         time.sleep(0.1)
     return state
 
@@ -112,22 +86,9 @@ def test_connect_subscribe_disconnect_cycles_leave_nothing_behind(tmp_path: Path
     channel names) leave zero sessions and zero channel entries, and the
     server's resident memory within 10 MiB of where it was before them.
     """
-    child = start_child_server(
-        [
-            python_tool("twistd"),
-            "--pidfile=",
-            "-n",
-            "cluso",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-            "--sources",
-            "",
-        ],
-        cwd=tmp_path,
-    )
+    child = start_twistd(tmp_path, "--sources", "")
     try:
-        port = urlsplit(child.url).port
-        assert port is not None
+        port = child.port
         run_cycles(port, WARM_UP, 0)
         settled(child)
         before = rss_bytes(child.process.pid)

@@ -304,14 +304,9 @@ def test_list_sources_prints_discovered_sources(tmp_path: Path) -> None:
     twistd cluso --list-sources prints each discovered source, whether it
     runs by default for the root, and its options, then exits 0.
     """
-    from conftest import python_tool
+    from conftest import list_sources
 
-    out = subprocess.run(
-        [python_tool("twistd"), "--pidfile=", "cluso", "--list-sources", "--root", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = list_sources(tmp_path)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith(f"Event sources (default for {tmp_path}: ")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conftest import ChildServer, python_tool, start_child_server, stop_child_server
+from conftest import ChildServer, start_child_server, stop_child_server, twistd_cluso
 
 HARNESS_URL = "/__tests__/harness.js"
 
@@ -58,19 +58,14 @@ class Server:
     def start(self) -> Server:
         assert self.child is None, "already running"
         self.child = start_child_server(
-            [
-                python_tool("twistd"),
-                "--pidfile=",
-                "-n",
-                "cluso",
-                "--listen",
-                f"tcp:{self.port}:interface=127.0.0.1",
+            twistd_cluso(
                 "--root",
                 str(self.root),
                 "--token",
                 self.token,
                 *self.extra_args,
-            ],
+                listen=f"tcp:{self.port}:interface=127.0.0.1",
+            ),
             cwd=self.root,
             auth=True,
         )
