@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_twisted
 import treq
+from gitrepo import make_repo, push_to_bare_remote
 
-from cluso_router.gitops import git_environment
 from cluso_router.service import ClusoService, ServerConfig
 from cluso_router.testing import WebSocketTestClient, connect_client
 from cluso_router.web.routes import openapi_document
@@ -28,35 +25,14 @@ FIXED = 1733758245.0
 DATES = {"GIT_AUTHOR_DATE": "2024-12-09T15:30:45Z", "GIT_COMMITTER_DATE": "2024-12-09T15:30:45Z"}
 
 
-def git(cwd: Path, *args: str) -> None:
-    if shutil.which("git") is None:
-        pytest.fail("git is not installed; run the README's test command")
-    subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        env={**git_environment(), **DATES},
-    )
-
-
 def populate(base: Path) -> Path:
     """
     A repository with a few files and fixed times, pushed to a bare remote,
     so two calls of this make workspaces that answer alike.
     """
-    root = base / "root"
-    for path, text in (("src/a.txt", "alpha\n"), ("src/b.md", "# b\n"), ("docs/c.txt", "c\n")):
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_text(text)
-    git(base, "init", "-q", "--bare", "-b", "main", "remote.git")
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.name", "Test")
-    git(root, "config", "user.email", "test@example.com")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "initial")
-    git(root, "remote", "add", "origin", str(base / "remote.git"))
-    git(root, "push", "-q", "-u", "origin", "main")
+    contents = {"src/a.txt": "alpha\n", "src/b.md": "# b\n", "docs/c.txt": "c\n"}
+    root = make_repo(base / "root", contents, env=DATES)
+    push_to_bare_remote(root, base / "remote.git", env=DATES)
     for directory, dirs, files in os.walk(root):
         for name in dirs + files:
             os.utime(os.path.join(directory, name), (FIXED, FIXED), follow_symlinks=False)

@@ -8,26 +8,16 @@ id) on C{git}.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
 import treq
+from gitrepo import git, make_repo, push_to_bare_remote
 
-from cluso_router.gitops import git_environment
 from cluso_router.service import ClusoService, ServerConfig
 from cluso_router.testing import WebSocketTestClient, connect_client
-
-
-def git(cwd: Path, *args: str) -> str:
-    if shutil.which("git") is None:
-        pytest.fail("git is not installed; run the README's test command")
-    return subprocess.run(
-        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True, env=git_environment()
-    ).stdout
 
 
 @pytest_twisted.async_yield_fixture
@@ -39,17 +29,8 @@ async def served(tmp_path: Path) -> Any:
     """
     from twisted.internet import reactor
 
-    root = tmp_path / "root"
-    (root / "src").mkdir(parents=True)
-    (root / "src" / "a.txt").write_text("a\n")
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", "remote.git")
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.name", "Test")
-    git(root, "config", "user.email", "test@example.com")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "initial")
-    git(root, "remote", "add", "origin", str(tmp_path / "remote.git"))
-    git(root, "push", "-q", "-u", "origin", "main")
+    root = make_repo(tmp_path / "root", {"src/a.txt": "a\n"})
+    push_to_bare_remote(root, tmp_path / "remote.git")
     service = ClusoService(
         ServerConfig(root=str(root), listen="tcp:0:interface=127.0.0.1", sources=(), auth="none"),
         reactor=reactor,

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,33 +16,16 @@ from typing import Any
 import pytest
 import pytest_twisted
 import treq
+from gitrepo import git, make_repo
 
-from cluso_router.gitops import GitOperations, GitRunner, git_environment
+from cluso_router.gitops import GitOperations, GitRunner
 from cluso_router.procedures import ProcedureError
 from cluso_router.workspace import Workspace
 
 MARKERS = ("/tmp/pwn", "/tmp/x")
 VALUES = ("--upload-pack=touch /tmp/pwn", "-u/tmp/x", "--output=/tmp/x")
-
-
-def git(cwd: Path, *args: str) -> str:
-    if shutil.which("git") is None:
-        pytest.fail("git is not installed; run the README's test command")
-    return subprocess.run(
-        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True, env=git_environment()
-    ).stdout
-
-
-def make_repo(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    git(path, "init", "-q", "-b", "main")
-    git(path, "config", "user.name", "Test")
-    git(path, "config", "user.email", "test@example.com")
-    (path / "a.txt").write_text("a\n")
-    (path / "-rf").write_text("keep\n")
-    git(path, "add", "-A")
-    git(path, "commit", "-q", "-m", "initial")
-    return path
+#: What each test repository holds: a file named like an option too.
+FILES = {"a.txt": "a\n", "-rf": "keep\n"}
 
 
 @pytest.fixture
@@ -80,7 +61,7 @@ async def test_option_like_refs_and_paths_are_refused(tmp_path: Path) -> None:
     Branch names, new branch names and file paths starting with '-' are
     refused before git runs; the repository is unchanged.
     """
-    repo = make_repo(tmp_path / "repo")
+    repo = make_repo(tmp_path / "repo", FILES)
     ops = ops_for(repo)
     for value in (*VALUES, "-rf"):
         assert await refusal(ops.checkout(value)) == "Ref name cannot start with dash"
@@ -98,7 +79,7 @@ async def test_a_file_named_like_an_option_is_only_ever_a_path(tmp_path: Path) -
     literal absolute pathspec after '--'), and 'add -A' commits such names
     as files.
     """
-    repo = make_repo(tmp_path / "repo")
+    repo = make_repo(tmp_path / "repo", FILES)
     ops = ops_for(repo)
     (repo / "-rf").write_text("changed\n")
     assert await ops.checkout_file("./-rf") == {"message": "Restored file: ./-rf"}
@@ -115,7 +96,7 @@ async def test_messages_that_look_like_options_are_just_messages(tmp_path: Path)
     Commit and stash messages are attached to --message=, so option-like
     text becomes the message itself.
     """
-    repo = make_repo(tmp_path / "repo")
+    repo = make_repo(tmp_path / "repo", FILES)
     ops = ops_for(repo)
     for value in VALUES:
         (repo / "a.txt").write_text(value)
@@ -137,7 +118,7 @@ async def test_injection_over_http(tmp_path: Path) -> None:
 
     from cluso_router.service import ClusoService, ServerConfig
 
-    repo = make_repo(tmp_path / "repo")
+    repo = make_repo(tmp_path / "repo", FILES)
     service = ClusoService(
         ServerConfig(root=str(repo), listen="tcp:0:interface=127.0.0.1", sources=(), auth="none"),
         reactor=reactor,

@@ -6,40 +6,19 @@ and pull, and the git events each mutation publishes.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
+from gitrepo import git, make_repo, push_to_bare_remote
 
 from cluso_router.events import EventBroadcaster
-from cluso_router.gitops import GitOperations, GitRunner, git_environment
+from cluso_router.gitops import GitOperations, GitRunner
 from cluso_router.procedures import ProcedureError
 from cluso_router.testing import RecordingPublisher
 from cluso_router.workspace import Workspace
-
-
-def git(cwd: Path, *args: str) -> str:
-    if shutil.which("git") is None:
-        pytest.fail("git is not installed; run the README's test command")
-    return subprocess.run(
-        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True, env=git_environment()
-    ).stdout
-
-
-def make_repo(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    git(path, "init", "-q", "-b", "main")
-    git(path, "config", "user.name", "Test")
-    git(path, "config", "user.email", "test@example.com")
-    git(path, "config", "commit.gpgsign", "false")
-    (path / "a.txt").write_text("a\n")
-    git(path, "add", "-A")
-    git(path, "commit", "-q", "-m", "initial")
-    return path
 
 
 @dataclass
@@ -242,9 +221,7 @@ async def test_push_and_pull_through_a_bare_remote(repo: Repo, tmp_path: Path) -
     clone pushed; both publish their events.
     """
     remote = tmp_path / "remote.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(remote))
-    git(repo.root, "remote", "add", "origin", str(remote))
-    git(repo.root, "push", "-q", "-u", "origin", "main")
+    push_to_bare_remote(repo.root, remote)
     (repo.root / "p.txt").write_text("p")
     await repo.ops.commit("to push")
     assert await repo.ops.push() == {"message": "Pushed to remote repository"}

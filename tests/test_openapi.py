@@ -8,8 +8,6 @@ a body that is not the JSON envelope.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,8 @@ import pytest
 import pytest_twisted
 import schemathesis
 import treq
-from conftest import python_tool, start_child_server, stop_child_server
+from conftest import start_twistd, stop_child_server
+from gitrepo import make_repo, push_to_bare_remote
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
@@ -26,15 +25,8 @@ from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import response_schema_conformance
 from twisted.web.resource import Resource
 
-from cluso_router.gitops import git_environment
 from cluso_router.web._json import JsonEndpoint
 from cluso_router.web.routes import Operation, Param, describe, install_operations, openapi_document
-
-
-def git(cwd: Path, *args: str) -> None:
-    if shutil.which("git") is None:
-        pytest.fail("git is not installed; run the README's test command")
-    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, env=git_environment())
 
 
 @pytest_twisted.ensureDeferred
@@ -138,30 +130,9 @@ def live_api(tmp_path: Path) -> Iterator[str]:
     sources that serve routes under /api/ (search, validation) but no
     watchers.
     """
-    root = tmp_path / "root"
-    (root / "src").mkdir(parents=True)
-    (root / "src" / "a.txt").write_text("a\n")
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", "remote.git")
-    git(root, "init", "-q", "-b", "main")
-    git(root, "config", "user.name", "Test")
-    git(root, "config", "user.email", "test@example.com")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "initial")
-    git(root, "remote", "add", "origin", str(tmp_path / "remote.git"))
-    git(root, "push", "-q", "-u", "origin", "main")
-    child = start_child_server(
-        [
-            python_tool("twistd"),
-            "--pidfile=",
-            "-n",
-            "cluso",
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-            "--sources",
-            "search,validation",
-        ],
-        cwd=root,
-    )
+    root = make_repo(tmp_path / "root", {"src/a.txt": "a\n"})
+    push_to_bare_remote(root, tmp_path / "remote.git")
+    child = start_twistd(root, "--sources", "search,validation")
     try:
         yield child.url
     finally:
