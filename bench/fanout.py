@@ -696,7 +696,7 @@ def ensure_node_packages() -> None:
             raise SystemExit(f"fanout: {tool} is missing (Debian: apt-get install nodejs npm)")
     if not (BENCH / "node_modules" / "ws" / "package.json").exists():
         subprocess.run(
-            ["npm", "install", "--prefix", str(BENCH), "--no-audit", "--no-fund", "--silent"],
+            ["npm", "ci", "--prefix", str(BENCH), "--no-audit", "--no-fund", "--loglevel=error"],
             check=True,
         )
 
