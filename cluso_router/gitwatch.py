@@ -31,7 +31,8 @@ from .events import EventBroadcaster, GitEventType
 from .gitops import GitRunner
 from .router import Router
 from .sources import SourceContext
-from .watcher.bridge import ThreadBridge
+from .watcher.bridge import ThreadBridge, stop_observer
+from .watcher.ready import Waiters
 from .watcher.service import WATCHED_EVENTS
 
 DEFAULT_DELAY: Final = 0.2
@@ -162,7 +163,7 @@ class GitWatcher(Service):
         self._reading = False
         self._again = False
         self._published_seen = 0
-        self._waiting: list[Deferred[None]] = []
+        self._waiters = Waiters()
 
     def startService(self) -> None:
         super().startService()
@@ -180,7 +181,9 @@ class GitWatcher(Service):
         observer, self._observer = self._observer, None
         if observer is None:
             return succeed(None)
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), _shut_down, observer)
+        return deferToThreadPool(
+            self._reactor, self._reactor.getThreadPool(), stop_observer, observer
+        )
 
     def when_ready(self) -> Deferred[None]:
         """
@@ -189,9 +192,7 @@ class GitWatcher(Service):
         """
         if self.state is not None:
             return succeed(None)
-        waiting: Deferred[None] = Deferred()
-        self._waiting.append(waiting)
-        return waiting
+        return self._waiters.wait()
 
     async def _start(self) -> None:
         located = await self._runner.run("rev-parse", "--absolute-git-dir", "--git-common-dir")
@@ -208,19 +209,11 @@ class GitWatcher(Service):
             git_dir=common_dir,
             where=state.branch or "detached HEAD",
         )
-        self._wake(None)
+        self._waiters.fire(None)
 
     def _start_failed(self, failure: Failure) -> None:
         self.log.failure("Git watcher could not start in {root}", failure, root=self._runner.cwd)
-        self._wake(failure)
-
-    def _wake(self, result: Failure | None) -> None:
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            if result is None:
-                d.callback(None)
-            else:
-                d.errback(result)
+        self._waiters.fire(failure)
 
     def _watch(self, git_dir: str, common_dir: str) -> None:
         """
@@ -307,11 +300,6 @@ def _relevant(path: str, is_dir: bool) -> bool:
     if path.endswith(".lock"):
         return False
     return path in _WATCHED_FILES or path.startswith("refs/")
-
-
-def _shut_down(observer: BaseObserver) -> None:
-    observer.stop()
-    observer.join()
 
 
 def make_source(context: SourceContext) -> GitWatcher:

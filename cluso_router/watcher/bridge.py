@@ -15,6 +15,7 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
+from watchdog.observers.api import BaseObserver
 
 Accept = Callable[[str, bool], bool]
 Deliver = Callable[[list[str]], object]
@@ -66,3 +67,12 @@ class ThreadBridge(FileSystemEventHandler):
             batch, self._batch = self._batch, []
         if batch:
             self._deliver(batch)
+
+
+def stop_observer(observer: BaseObserver) -> None:
+    """
+    In a thread of the pool: stop watchdog's observer and wait until its
+    thread has ended, so no event crosses after the service stopped.
+    """
+    observer.stop()
+    observer.join()

@@ -41,9 +41,10 @@ from ..events import FileEvent
 from ..procedures import ProcedureError
 from ..router import Router
 from ..sources import SourceContext
-from .bridge import ThreadBridge
+from .bridge import ThreadBridge, stop_observer
 from .changes import DEFAULT_DELAY, Announce, ChangeTracker
 from .ignore import VIRTUALENV_MARKER, IgnoreRules
+from .ready import Waiters
 from .scan import Snapshot, scan
 
 #: Watchdog events that can mean a path was added, changed or removed.
@@ -101,7 +102,7 @@ class FileWatcher(Service):
         self._jobs = DeferredLock()
         self._loaded = False
         self._ready = False
-        self._waiting: list[Deferred[None]] = []
+        self._waiters = Waiters()
         self._rescanning = False
         self._alarm = OverflowAlarm(reactor, self.rescan)
 
@@ -131,7 +132,7 @@ class FileWatcher(Service):
         observer, self._observer = self._observer, None
         if observer is None:
             return succeed(None)
-        return self._in_thread(_shut_down, observer)
+        return self._in_thread(stop_observer, observer)
 
     # watching
 
@@ -143,9 +144,7 @@ class FileWatcher(Service):
         """
         if self._ready:
             return succeed(None)
-        waiting: Deferred[None] = Deferred()
-        self._waiting.append(waiting)
-        return waiting
+        return self._waiters.wait()
 
     def start_watching(self) -> Deferred[None]:
         """
@@ -166,7 +165,7 @@ class FileWatcher(Service):
         self.watching = False
         self._ready = False
         self.tracker.pause()
-        self._wake(None)
+        self._waiters.fire(None)
         return self._in_thread(self._unwatch_all)
 
     def rescan(self) -> None:
@@ -244,20 +243,12 @@ class FileWatcher(Service):
             watches=len(self._watches),
             seconds=self._reactor.seconds() - started,
         )
-        self._wake(None)
+        self._waiters.fire(None)
 
     def _watch_failed(self, failure: Failure) -> None:
         self.watching = False
         self.log.failure("File watcher could not watch {root}", failure, root=self.root)
-        self._wake(failure)
-
-    def _wake(self, result: Failure | None) -> None:
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            if result is None:
-                d.callback(None)
-            else:
-                d.errback(result)
+        self._waiters.fire(failure)
 
     # from the watchdog thread
 
@@ -386,11 +377,6 @@ class FileWatcher(Service):
 
     def _log_failure(self, failure: Failure, what: str) -> None:
         self.log.failure("File watcher: {what} failed", failure, what=what)
-
-
-def _shut_down(observer: BaseObserver) -> None:
-    observer.stop()
-    observer.join()
 
 
 class OverflowAlarm(logging.Handler):
