@@ -597,18 +597,26 @@ def expand_braces(pattern: str, limit: int = MAX_BRACE_EXPANSIONS) -> list[str]:
     return done
 
 
-def _find_brace_group(pattern: str) -> tuple[int, int, list[str]] | None:
-    i = 0
+def _unescaped(pattern: str, start: int = 0) -> Iterator[tuple[int, str]]:
+    """
+    The characters of C{pattern} from C{start} on that no backslash escapes,
+    with their index; an escaping backslash and what it escapes are skipped.
+    """
+    i = start
     while i < len(pattern):
-        char = pattern[i]
-        if char == "\\":
+        if pattern[i] == "\\":
             i += 2
             continue
+        yield i, pattern[i]
+        i += 1
+
+
+def _find_brace_group(pattern: str) -> tuple[int, int, list[str]] | None:
+    for i, char in _unescaped(pattern):
         if char == "{":
             group = _brace_group_at(pattern, i)
             if group is not None:
                 return group
-        i += 1
     return None
 
 
@@ -616,12 +624,7 @@ def _brace_group_at(pattern: str, start: int) -> tuple[int, int, list[str]] | No
     depth = 0
     pieces: list[str] = []
     piece_start = start + 1
-    i = start
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "\\":
-            i += 2
-            continue
+    for i, char in _unescaped(pattern, start):
         if char == "{":
             depth += 1
         elif char == "}":
@@ -634,7 +637,6 @@ def _brace_group_at(pattern: str, start: int) -> tuple[int, int, list[str]] | No
         elif char == "," and depth == 1:
             pieces.append(pattern[piece_start:i])
             piece_start = i + 1
-        i += 1
     return None
 
 
@@ -669,15 +671,7 @@ def _glob_all(workspace: Workspace, start: Target, patterns: list[_Pattern]) -> 
 
 
 def _is_magic(segment: str) -> bool:
-    i = 0
-    while i < len(segment):
-        if segment[i] == "\\":
-            i += 2
-            continue
-        if segment[i] in "*?[":
-            return True
-        i += 1
-    return False
+    return any(char in "*?[" for _, char in _unescaped(segment))
 
 
 def _unescape(segment: str) -> str:
