@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -41,6 +41,10 @@ class RunningServer:
         return "ws" + self.url[4:] + "ws"
 
     @property
+    def port(self) -> int:
+        return int(self.url.rstrip("/").rpartition(":")[2])
+
+    @property
     def token(self) -> str | None:
         return self.service.config.token
 
@@ -55,11 +59,13 @@ class RunningServer:
 TEST_TOKEN = "test-token-0123456789"
 
 
-async def _serve(tmp_path: Path, **config: Any) -> Any:
+def start_service(root: Path, **config: Any) -> RunningServer:
+    """
+    A ClusoService on C{root} with C{config}, started in this process and
+    listening on a free loopback port; the caller stops it.
+    """
     from twisted.internet import reactor
 
-    root = tmp_path / "root"
-    root.mkdir()
     service = ClusoService(
         ServerConfig(root=str(root), listen="tcp:0:interface=127.0.0.1", **config),
         reactor=reactor,
@@ -67,8 +73,15 @@ async def _serve(tmp_path: Path, **config: Any) -> Any:
     service.startService()
     port = service.web.port
     assert port is not None
-    yield RunningServer(service, f"http://127.0.0.1:{port.getHost().port}/")
-    await service.stopService()
+    return RunningServer(service, f"http://127.0.0.1:{port.getHost().port}/")
+
+
+async def _serve(tmp_path: Path, **config: Any) -> Any:
+    root = tmp_path / "root"
+    root.mkdir()
+    running = start_service(root, **config)
+    yield running
+    await running.service.stopService()
 
 
 @pytest_twisted.async_yield_fixture
@@ -89,6 +102,20 @@ async def secured_server(tmp_path: Path) -> Any:
     """
     async for running in _serve(tmp_path, token=TEST_TOKEN):
         yield running
+
+
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """
+    Wait on the running reactor until C{condition()} holds; fail after
+    C{timeout} seconds.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    deadline = reactor.seconds() + timeout  # type: ignore[attr-defined]
+    while not condition():
+        assert reactor.seconds() < deadline, "condition not met in time"  # type: ignore[attr-defined]
+        await deferLater(reactor, 0.02, lambda: None)
 
 
 def python_tool(name: str) -> str:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
 import treq
+from conftest import RunningServer, start_service, until
 from fakeproviders import (
     ABORT,
     HOLD,
@@ -30,12 +31,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.logger import LogEvent, globalLogPublisher
 
 from cluso_router.ai.service import AIService, AISettings
 from cluso_router.ai.sse import ServerSentEvent, SSEParser
-from cluso_router.service import ClusoService, ServerConfig
+from cluso_router.service import ClusoService
 from cluso_router.sources import discover_sources
 from cluso_router.tap import Options
 from cluso_router.testing import WebSocketTestClient, connect_client
@@ -81,7 +82,7 @@ class Harness:
         return client
 
 
-async def start_server(tmp_path: Path, fake: FakeProviderServer, **options: Any) -> ClusoService:
+async def start_server(tmp_path: Path, fake: FakeProviderServer, **options: Any) -> RunningServer:
     root = tmp_path / "root"
     root.mkdir(exist_ok=True)
     ai_options = {
@@ -92,18 +93,7 @@ async def start_server(tmp_path: Path, fake: FakeProviderServer, **options: Any)
         "ai-openai-key": KEYS["openai"],
         **options,
     }
-    service = ClusoService(
-        ServerConfig(
-            root=str(root),
-            listen="tcp:0:interface=127.0.0.1",
-            auth="none",
-            sources=("ai",),
-            source_options={"ai": ai_options},
-        ),
-        reactor=reactor,
-    )
-    service.startService()
-    return service
+    return start_service(root, auth="none", sources=("ai",), source_options={"ai": ai_options})
 
 
 @pytest_twisted.async_yield_fixture
@@ -117,19 +107,10 @@ async def harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     fake = await FakeProviderServer().start()
     # The OpenAI provider is pointed at the fake through the environment.
     monkeypatch.setenv("OPENAI_BASE_URL", fake.url + "/v1")
-    service = await start_server(tmp_path, fake)
-    port = service.web.port
-    assert port is not None
-    yield Harness(service, fake, f"http://127.0.0.1:{port.getHost().port}/")
-    await service.stopService()
+    running = await start_server(tmp_path, fake)
+    yield Harness(running.service, fake, running.url)
+    await running.service.stopService()
     await fake.stop()
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = reactor.seconds() + timeout  # type: ignore[attr-defined]
-    while not condition():
-        assert reactor.seconds() < deadline, "condition not met in time"  # type: ignore[attr-defined]
-        await deferLater(reactor, 0.02, lambda: None)
 
 
 def body(provider: str, **more: Any) -> dict[str, Any]:
@@ -327,11 +308,9 @@ async def test_missing_key_is_reported_in_the_stream(
     for name in ("GOOGLE_API_KEY", "VITE_GOOGLE_API_KEY", "OPENAI_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     fake = await FakeProviderServer().start()
-    service = await start_server(tmp_path, fake, **{"ai-google-key": None})
+    running = await start_server(tmp_path, fake, **{"ai-google-key": None})
     try:
-        port = service.web.port
-        assert port is not None
-        url = f"http://127.0.0.1:{port.getHost().port}/"
+        url = running.url
         response = await treq.get(url + "api/ai/providers")
         assert (await response.json())["data"]["google"] is False
         _, http = await stream(url, body("google"))
@@ -343,7 +322,7 @@ async def test_missing_key_is_reported_in_the_stream(
             }
         ]
     finally:
-        await service.stopService()
+        await running.service.stopService()
         await fake.stop()
 
 
@@ -511,13 +490,8 @@ async def test_a_stalled_stream_times_out_on_the_injected_clock(
     event with the stall error, and the upstream connection closed.
     """
     fake = await FakeProviderServer().start()
-    service = ClusoService(
-        ServerConfig(
-            root=str(tmp_path), listen="tcp:0:interface=127.0.0.1", sources=(), auth="none"
-        ),
-        reactor=reactor,
-    )
-    service.startService()
+    running = start_service(tmp_path, sources=(), auth="none")
+    service = running.service
     clock = Clock()
     ai = AIService(
         AISettings({"openai": "k"}, {"openai": fake.url + "/v1"}, idle_timeout=30.0),
@@ -530,9 +504,7 @@ async def test_a_stalled_stream_times_out_on_the_injected_clock(
     ai.setServiceParent(service)
     try:
         fake.replies.append(Reply(steps=[*openai_events(["so far"])[:2], HOLD]))
-        port = service.web.port
-        assert port is not None
-        harness = Harness(service, fake, f"http://127.0.0.1:{port.getHost().port}/")
+        harness = Harness(service, fake, running.url)
         client = await harness.subscribed()
         reply = await client.request(
             {"type": "invoke", "id": 1, "channel": "ai.chat", "data": body("openai")}

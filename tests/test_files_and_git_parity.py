@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest_twisted
 import treq
+from conftest import start_service
 from gitrepo import make_repo, push_to_bare_remote
 
-from cluso_router.service import ClusoService, ServerConfig
+from cluso_router.service import ClusoService
 from cluso_router.testing import WebSocketTestClient, connect_client
 from cluso_router.web.routes import openapi_document
 
@@ -49,20 +50,11 @@ class Side:
 
 @pytest_twisted.async_yield_fixture
 async def twins(tmp_path: Path) -> Any:
-    from twisted.internet import reactor
-
     sides = []
     for name in ("a", "b"):
         root = populate(tmp_path / name)
-        service = ClusoService(
-            ServerConfig(
-                root=str(root), listen="tcp:0:interface=127.0.0.1", sources=(), auth="none"
-            ),
-            reactor=reactor,
-        )
-        service.startService()
-        assert service.web.port is not None
-        sides.append(Side(service, root, f"http://127.0.0.1:{service.web.port.getHost().port}/"))
+        running = start_service(root, sources=(), auth="none")
+        sides.append(Side(running.service, root, running.url))
     yield sides
     for side in sides:
         await side.service.stopService()

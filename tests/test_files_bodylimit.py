@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest_twisted
 import treq
+from conftest import start_service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
-from cluso_router.service import ClusoService, ServerConfig
 from cluso_router.tap import Options
 from cluso_router.web.bodylimit import DEFAULT_MAX_BODY
 
@@ -26,24 +26,11 @@ LIMIT = 1024
 
 @pytest_twisted.async_yield_fixture
 async def port(tmp_path: Path) -> Any:
-    from twisted.internet import reactor
-
     root = tmp_path / "root"
     root.mkdir()
-    service = ClusoService(
-        ServerConfig(
-            root=str(root),
-            listen="tcp:0:interface=127.0.0.1",
-            sources=(),
-            auth="none",
-            max_body=LIMIT,
-        ),
-        reactor=reactor,
-    )
-    service.startService()
-    assert service.web.port is not None
-    yield service.web.port.getHost().port
-    await service.stopService()
+    running = start_service(root, sources=(), auth="none", max_body=LIMIT)
+    yield running.port
+    await running.service.stopService()
 
 
 class RawClient(Protocol):

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import pytest_twisted
 import treq
+from conftest import start_service
 from gitrepo import git, make_repo, push_to_bare_remote
 
-from cluso_router.service import ClusoService, ServerConfig
 from cluso_router.testing import WebSocketTestClient, connect_client
 
 
@@ -27,24 +27,16 @@ async def served(tmp_path: Path) -> Any:
     (so every event seen comes from the API), and a client subscribed to
     files and git.
     """
-    from twisted.internet import reactor
-
     root = make_repo(tmp_path / "root", {"src/a.txt": "a\n"})
     push_to_bare_remote(root, tmp_path / "remote.git")
-    service = ClusoService(
-        ServerConfig(root=str(root), listen="tcp:0:interface=127.0.0.1", sources=(), auth="none"),
-        reactor=reactor,
-    )
-    service.startService()
-    assert service.web.port is not None
-    url = f"http://127.0.0.1:{service.web.port.getHost().port}/"
-    client = await connect_client("ws" + url[4:] + "ws")
+    running = start_service(root, sources=(), auth="none")
+    client = await connect_client(running.ws_url)
     await client.next_message()
     for channel in ("files", "git"):
         await client.request({"type": "subscribe", "channel": channel, "id": channel})
-    yield url + "api/", client, root
+    yield running.url + "api/", client, root
     await client.close()
-    await service.stopService()
+    await running.service.stopService()
 
 
 async def events(client: WebSocketTestClient, count: int) -> list[tuple[str, ...]]:
@@ -169,18 +161,11 @@ async def test_with_the_file_watcher_each_change_is_announced_once(tmp_path: Pat
 
     root = tmp_path / "root"
     root.mkdir()
-    service = ClusoService(
-        ServerConfig(
-            root=str(root), listen="tcp:0:interface=127.0.0.1", sources=("files",), auth="none"
-        ),
-        reactor=reactor,
-    )
-    service.startService()
+    running = start_service(root, sources=("files",), auth="none")
+    url = running.url
     client = None
     try:
-        assert service.web.port is not None
-        url = f"http://127.0.0.1:{service.web.port.getHost().port}/"
-        client = await connect_client("ws" + url[4:] + "ws")
+        client = await connect_client(running.ws_url)
         await client.next_message()
         await client.request({"type": "subscribe", "channel": "files", "id": 1})
         await deferLater(reactor, 0.5, lambda: None)
@@ -200,4 +185,4 @@ async def test_with_the_file_watcher_each_change_is_announced_once(tmp_path: Pat
     finally:
         if client is not None:
             await client.close()
-        await service.stopService()
+        await running.service.stopService()

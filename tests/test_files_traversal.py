@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 import treq
-
-from cluso_router.service import ClusoService, ServerConfig
+from conftest import start_service
 
 SECRET = "TOP-SECRET-outside"
 
@@ -30,7 +29,6 @@ async def site(tmp_path: Path) -> Any:
     directory leading to another link to '/', a link to a directory outside,
     and blocked names; beside the root a directory with a secret.
     """
-    from twisted.internet import reactor
 
     root = tmp_path / "root"
     (root / "deep").mkdir(parents=True)
@@ -45,14 +43,9 @@ async def site(tmp_path: Path) -> Any:
     outside.mkdir()
     (outside / "secret.txt").write_text(SECRET)
     os.symlink(outside, root / "out")
-    service = ClusoService(
-        ServerConfig(root=str(root), listen="tcp:0:interface=127.0.0.1", sources=(), auth="none"),
-        reactor=reactor,
-    )
-    service.startService()
-    assert service.web.port is not None
-    yield f"http://127.0.0.1:{service.web.port.getHost().port}/api/", tmp_path
-    await service.stopService()
+    running = start_service(root, sources=(), auth="none")
+    yield running.url + "api/", tmp_path
+    await running.service.stopService()
 
 
 def snapshot(top: Path) -> dict[str, tuple[Any, ...]]:

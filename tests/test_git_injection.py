@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 import treq
+from conftest import start_service
 from gitrepo import git, make_repo
 
 from cluso_router.gitops import GitOperations, GitRunner
@@ -114,19 +115,10 @@ async def test_injection_over_http(tmp_path: Path) -> None:
     The same values over the HTTP API: 400 with the refusal for refs and
     paths, and push/pull ignore any body (they take no arguments).
     """
-    from twisted.internet import reactor
-
-    from cluso_router.service import ClusoService, ServerConfig
-
     repo = make_repo(tmp_path / "repo", FILES)
-    service = ClusoService(
-        ServerConfig(root=str(repo), listen="tcp:0:interface=127.0.0.1", sources=(), auth="none"),
-        reactor=reactor,
-    )
-    service.startService()
+    running = start_service(repo, sources=(), auth="none")
     try:
-        assert service.web.port is not None
-        base = f"http://127.0.0.1:{service.web.port.getHost().port}/api/git/"
+        base = running.url + "api/git/"
 
         async def post(route: str, body: dict[str, Any]) -> tuple[int, Any]:
             response = await treq.post(base + route, data=json.dumps(body).encode())
@@ -142,4 +134,4 @@ async def test_injection_over_http(tmp_path: Path) -> None:
             assert code == 400
             assert "No configured push destination" in body["error"]
     finally:
-        await service.stopService()
+        await running.service.stopService()

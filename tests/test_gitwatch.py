@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from conftest import start_service
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
@@ -89,23 +90,14 @@ async def watch_git() -> Any:
     running: list[Watching] = []
 
     async def start(root: Path) -> Watching:
-        service = ClusoService(
-            ServerConfig(
-                root=str(root),
-                listen="tcp:0:interface=127.0.0.1",
-                auth="none",
-                sources=("git",),
-                source_options={"git": {"git-delay": 0.1}},
-            ),
-            reactor=reactor,
+        server = start_service(
+            root, auth="none", sources=("git",), source_options={"git": {"git-delay": 0.1}}
         )
-        service.startService()
+        service = server.service
         watcher = service.sources.started["git"]
         assert isinstance(watcher, GitWatcher)
         await watcher.when_ready()
-        port = service.web.port
-        assert port is not None
-        client = await connect_client(f"ws://127.0.0.1:{port.getHost().port}/ws")
+        client = await connect_client(server.ws_url)
         await client.next_message()
         await client.request({"type": "subscribe", "channel": "git", "id": 1})
         watching = Watching(service, watcher, client)

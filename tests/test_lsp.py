@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import pytest_twisted
 import treq
-from conftest import python_tool
+from conftest import python_tool, start_service, until
 from hypothesis import given
 from hypothesis import strategies as st
 from lsprotocol import types
 from twisted.internet import reactor
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.python import usage
 
 from cluso_router.events import EventBroadcaster
@@ -34,7 +34,7 @@ from cluso_router.lsp.framing import FramingError, MessageDecoder, encode_messag
 from cluso_router.lsp.jsonrpc import JsonRpcConnection, RpcError
 from cluso_router.lsp.manager import LanguageServerManager
 from cluso_router.router import Router
-from cluso_router.service import ClusoService, ServerConfig
+from cluso_router.service import ClusoService
 from cluso_router.sources import discover_sources
 from cluso_router.tap import Options
 from cluso_router.testing import RecordingPublisher, WebSocketTestClient, connect_client
@@ -158,13 +158,6 @@ def test_lsp_option_parsing() -> None:
         parse_lsp_option("cobol=cobol-ls")
 
 
-async def until(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = reactor.seconds() + timeout  # type: ignore[attr-defined]
-    while not condition():
-        assert reactor.seconds() < deadline, "condition not met in time"  # type: ignore[attr-defined]
-        await deferLater(reactor, 0.05, lambda: None)
-
-
 async def next_event(
     client: WebSocketTestClient, channel: str, match: Callable[[Any], bool], timeout: float
 ) -> Any:
@@ -191,27 +184,19 @@ async def lsp_server(tmp_path: Path) -> Any:
     """
     root = tmp_path / "root"
     root.mkdir()
-    service = ClusoService(
-        ServerConfig(
-            root=str(root),
-            listen="tcp:0:interface=127.0.0.1",
-            auth="none",
-            sources=("lsp",),
-            source_options={"lsp": {"lsp": parse_lsp_option("python=" + python_tool("pylsp"))}},
-        ),
-        reactor=reactor,
+    running = start_service(
+        root,
+        auth="none",
+        sources=("lsp",),
+        source_options={"lsp": {"lsp": parse_lsp_option("python=" + python_tool("pylsp"))}},
     )
-    service.startService()
-    port = service.web.port
-    assert port is not None
-    url = f"http://127.0.0.1:{port.getHost().port}/"
-    client = await connect_client("ws" + url[4:] + "ws")
+    client = await connect_client(running.ws_url)
     await client.next_message()
     for channel in ("diagnostics", "lsp"):
         await client.request({"type": "subscribe", "channel": channel, "id": channel})
-    yield service, root, url, client
+    yield running.service, root, running.url, client
     await client.close()
-    await service.stopService()
+    await running.service.stopService()
 
 
 def manager_of(service: ClusoService) -> LanguageServerManager:

@@ -10,11 +10,10 @@ from typing import Any
 
 import pytest_twisted
 import treq
-from conftest import TEST_TOKEN, RunningServer
+from conftest import TEST_TOKEN, start_service
 from prometheus_client.parser import text_string_to_metric_families
 
 from cluso_router.router import MAX_COUNTED_CHANNELS, OTHER_CHANNELS
-from cluso_router.service import ClusoService, ServerConfig
 from cluso_router.testing import connect_client
 
 
@@ -111,22 +110,8 @@ async def test_public_metrics_skip_only_the_token(tmp_path: Path) -> None:
     With C{--metrics-public} a scraper needs no token for C{/metrics}; every
     other route still does, and the Host check still applies.
     """
-    from twisted.internet import reactor
-
-    service = ClusoService(
-        ServerConfig(
-            root=str(tmp_path),
-            listen="tcp:0:interface=127.0.0.1",
-            token=TEST_TOKEN,
-            metrics_public=True,
-        ),
-        reactor=reactor,
-    )
-    service.startService()
+    server = start_service(tmp_path, token=TEST_TOKEN, metrics_public=True)
     try:
-        port = service.web.port
-        assert port is not None
-        server = RunningServer(service, f"http://127.0.0.1:{port.getHost().port}/")
         metrics = await scrape(server, headers={})
         assert metrics["cluso_connections"][()] == 0
         health = await treq.get(server.url + "api/health")
@@ -136,4 +121,4 @@ async def test_public_metrics_skip_only_the_token(tmp_path: Path) -> None:
         assert rebound.code == 403
         await rebound.content()
     finally:
-        await service.stopService()
+        await server.service.stopService()

@@ -20,8 +20,9 @@ from urllib.parse import urljoin
 import pytest
 import pytest_twisted
 import treq
+from conftest import start_service
 
-from cluso_router.service import ClusoService, ServerConfig
+from cluso_router.service import ServerConfig
 from cluso_router.tap import Options
 from cluso_router.web.static import STATIC_ROOT
 
@@ -166,20 +167,11 @@ def ui_dir(tmp_path: Path) -> Path:
 
 @pytest_twisted.async_yield_fixture
 async def ui_server(tmp_path: Path, ui_dir: Path) -> Any:
-    from twisted.internet import reactor
-
     root = tmp_path / "root"
     root.mkdir()
-    service = ClusoService(
-        ServerConfig(
-            root=str(root), listen="tcp:0:interface=127.0.0.1", auth="none", ui=str(ui_dir)
-        ),
-        reactor=reactor,
-    )
-    service.startService()
-    assert service.web.port is not None
-    yield f"http://127.0.0.1:{service.web.port.getHost().port}/"
-    await service.stopService()
+    running = start_service(root, auth="none", ui=str(ui_dir))
+    yield running.url
+    await running.service.stopService()
 
 
 @pytest_twisted.ensureDeferred

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest_twisted
+from conftest import start_service
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
-from cluso_router.service import ClusoService, ServerConfig
+from cluso_router.service import ClusoService
 from cluso_router.testing import WebSocketTestClient, connect_client
 from cluso_router.watcher import FileWatcher
 
@@ -85,24 +86,13 @@ async def watch() -> Any:
     running: list[Watched] = []
 
     async def start(root: Path, **config: Any) -> Watched:
-        service = ClusoService(
-            ServerConfig(
-                root=str(root),
-                listen="tcp:0:interface=127.0.0.1",
-                auth="none",
-                sources=("files",),
-                **config,
-            ),
-            reactor=reactor,
-        )
-        service.startService()
+        server = start_service(root, auth="none", sources=("files",), **config)
+        service = server.service
         assert "files" in service.sources.started, service.sources.failed
         watcher = service.sources.started["files"]
         assert isinstance(watcher, FileWatcher)
         await watcher.when_ready()
-        port = service.web.port
-        assert port is not None
-        client = await connect_client(f"ws://127.0.0.1:{port.getHost().port}/ws")
+        client = await connect_client(server.ws_url)
         await client.next_message()
         await client.request({"type": "subscribe", "channel": "files", "id": 1})
         watched = Watched(service, watcher, client, root)
