@@ -17,11 +17,12 @@ reordered bytes.
 
 from __future__ import annotations
 
+from errno import ENOBUFS
 from typing import Any
 
 from twisted.internet import tcp
 
-_BUFFER_ATTRIBUTES = ("dataBuffer", "_tempDataLen", "writeSomeData", "connected")
+_BUFFER_ATTRIBUTES = ("dataBuffer", "_tempDataLen", "socket", "connected", "disconnecting")
 
 
 def supports_direct_write(transport: Any) -> bool:
@@ -49,9 +50,14 @@ def write_frame(transport: Any, frame: bytes, direct: bool) -> bool:
         and transport.connected
         and not transport.disconnecting
     ):
-        sent = transport.writeSomeData(frame)
-        if isinstance(sent, BaseException):
-            return False
+        try:
+            sent = transport.socket.send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError as e:
+            if e.errno != ENOBUFS:
+                return False
+            sent = 0
         if sent < len(frame):
             transport.write(frame[sent:])
         return True

@@ -4,16 +4,28 @@ Timestamps in the form the original server's clients parse.
 
 from __future__ import annotations
 
+import math
 import time
-from datetime import UTC, datetime
+
+_second: tuple[int | None, str] = (None, "")
 
 
 def iso_timestamp(seconds: float | None = None) -> str:
     """
     Format POSIX C{seconds} (default: now) like JavaScript's
     C{Date.prototype.toISOString}: UTC, exactly three fractional digits, C{Z}.
+
+    Rounds to microseconds as C{datetime.fromtimestamp} does, and formats
+    the whole second once per second rather than once per call.
     """
+    global _second
     if seconds is None:
         seconds = time.time()
-    moment = datetime.fromtimestamp(seconds, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    whole = math.floor(seconds)
+    micro = round((seconds - whole) * 1e6)
+    if micro >= 1_000_000:
+        whole += 1
+        micro -= 1_000_000
+    if _second[0] != whole:
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole)))
+    return f"{_second[1]}{micro // 1000:03d}Z"

@@ -59,6 +59,8 @@ class TokenBucket:
     C{burst} tokens, refilled at C{rate} per second of C{clock} time.
     """
 
+    __slots__ = ("_clock", "_tokens", "_updated", "burst", "rate")
+
     def __init__(self, rate: float, burst: int, clock: IReactorTime) -> None:
         self.rate = rate
         self.burst = burst
@@ -89,6 +91,8 @@ class MessageRateLimiter:
     once that one is empty too, which takes sending at more than twice the
     rate for a while, the connection is to be closed.
     """
+
+    __slots__ = ("_allowed", "_excess")
 
     def __init__(self, rate: float, burst: int, clock: IReactorTime) -> None:
         self._allowed = TokenBucket(rate, burst, clock)

@@ -40,6 +40,14 @@ _HANDSHAKE_LEFTOVERS: Final = (
     "http_request_params",
     "http_status_line",
     "_wskey",
+    "http_request_uri",
+    "http_request_host",
+    "http_request_path",
+    "_transport_details",
+    # txaio's event tables; the class-level defaults serve a protocol
+    # nobody calls .on() on.
+    "_results",
+    "_valid_events",
 )
 
 
@@ -51,6 +59,10 @@ class ClusoServerProtocol(WebSocketServerProtocol):
 
     # Not "log": Autobahn's own txaio logger lives there and filters levels.
     _log = Logger()
+    #: Autobahn queues only chopped or synchronous sends, which this
+    #: protocol never makes; an empty tuple shared by all instances stands
+    #: in for each one's empty deque (760 bytes), and fails loudly if used.
+    send_queue: Any = ()
     factory: ClusoWebSocketFactory
     session: Session | None = None
     _limiter: MessageRateLimiter | None = None
@@ -109,6 +121,22 @@ class ClusoServerProtocol(WebSocketServerProtocol):
         factory.router.register_session(session)
         session.send_message(messages.greeting(session.connection_id, factory.router.cwd))
 
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Autobahn's version formats the arguments of a debug log line
+        (colours, qualified names) for every read, logged or not.
+        """
+        self._dataReceived(data)
+
+    def onMessageEnd(self) -> None:
+        """
+        Autobahn's version also fires a C{message} event through txaio,
+        a Deferred per message for listeners this protocol never has.
+        """
+        if not self.failedByMe:
+            self._onMessage(b"".join(self.message_data), self.message_is_binary)
+        self.message_data = None  # type: ignore[assignment]
+
     def _forget_handshake(self) -> None:
         """
         Drop what Autobahn keeps of the opening handshake (raw request and
@@ -118,6 +146,8 @@ class ClusoServerProtocol(WebSocketServerProtocol):
         """
         for name in _HANDSHAKE_LEFTOVERS:
             self.__dict__.pop(name, None)
+        if not self.send_queue:
+            del self.send_queue
 
     def onPong(self, payload: bytes) -> None:
         if self.session is not None:
