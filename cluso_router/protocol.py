@@ -187,6 +187,14 @@ class ClusoServerProtocol(WebSocketServerProtocol):
                 code=e.code,
             )
             session.send_message(messages.error(e.code, e.message, e.request_id))
+        except Exception as e:
+            # A bug behind one message must not cost the client its
+            # connection: log it, answer it, keep going.
+            self._log.failure(
+                "Handling a message from {connection_id} failed",
+                connection_id=session.connection_id,
+            )
+            session.send_message(messages.error("internal_error", str(e) or repr(e)))
 
     def _rate_limited(self, session: Session, payload: bytes, admission: Admission) -> None:
         router = self.factory.router

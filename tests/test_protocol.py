@@ -289,3 +289,34 @@ async def test_unknown_api_route_is_json_404(server: Any) -> None:
     assert response.code == 404
     assert body["success"] is False
     assert "nothing" in body["error"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_unexpected_failure_is_answered_and_connection_survives(server: Any) -> None:
+    """
+    When handling a message fails unexpectedly (here the publisher behind
+    C{send} raises), the client gets C{internal_error}, the failure is
+    logged, and the connection keeps working.
+    """
+    from twisted.logger import globalLogPublisher
+
+    factory = server.service.root_resource.children[b"ws"]._factory
+
+    class BrokenPublisher:
+        def publish(self, channel: str, data: object) -> None:
+            raise RuntimeError("publisher exploded")
+
+    logged: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(logged.append)
+    original, factory.publisher = factory.publisher, BrokenPublisher()
+    try:
+        client, _ = await connected(server)
+        client.send_json({"type": "send", "channel": "chat", "data": 1})
+        reply = await client.next_message()
+    finally:
+        factory.publisher = original
+        globalLogPublisher.removeObserver(logged.append)
+    assert (reply["code"], reply["error"]) == ("internal_error", "publisher exploded")
+    assert any("log_failure" in event for event in logged)
+    await assert_still_works(client)
+    await client.close()
