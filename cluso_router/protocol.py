@@ -249,32 +249,38 @@ class ClusoServerProtocol(WebSocketServerProtocol):
         if IBackplane.providedBy(backplane) and not backplane.synchronous:
             self._subscribe_through(backplane, session, request)
             return
-        if request.since is None:
-            position = router.position(request.channel)
-            session.send_message(
-                messages.ack(
-                    "subscribed",
-                    request.channel,
-                    request.request_id,
-                    seq=position.seq,
-                    epoch=position.epoch,
-                )
-            )
-            return
-        recovery = router.since(request.channel, request.since.seq, request.since.epoch)
+        result = (
+            router.position(request.channel)
+            if request.since is None
+            else router.since(request.channel, request.since.seq, request.since.epoch)
+        )
+        self._acknowledge(session, request, result)
+
+    def _acknowledge(
+        self, session: Session, request: Subscribe, result: Position | Recovery
+    ) -> None:
+        """
+        Send the subscribe ack with the channel's position and, for a
+        recovering subscribe, replay the missed events right after it.
+        """
+        if isinstance(result, Position):
+            position, details = result, {}
+        else:
+            position = result.position
+            details = {"recovered": result.recovered, "replayed": len(result.events)}
         session.send_message(
             messages.ack(
                 "subscribed",
                 request.channel,
                 request.request_id,
-                seq=recovery.position.seq,
-                epoch=recovery.position.epoch,
-                recovered=recovery.recovered,
-                replayed=len(recovery.events),
+                seq=position.seq,
+                epoch=position.epoch,
+                **details,
             )
         )
-        for event in recovery.events:
-            session.deliver(session.encoder.encode_event(event, None))
+        if isinstance(result, Recovery):
+            for event in result.events:
+                session.deliver(session.encoder.encode_event(event, None))
 
     def _subscribe_through(self, backplane: Any, session: Session, request: Subscribe) -> None:
         """
@@ -294,24 +300,8 @@ class ClusoServerProtocol(WebSocketServerProtocol):
         def answered(result: Position | Recovery) -> None:
             if self.session is not session:
                 return
-            if isinstance(result, Position):
-                position, details = result, {}
-            else:
-                position = result.position
-                details = {"recovered": result.recovered, "replayed": len(result.events)}
-            session.send_message(
-                messages.ack(
-                    "subscribed",
-                    channel,
-                    request.request_id,
-                    seq=position.seq,
-                    epoch=position.epoch,
-                    **details,
-                )
-            )
-            if isinstance(result, Recovery):
-                for event in result.events:
-                    session.deliver(session.encoder.encode_event(event, None))
+            self._acknowledge(session, request, result)
+            position = result if isinstance(result, Position) else result.position
             router.release(session, channel, position.seq)
 
         def failed(failure: Failure) -> None:
