@@ -4,6 +4,7 @@ The ping sweep: one timer for all connections, dropping the silent ones.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Final
@@ -11,7 +12,7 @@ from typing import Any, Final
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import Cooperator, LoopingCall
+from twisted.internet.task import CooperativeTask, Cooperator, LoopingCall, TaskDone
 from twisted.logger import Logger
 
 from ._reactor import default_reactor
@@ -74,11 +75,11 @@ class PingSweeper(Service):
             scheduler=lambda work: self.clock.callLater(0, self._timed, work),
         )
         self._loop: LoopingCall | None = None
-        self._running: Deferred[Any] | None = None
+        self._task: CooperativeTask | None = None
 
     def startService(self) -> None:
         super().startService()
-        self._loop = LoopingCall(self._sweep_in_background)
+        self._loop = LoopingCall(self.sweep)
         self._loop.clock = self.clock
         self._loop.start(self.interval, now=False)
 
@@ -87,14 +88,11 @@ class PingSweeper(Service):
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
-        running, self._running = self._running, None
-        if running is not None:
-            running.cancel()
+        task, self._task = self._task, None
+        if task is not None:
+            with contextlib.suppress(TaskDone):
+                task.stop()
         return None
-
-    def _sweep_in_background(self) -> Deferred[Any]:
-        self._running = self.sweep()
-        return self._running
 
     def sweep(self) -> Deferred[Any]:
         """
@@ -104,7 +102,7 @@ class PingSweeper(Service):
         """
         started = self._timer()
         sessions = list(self.router.sessions())
-        task = self._cooperator.cooperate(self._visit(sessions))
+        task = self._task = self._cooperator.cooperate(self._visit(sessions))
 
         def finished(result: object) -> object:
             self.sweeps += 1

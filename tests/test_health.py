@@ -165,3 +165,27 @@ async def test_peer_that_never_answers_pings_is_dropped(server: Any) -> None:
     assert received.startswith(b"HTTP/1.1 101")
     silent.close()
     await polite.close()
+
+
+def test_stopping_the_sweeper_stops_a_sweep_in_progress() -> None:
+    """
+    A sweep still going when the service stops pings no one after the stop.
+    """
+    clock = Clock()
+    timer = FakeTimer()
+    router = Router(clock=clock)
+    sweeper = PingSweeper(router, interval=30, clock=clock, timer=timer)
+
+    class StoppingSession(CostlyPingSession):
+        def ping(self) -> None:
+            super().ping()
+            sweeper.stopService()
+
+    sessions = [CostlyPingSession(timer) for _ in range(5_000)]
+    sessions.insert(2_000, StoppingSession(timer))
+    for session in sessions:
+        router.register_session(session)
+    sweeper.startService()
+    clock.advance(30)
+    clock.advance(60)
+    assert sum(s.pings for s in sessions) == 2_001
