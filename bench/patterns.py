@@ -19,7 +19,7 @@ from typing import Any
 
 from twisted.internet.task import Clock
 
-from cluso_router.router import Router
+from cluso_router.router.router import Router
 from cluso_router.testing import FakeSession
 
 

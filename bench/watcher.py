@@ -42,8 +42,8 @@ from twisted.internet.threads import deferToThread
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from cluso_router.sources.files import FileWatcher
 from cluso_router.testing import WebSocketTestClient, connect_client
-from cluso_router.watcher import FileWatcher
 
 _LISTENING = re.compile(r"listening on (http://\S+/)")
 

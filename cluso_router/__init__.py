@@ -5,17 +5,17 @@ The names below are the public API; everything else is an implementation
 detail that may change.
 """
 
-from ._version import __version__
-from .event import DeliveryReport, Event
-from .events import EventBroadcaster
-from .health import PingSweeper
-from .interfaces import IEventSourceFactory, IFrameEncoder, IPublisher, ISession
-from .procedures import ProcedureError
-from .protocol import ClusoWebSocketFactory, websocket_resource
-from .router import Router
-from .service import ClusoService, ServerConfig
-from .sources import SourceContext
-from .tap import Options, makeService
+from cluso_router._version import __version__
+from cluso_router.interfaces import IEventSourceFactory, IFrameEncoder, IPublisher, ISession
+from cluso_router.router.broadcaster import EventBroadcaster
+from cluso_router.router.event import DeliveryReport, Event
+from cluso_router.router.liveness import PingSweeper
+from cluso_router.router.procedures import ProcedureError
+from cluso_router.router.router import Router
+from cluso_router.service import ClusoService, ServerConfig
+from cluso_router.sources.base import SourceContext
+from cluso_router.tap import Options, makeService
+from cluso_router.ws.protocol import ClusoWebSocketFactory, websocket_resource
 
 __all__ = [
     "ClusoService",

@@ -10,7 +10,7 @@ import sys
 from twisted.logger import globalLogBeginner, textFileLogObserver
 from twisted.python import usage
 
-from .tap import Options, makeService
+from cluso_router.tap import Options, makeService
 
 
 def main(argv: list[str] | None = None) -> int:

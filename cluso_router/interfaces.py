@@ -30,8 +30,8 @@ class IFrameEncoder(Interface):
     def encode_event(event: Any, subscription: Any) -> bytes:
         """
         Return the complete wire frame for C{event} (an
-        L{cluso_router.event.Event}) delivered through C{subscription} (an
-        L{cluso_router.observation.Subscription}).
+        L{cluso_router.router.event.Event}) delivered through C{subscription} (an
+        L{cluso_router.router.subscriptions.Subscription}).
         """
 
 
@@ -100,12 +100,12 @@ class IBackplane(IPublisher):
 
     def position(channel: str) -> Any:
         """
-        The channel's L{cluso_router.history.Position} (or a Deferred of it).
+        The channel's L{cluso_router.router.history.Position} (or a Deferred of it).
         """
 
     def since(channel: str, seq: int, epoch: str) -> Any:
         """
-        The L{cluso_router.history.Recovery} of what came after C{seq} in
+        The L{cluso_router.router.history.Recovery} of what came after C{seq} in
         C{epoch} (or a Deferred of it).
         """
 
@@ -135,6 +135,6 @@ class IEventSourceFactory(Interface):
     def make_source(context: Any) -> Any:
         """
         Build the source's L{twisted.application.service.IService} from a
-        L{cluso_router.sources.SourceContext}; the service is started and
+        L{cluso_router.sources.base.SourceContext}; the service is started and
         stopped as a child of the main service.
         """

@@ -16,17 +16,14 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore
 from twisted.logger import Logger
 
-from .backplane import RedisAddress, RedisBackplane, memory_backplane
-from .backplane.metrics import BackplaneCollector
-from .backplane.redis import DEFAULT_PREFIX
-from .events import EventBroadcaster
-from .filechanges import FileChangeLedger
-from .health import DEFAULT_PING_INTERVAL, PingSweeper
-from .interfaces import IBackplane
-from .limits import Limits
-from .metrics import MetricsResource, metrics_registry
-from .router import Router
-from .security import (
+from cluso_router.backplane import RedisAddress, RedisBackplane, memory_backplane
+from cluso_router.backplane.metrics import BackplaneCollector
+from cluso_router.backplane.redis import DEFAULT_PREFIX
+from cluso_router.interfaces import IBackplane
+from cluso_router.router.broadcaster import EventBroadcaster
+from cluso_router.router.liveness import DEFAULT_PING_INTERVAL, PingSweeper
+from cluso_router.router.router import Router
+from cluso_router.security import (
     AccessPolicy,
     check_token,
     endpoint_is_loopback,
@@ -35,11 +32,14 @@ from .security import (
     normalize_host,
     normalize_origin,
 )
-from .sources import SourceContext, SourcesService
-from .web import build_root, build_site
-from .web.bodylimit import DEFAULT_MAX_BODY
-from .web.static import mount_static
-from .workspace_api import install_workspace_api
+from cluso_router.sources.base import SourceContext, SourcesService
+from cluso_router.web import build_root, build_site
+from cluso_router.web.bodylimit import DEFAULT_MAX_BODY
+from cluso_router.web.metrics import MetricsResource, metrics_registry
+from cluso_router.web.static import mount_static
+from cluso_router.workspace.api import install_workspace_api
+from cluso_router.workspace.ledger import FileChangeLedger
+from cluso_router.ws.limits import Limits
 
 DEFAULT_LISTEN = "tcp:3000:interface=127.0.0.1"
 

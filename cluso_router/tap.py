@@ -12,12 +12,11 @@ from twisted.application.service import IService
 from twisted.python import usage
 from twisted.python.reflect import accumulateClassList
 
-from .backplane.redis import DEFAULT_PREFIX
-from .health import DEFAULT_PING_INTERVAL
-from .limits import Limits
-from .security import load_token
-from .service import DEFAULT_LISTEN, ClusoService, ServerConfig
-from .sources import (
+from cluso_router.backplane.redis import DEFAULT_PREFIX
+from cluso_router.router.liveness import DEFAULT_PING_INTERVAL
+from cluso_router.security import load_token
+from cluso_router.service import DEFAULT_LISTEN, ClusoService, ServerConfig
+from cluso_router.sources.base import (
     ALL_SOURCES,
     Discovery,
     SourceOption,
@@ -25,7 +24,8 @@ from .sources import (
     discover_sources,
     source_options,
 )
-from .web.bodylimit import DEFAULT_MAX_BODY
+from cluso_router.web.bodylimit import DEFAULT_MAX_BODY
+from cluso_router.ws.limits import Limits
 
 
 class Options(usage.Options):

@@ -13,10 +13,10 @@ from typing import Any
 
 from zope.interface import implementer
 
-from .event import DeliveryReport
-from .interfaces import IFrameEncoder, IPublisher, ISession
-from .messages import JSON_ENCODER
-from .session import new_connection_id
+from cluso_router.interfaces import IFrameEncoder, IPublisher, ISession
+from cluso_router.router.event import DeliveryReport
+from cluso_router.ws.json.codec import JSON_ENCODER
+from cluso_router.ws.session import new_connection_id
 
 
 def decode_text_frame(frame: bytes) -> Any:

@@ -3,12 +3,12 @@ The C{ai} source: C{/api/ai/*} and streamed answers on the C{ai-response}
 channel.
 """
 
-from cluso_router.sources import SourcePlugin
+from cluso_router.sources.base import SourcePlugin
 
 ai = SourcePlugin(
     name="ai",
     description="AI chat (Gemini, Anthropic, OpenAI-compatible) over HTTP and ai-response.",
-    service="cluso_router.ai.make_source",
+    service="cluso_router.sources.ai.make_source",
     options=[
         ["ai-google-key", None, None, "Gemini API key (default: $GOOGLE_API_KEY)."],
         ["ai-anthropic-key", None, None, "Anthropic API key (default: $ANTHROPIC_API_KEY)."],

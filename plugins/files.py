@@ -2,12 +2,12 @@
 The C{files} source: file changes under the root, on the C{files} channel.
 """
 
-from cluso_router.sources import SourcePlugin
+from cluso_router.sources.base import SourcePlugin
 
 files = SourcePlugin(
     name="files",
     description="File changes under the root (watchdog), on the files channel.",
-    service="cluso_router.watcher.make_source",
+    service="cluso_router.sources.files.make_source",
     options=[
         [
             "watch-delay",

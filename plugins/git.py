@@ -5,7 +5,7 @@ repository, on the C{git} channel.
 
 import os
 
-from cluso_router.sources import SourcePlugin
+from cluso_router.sources.base import SourcePlugin
 
 
 def inside_repository(root: str) -> bool:
@@ -26,7 +26,7 @@ def inside_repository(root: str) -> bool:
 git = SourcePlugin(
     name="git",
     description="Branch switches, commits and index changes of the root's git repository.",
-    service="cluso_router.gitwatch.make_source",
+    service="cluso_router.sources.git.service.make_source",
     options=[
         [
             "git-delay",

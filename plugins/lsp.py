@@ -5,7 +5,7 @@ C{diagnostics} channel.
 
 import shutil
 
-from cluso_router.sources import SourcePlugin
+from cluso_router.sources.base import SourcePlugin
 
 #: Commands of the servers started by default when installed.
 DEFAULT_COMMANDS = ("pylsp", "typescript-language-server", "gopls", "rust-analyzer")
@@ -19,7 +19,7 @@ def lsp_option(value: str) -> object:
     """
     One or more C{LANG=COMMAND} separated by C{;}.
     """
-    from cluso_router.lsp.config import parse_lsp_option
+    from cluso_router.sources.lsp.config import parse_lsp_option
 
     return [parse_lsp_option(spec) for spec in value.split(";") if spec.strip()]
 
@@ -27,7 +27,7 @@ def lsp_option(value: str) -> object:
 lsp = SourcePlugin(
     name="lsp",
     description="Diagnostics from language servers (pylsp, ...), on the diagnostics channel.",
-    service="cluso_router.lsp.make_source",
+    service="cluso_router.sources.lsp.make_source",
     options=[
         [
             "lsp",

@@ -3,7 +3,7 @@ The C{validation} source: linters and type checkers, results on the
 C{validation} channel.
 """
 
-from cluso_router.sources import SourcePlugin
+from cluso_router.sources.base import SourcePlugin
 
 
 def has_validators(root: str) -> bool:
@@ -11,7 +11,7 @@ def has_validators(root: str) -> bool:
     On by default where validators are configured or detected (a broken
     configuration counts, so its error gets reported).
     """
-    from cluso_router.validators import ConfigError, load
+    from cluso_router.sources.validation.validators import ConfigError, load
 
     try:
         return bool(load(root).validators)
@@ -22,7 +22,7 @@ def has_validators(root: str) -> bool:
 validation = SourcePlugin(
     name="validation",
     description="Linters and type checkers (ruff, tsc, eslint, ...), on the validation channel.",
-    service="cluso_router.validation.make_source",
+    service="cluso_router.sources.validation.service.make_source",
     options=[
         ["validate-on-change", None, False, "Run the validators after file changes (debounced)."],
     ],

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cluso_router.gitops import git_environment
+from cluso_router.workspace.git import git_environment
 
 
 def git(cwd: Path, *args: str, env: Mapping[str, str] | None = None) -> str:

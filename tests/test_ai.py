@@ -34,13 +34,13 @@ from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, globalLogPublisher
 
-from cluso_router.ai.service import AIService, AISettings
-from cluso_router.ai.sse import ServerSentEvent, SSEParser
 from cluso_router.service import ClusoService
-from cluso_router.sources import discover_sources
+from cluso_router.sources.ai.routes import STREAM_ID_HEADER
+from cluso_router.sources.ai.service import AIService, AISettings
+from cluso_router.sources.ai.sse import ServerSentEvent, SSEParser
+from cluso_router.sources.base import discover_sources
 from cluso_router.tap import Options
 from cluso_router.testing import WebSocketTestClient, connect_client
-from cluso_router.web.ai import STREAM_ID_HEADER
 
 TEXTS = ["Hel", "lo, ", "wörld", "\n", '"quoted" ', "end."]
 KEYS = {"google": "g-key", "anthropic": "a-key", "openai": "o-key"}

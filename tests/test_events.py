@@ -12,9 +12,9 @@ from twisted.internet.defer import fail
 from twisted.logger import LogLevel, globalLogPublisher
 from zope.interface import implementer
 
-from cluso_router.event import DeliveryReport
-from cluso_router.events import EventBroadcaster
 from cluso_router.interfaces import IPublisher
+from cluso_router.router.broadcaster import EventBroadcaster
+from cluso_router.router.event import DeliveryReport
 from cluso_router.testing import RecordingPublisher
 
 

@@ -16,12 +16,12 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 
-from cluso_router.events import EventBroadcaster
-from cluso_router.filechanges import FileChangeLedger
-from cluso_router.fileops import TEMP_SUFFIX, FileOperations, expand_braces
-from cluso_router.procedures import ProcedureError
+from cluso_router.router.broadcaster import EventBroadcaster
+from cluso_router.router.procedures import ProcedureError
 from cluso_router.testing import RecordingPublisher
-from cluso_router.workspace import Workspace
+from cluso_router.workspace.files import TEMP_SUFFIX, FileOperations, expand_braces
+from cluso_router.workspace.ledger import FileChangeLedger
+from cluso_router.workspace.paths import Workspace
 
 
 @dataclass

@@ -19,9 +19,9 @@ import treq
 from conftest import start_service
 from gitrepo import git, make_repo
 
-from cluso_router.gitops import GitOperations, GitRunner
-from cluso_router.procedures import ProcedureError
-from cluso_router.workspace import Workspace
+from cluso_router.router.procedures import ProcedureError
+from cluso_router.workspace.git import GitOperations, GitRunner
+from cluso_router.workspace.paths import Workspace
 
 MARKERS = ("/tmp/pwn", "/tmp/x")
 VALUES = ("--upload-pack=touch /tmp/pwn", "-u/tmp/x", "--output=/tmp/x")

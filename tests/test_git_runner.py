@@ -14,8 +14,8 @@ import pytest_twisted
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import Clock
 
-from cluso_router.gitops import GitRunner
-from cluso_router.procedures import ProcedureError
+from cluso_router.router.procedures import ProcedureError
+from cluso_router.workspace.git import GitRunner
 
 
 def script(tmp_path: Path, name: str, body: str) -> str:

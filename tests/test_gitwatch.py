@@ -20,14 +20,14 @@ from conftest import start_service
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from cluso_router.gitwatch import (
+from cluso_router.service import ClusoService, ServerConfig
+from cluso_router.sources.git.service import (
     GitState,
     GitWatcher,
     NotARepository,
     describe_change,
     parse_status,
 )
-from cluso_router.service import ClusoService, ServerConfig
 from cluso_router.testing import WebSocketTestClient, connect_client
 
 GIT_ENV = {

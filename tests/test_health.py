@@ -14,8 +14,8 @@ import pytest_twisted
 from twisted.internet import task
 from twisted.internet.task import Clock
 
-from cluso_router.health import PingSweeper
-from cluso_router.router import Router
+from cluso_router.router.liveness import PingSweeper
+from cluso_router.router.router import Router
 from cluso_router.testing import FakeSession, connect_client
 
 

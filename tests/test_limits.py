@@ -15,7 +15,7 @@ from conftest import ChildServer, rss_bytes, start_twistd, stop_child_server
 from rawws import RawWebSocket
 from twisted.internet.task import Clock
 
-from cluso_router.limits import Admission, Limits, MessageRateLimiter, TokenBucket
+from cluso_router.ws.limits import Admission, Limits, MessageRateLimiter, TokenBucket
 
 
 def serve(tmp_path_factory: pytest.TempPathFactory, *options: str) -> ChildServer:

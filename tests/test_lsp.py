@@ -25,19 +25,19 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.python import usage
 
-from cluso_router.events import EventBroadcaster
-from cluso_router.filechanges import FileChangeLedger
-from cluso_router.lsp import configured
-from cluso_router.lsp.config import parse_lsp_option
-from cluso_router.lsp.diagnostics import convert, uri_to_relative
-from cluso_router.lsp.framing import FramingError, MessageDecoder, encode_message
-from cluso_router.lsp.jsonrpc import JsonRpcConnection, RpcError
-from cluso_router.lsp.manager import LanguageServerManager
-from cluso_router.router import Router
+from cluso_router.router.broadcaster import EventBroadcaster
+from cluso_router.router.router import Router
 from cluso_router.service import ClusoService
-from cluso_router.sources import discover_sources
+from cluso_router.sources.base import discover_sources
+from cluso_router.sources.lsp import configured
+from cluso_router.sources.lsp.config import parse_lsp_option
+from cluso_router.sources.lsp.diagnostics import convert, uri_to_relative
+from cluso_router.sources.lsp.framing import FramingError, MessageDecoder, encode_message
+from cluso_router.sources.lsp.jsonrpc import JsonRpcConnection, RpcError
+from cluso_router.sources.lsp.manager import LanguageServerManager
 from cluso_router.tap import Options
 from cluso_router.testing import RecordingPublisher, WebSocketTestClient, connect_client
+from cluso_router.workspace.ledger import FileChangeLedger
 
 #: Generous: pylsp's start-up on a loaded 2-core machine.
 DIAGNOSTICS_TIMEOUT = 15.0

@@ -13,7 +13,7 @@ import treq
 from conftest import TEST_TOKEN, start_service
 from prometheus_client.parser import text_string_to_metric_families
 
-from cluso_router.router import MAX_COUNTED_CHANNELS, OTHER_CHANNELS
+from cluso_router.router.router import MAX_COUNTED_CHANNELS, OTHER_CHANNELS
 from cluso_router.testing import connect_client
 
 

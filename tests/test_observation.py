@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from cluso_router.history import MemoryHistory
-from cluso_router.observation import PrefixIndex, Subscription, WildcardIndex
-from cluso_router.router import Router
+from cluso_router.router.history import MemoryHistory
+from cluso_router.router.router import Router
+from cluso_router.router.subscriptions import PrefixIndex, Subscription, WildcardIndex
 from cluso_router.testing import FakeSession
 
 

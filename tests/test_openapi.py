@@ -25,7 +25,7 @@ from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import response_schema_conformance
 from twisted.web.resource import Resource
 
-from cluso_router.web._json import JsonEndpoint
+from cluso_router.web.resources import JsonEndpoint
 from cluso_router.web.routes import Operation, Param, describe, install_operations, openapi_document
 
 

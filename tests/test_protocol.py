@@ -111,7 +111,7 @@ async def test_procedure_errors_are_top_level_with_code(server: Any) -> None:
     raises answers C{internal_error} with only the message; both put the
     error at the top level (where the original client looks) and in data.
     """
-    from cluso_router.procedures import ProcedureError
+    from cluso_router.router.procedures import ProcedureError
 
     def explode(data: object) -> None:
         raise RuntimeError("disk on fire")

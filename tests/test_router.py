@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from cluso_router.event import DeliveryReport, Event
-from cluso_router.messages import JsonEventEncoder
-from cluso_router.procedures import ProcedureError
-from cluso_router.router import Router
+from cluso_router.router.event import DeliveryReport, Event
+from cluso_router.router.procedures import ProcedureError
+from cluso_router.router.router import Router
 from cluso_router.testing import FakeSession
+from cluso_router.ws.json.codec import JsonEventEncoder
 
 
 def make_router() -> Router:

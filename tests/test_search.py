@@ -16,12 +16,12 @@ import pytest
 import pytest_twisted
 import treq
 
-from cluso_router.globs import GlobFilter, expand
-from cluso_router.ripgrep import MAX_LINE_CHARS, JsonResults
-from cluso_router.router import Router
+from cluso_router.router.router import Router
+from cluso_router.sources.search.ripgrep import MAX_LINE_CHARS, JsonResults
+from cluso_router.sources.search.routes import call
 from cluso_router.testing import WebSocketTestClient, connect_client
 from cluso_router.web import ApiError
-from cluso_router.web.search import call
+from cluso_router.workspace.glob import GlobFilter, expand
 
 
 def require_rg() -> None:

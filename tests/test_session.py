@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from twisted.internet.testing import StringTransport
 
-from cluso_router.messages import JSON_ENCODER
-from cluso_router.session import CLOSE_SLOW_CONSUMER, Session
 from cluso_router.testing import decode_text_frame
+from cluso_router.ws.json.codec import JSON_ENCODER
+from cluso_router.ws.session import CLOSE_SLOW_CONSUMER, Session
 
 
 class FakeConnection:

@@ -14,11 +14,11 @@ from twisted.internet import threads
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from cluso_router.conflation import diagnostics_key, git_key, keyed_frame, search_key
-from cluso_router.messages import JSON_ENCODER, dumps, text_frame
-from cluso_router.router import Router
-from cluso_router.session import Session
+from cluso_router.router.conflation import diagnostics_key, git_key, keyed_frame, search_key
+from cluso_router.router.router import Router
 from cluso_router.testing import decode_text_frame
+from cluso_router.ws.json.codec import JSON_ENCODER, dumps, text_frame
+from cluso_router.ws.session import Session
 
 
 class Connection:

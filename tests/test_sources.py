@@ -18,11 +18,10 @@ from twisted.logger import LogEvent, globalLogPublisher
 from twisted.python import usage
 from zope.interface import implementer
 
-from cluso_router.events import EventBroadcaster
-from cluso_router.filechanges import FileChangeLedger
 from cluso_router.interfaces import IEventSourceFactory
-from cluso_router.router import Router
-from cluso_router.sources import (
+from cluso_router.router.broadcaster import EventBroadcaster
+from cluso_router.router.router import Router
+from cluso_router.sources.base import (
     Discovery,
     SourceContext,
     SourceOption,
@@ -33,6 +32,7 @@ from cluso_router.sources import (
 )
 from cluso_router.tap import Options
 from cluso_router.testing import RecordingPublisher
+from cluso_router.workspace.ledger import FileChangeLedger
 
 
 class RecordingService(Service):
@@ -121,8 +121,8 @@ def test_plugin_modules_are_import_light() -> None:
     """
     code = (
         "import sys, cluso_plugins.files, cluso_plugins.git\n"
-        "heavy = [m for m in ('watchdog', 'pathspec', 'cluso_router.watcher',"
-        " 'cluso_router.gitwatch') if m in sys.modules]\n"
+        "heavy = [m for m in ('watchdog', 'pathspec', 'cluso_router.sources.files',"
+        " 'cluso_router.sources.git.service') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     out = subprocess.run(

@@ -20,11 +20,9 @@ from conftest import python_tool
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
 
-from cluso_router.filechanges import FileChangeLedger
 from cluso_router.service import ClusoService, ServerConfig
-from cluso_router.testing import WebSocketTestClient, connect_client
-from cluso_router.validation import ToolQueue, ValidationService
-from cluso_router.validators import (
+from cluso_router.sources.validation.service import ToolQueue, ValidationService
+from cluso_router.sources.validation.validators import (
     ConfigError,
     Validator,
     detect,
@@ -33,6 +31,8 @@ from cluso_router.validators import (
     parse_mypy,
     parse_tsc,
 )
+from cluso_router.testing import WebSocketTestClient, connect_client
+from cluso_router.workspace.ledger import FileChangeLedger
 
 BAD = "import os\n\n\ndef f() -> int:\n    return 1\n"
 GOOD = "def f() -> int:\n    return 1\n"

@@ -23,10 +23,10 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredQueue, ensureDeferred
 from twisted.internet.utils import getProcessOutputAndValue
 
-from cluso_router.protocol import ClusoWebSocketFactory
-from cluso_router.router import Router
+from cluso_router.router.router import Router
 from cluso_router.security import AccessPolicy
 from cluso_router.testing import WebSocketTestClient, connect_client
+from cluso_router.ws.protocol import ClusoWebSocketFactory
 
 TIMEOUT = 5.0
 TOKEN = "wamp-ticket-token-0123456789"
@@ -289,7 +289,7 @@ async def test_call_errors_map_to_wamp_error_uris(server: Any, join: Join) -> No
     procedure's own error with C{cluso.error.<code>}; the message is the
     error's first argument.
     """
-    from cluso_router.procedures import ProcedureError
+    from cluso_router.router.procedures import ProcedureError
 
     def refuse(data: Any) -> None:
         raise ProcedureError(f"cannot use {data}", "bad_input")

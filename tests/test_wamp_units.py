@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from cluso_router.procedures import ProcedureRegistry
-from cluso_router.router import Router
+from cluso_router.router.procedures import ProcedureRegistry
+from cluso_router.router.router import Router
 from cluso_router.testing import FakeSession, decode_text_frame
-from cluso_router.wamp import WAMP_ENCODER
-from cluso_router.wamp.codec import InvalidMessage, error_code, error_uri, parse, value_of
+from cluso_router.ws.wamp import WAMP_ENCODER
+from cluso_router.ws.wamp.codec import InvalidMessage, error_code, error_uri, parse, value_of
 
 
 @pytest.mark.parametrize(

@@ -20,10 +20,10 @@ from watchdog.events import (
     FileMovedEvent,
 )
 
-from cluso_router.watcher.bridge import ThreadBridge
-from cluso_router.watcher.changes import ChangeTracker
-from cluso_router.watcher.ignore import IgnoreRules
-from cluso_router.watcher.scan import Snapshot, scan
+from cluso_router.sources.files.bridge import ThreadBridge
+from cluso_router.sources.files.changes import ChangeTracker
+from cluso_router.sources.files.ignore import IgnoreRules
+from cluso_router.sources.files.scan import Snapshot, scan
 
 
 class Recorder:

@@ -26,8 +26,8 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from cluso_router.service import ClusoService
+from cluso_router.sources.files import FileWatcher
 from cluso_router.testing import WebSocketTestClient, connect_client
-from cluso_router.watcher import FileWatcher
 
 Change = tuple[str, str]
 

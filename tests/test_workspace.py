@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cluso_router.workspace import PathRefused, Workspace
+from cluso_router.workspace.paths import PathRefused, Workspace
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ in Redis, keeps the channel's history there and delivers it on every node
 as it comes back over Redis pub/sub.
 """
 
-from .memory import memory_backplane
-from .redis import BackplaneUnavailable, RedisAddress, RedisBackplane
+from cluso_router.backplane.memory import memory_backplane
+from cluso_router.backplane.redis import BackplaneUnavailable, RedisAddress, RedisBackplane
 
 __all__ = ["BackplaneUnavailable", "RedisAddress", "RedisBackplane", "memory_backplane"]

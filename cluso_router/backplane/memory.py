@@ -4,8 +4,8 @@ The default backplane of a lone node: the router itself.
 
 from __future__ import annotations
 
-from ..interfaces import IBackplane
-from ..router import Router
+from cluso_router.interfaces import IBackplane
+from cluso_router.router.router import Router
 
 
 def memory_backplane(router: Router) -> IBackplane:

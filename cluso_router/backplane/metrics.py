@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from ..interfaces import IBackplane
+from cluso_router.interfaces import IBackplane
 
 
 class BackplaneCollector:

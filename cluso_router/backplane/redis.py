@@ -36,11 +36,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from .._time import iso_timestamp
-from ..event import DeliveryReport, Event
-from ..history import DEFAULT_HISTORY_SIZE, Position, Recovery
-from ..interfaces import IBackplane
-from ..router import Router
+from cluso_router._time import iso_timestamp
+from cluso_router.interfaces import IBackplane
+from cluso_router.router.event import DeliveryReport, Event
+from cluso_router.router.history import DEFAULT_HISTORY_SIZE, Position, Recovery
+from cluso_router.router.router import Router
 
 #: Close code for sessions of a channel whose missed events are gone from
 #: Redis (it restarted empty, or trimmed them): reconnect and recover.

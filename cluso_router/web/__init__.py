@@ -3,8 +3,15 @@ The HTTP side of the router: JSON API resources and the site that serves
 them beside the WebSocket endpoint.
 """
 
-from ._json import ApiError, Directory, JsonEndpoint, NotFound, envelope, read_json
-from .site import build_root, build_site
+from cluso_router.web.resources import (
+    ApiError,
+    Directory,
+    JsonEndpoint,
+    NotFound,
+    envelope,
+    read_json,
+)
+from cluso_router.web.site import build_root, build_site
 
 __all__ = [
     "ApiError",

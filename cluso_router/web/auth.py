@@ -20,8 +20,8 @@ from twisted.web.http import combinedLogFormatter
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
-from ..security import AccessPolicy, Refusal, RequestView, cookie_name
-from ._json import envelope, write_envelope
+from cluso_router.security import AccessPolicy, Refusal, RequestView, cookie_name
+from cluso_router.web.resources import envelope, write_envelope
 
 ALLOWED_METHODS: Final = b"GET, POST, PUT, PATCH, DELETE, OPTIONS"
 ALLOWED_HEADERS: Final = b"Content-Type, Authorization, X-API-Key, X-Requested-With"

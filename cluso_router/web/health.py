@@ -8,9 +8,9 @@ from typing import Any
 
 from twisted.web.server import Request
 
-from ..interfaces import IBackplane
-from ..router import Router
-from ._json import JsonEndpoint
+from cluso_router.interfaces import IBackplane
+from cluso_router.router.router import Router
+from cluso_router.web.resources import JsonEndpoint
 
 
 def health_resource(router: Router, backplane: IBackplane | None = None) -> JsonEndpoint:

@@ -12,10 +12,10 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from ..history import Position, Recovery
-from ..interfaces import IBackplane
-from ..messages import ProtocolError, check_channel, event_envelope
-from ._json import ApiError, Directory, JsonEndpoint, NotFound
+from cluso_router.interfaces import IBackplane
+from cluso_router.router.history import Position, Recovery
+from cluso_router.web.resources import ApiError, Directory, JsonEndpoint, NotFound
+from cluso_router.ws.json.codec import ProtocolError, check_channel, event_envelope
 
 
 class ChannelsResource(Directory):

@@ -20,10 +20,9 @@ from weakref import WeakKeyDictionary
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from .._version import __version__
-from ..messages import dumps
-from ..procedures import ProcedureError
-from ._json import (
+from cluso_router._version import __version__
+from cluso_router.router.procedures import ProcedureError
+from cluso_router.web.resources import (
     ApiError,
     Directory,
     JsonEndpoint,
@@ -32,6 +31,7 @@ from ._json import (
     read_json,
     write_envelope,
 )
+from cluso_router.ws.json.codec import dumps
 
 Schema = Mapping[str, Any]
 

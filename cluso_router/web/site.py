@@ -9,19 +9,19 @@ from collections.abc import Collection
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from ..interfaces import IBackplane, IPublisher
-from ..limits import Limits
-from ..protocol import websocket_resource
-from ..router import Router
-from ..security import AccessPolicy
-from ._json import Directory
-from .auth import AuthGuard, redacting_log_formatter
-from .bodylimit import DEFAULT_MAX_BODY, LimitedRequest
-from .events import PublishResource
-from .health import health_resource
-from .history import ChannelsResource
-from .search import mount_search
-from .validation import mount_validation
+from cluso_router.interfaces import IBackplane, IPublisher
+from cluso_router.router.router import Router
+from cluso_router.security import AccessPolicy
+from cluso_router.sources.search.routes import mount_search
+from cluso_router.sources.validation.routes import mount_validation
+from cluso_router.web.auth import AuthGuard, redacting_log_formatter
+from cluso_router.web.bodylimit import DEFAULT_MAX_BODY, LimitedRequest
+from cluso_router.web.health import health_resource
+from cluso_router.web.history import ChannelsResource
+from cluso_router.web.publish import PublishResource
+from cluso_router.web.resources import Directory
+from cluso_router.ws.limits import Limits
+from cluso_router.ws.protocol import websocket_resource
 
 
 class SiteRoot(Directory):

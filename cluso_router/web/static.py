@@ -19,8 +19,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.static import File
 
-from ._json import Directory, NotFound, envelope, write_envelope
-from .site import SiteRoot
+from cluso_router.web.resources import Directory, NotFound, envelope, write_envelope
+from cluso_router.web.site import SiteRoot
 
 STATIC_ROOT: Final = Path(__file__).resolve().parent.parent / "static"
 

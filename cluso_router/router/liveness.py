@@ -1,0 +1,140 @@
+"""
+The ping sweep: one timer for all connections, dropping the silent ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Final
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import CooperativeTask, Cooperator, LoopingCall, TaskDone
+from twisted.logger import Logger
+
+from cluso_router._reactor import default_reactor
+from cluso_router.interfaces import ISession
+from cluso_router.router.router import Router
+
+DEFAULT_PING_INTERVAL: Final = 30.0
+#: Longest stretch one sweep keeps the reactor busy before yielding.
+SWEEP_SLICE_SECONDS: Final = 0.005
+
+
+class _TimeBudget:
+    """
+    A L{Cooperator} termination predicate: true once C{seconds} have passed.
+    """
+
+    def __init__(self, seconds: float, timer: Callable[[], float]) -> None:
+        self._deadline = timer() + seconds
+        self._timer = timer
+
+    def __call__(self) -> bool:
+        return self._timer() >= self._deadline
+
+
+class PingSweeper(Service):
+    """
+    Every C{interval} seconds, abort sessions not heard from since the last
+    sweep (no pong and no message) and ping the rest.
+
+    Aborting rather than closing matters: a peer that stopped answering will
+    not complete a closing handshake either. A sweep over many sessions runs
+    in slices of at most L{SWEEP_SLICE_SECONDS}, so it never holds up other
+    work on the reactor for long.
+    """
+
+    log = Logger()
+    name = "ping-sweeper"
+
+    def __init__(
+        self,
+        router: Router,
+        interval: float = DEFAULT_PING_INTERVAL,
+        clock: IReactorTime | None = None,
+        timer: Callable[[], float] = time.perf_counter,
+        slice_seconds: float = SWEEP_SLICE_SECONDS,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("ping interval must be positive")
+        self.router = router
+        self.interval = interval
+        self.clock: IReactorTime = clock if clock is not None else default_reactor()
+        self.sweeps = 0
+        self.dropped = 0
+        self.last_sweep_seconds = 0.0
+        self.longest_slice_seconds = 0.0
+        self.slices = 0
+        self._timer = timer
+        self._cooperator = Cooperator(
+            terminationPredicateFactory=lambda: _TimeBudget(slice_seconds, timer),
+            scheduler=lambda work: self.clock.callLater(0, self._timed, work),
+        )
+        self._loop: LoopingCall | None = None
+        self._task: CooperativeTask | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = LoopingCall(self.sweep)
+        self._loop.clock = self.clock
+        self._loop.start(self.interval, now=False)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        task, self._task = self._task, None
+        if task is not None:
+            with contextlib.suppress(TaskDone):
+                task.stop()
+        return None
+
+    def sweep(self) -> Deferred[Any]:
+        """
+        Run one sweep over the sessions connected now.
+
+        @return: a L{Deferred} that fires when the sweep is done.
+        """
+        started = self._timer()
+        sessions = list(self.router.sessions())
+        task = self._task = self._cooperator.cooperate(self._visit(sessions))
+
+        def finished(result: object) -> object:
+            self.sweeps += 1
+            self.last_sweep_seconds = self._timer() - started
+            return result
+
+        return task.whenDone().addCallback(finished)
+
+    def _timed(self, work: Callable[[], None]) -> None:
+        started = self._timer()
+        work()
+        self.slices += 1
+        self.longest_slice_seconds = max(self.longest_slice_seconds, self._timer() - started)
+
+    def _visit(self, sessions: list[ISession]) -> Iterator[None]:
+        for session in sessions:
+            if self.router.session(session.connection_id) is not session:
+                continue
+            if session.heard:
+                session.heard = False
+                session.ping()
+            else:
+                self._drop(session)
+            yield None
+
+    def _drop(self, session: ISession) -> None:
+        self.log.info(
+            "Dropping {connection_id}: no pong or message since the last sweep",
+            connection_id=session.connection_id,
+        )
+        self.dropped += 1
+        try:
+            session.abort()
+        finally:
+            self.router.unregister_session(session)

@@ -1,0 +1,595 @@
+"""
+Search with progress: ripgrep over the workspace, results published on the
+C{search} channel in batches as they are found.
+
+Progress needs to know how many files were searched, which ripgrep's
+C{--json} output does not say (it reports only files with matches). So a
+search runs two kinds of ripgrep process: one lists the files to search
+(the same filters: C{.gitignore}, globs, blocked names), and, while the
+list is still coming in, others search that list in chunks that grow
+fourfold (a small first one for a quick first event, large later ones for
+fewer processes). Each finished chunk is one progress event; the total is
+known when the listing ends.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from cluso_router._process import (
+    ChildProcess,
+    ExecutableNotFound,
+    LineSplitter,
+    ProcessResult,
+    find_executable,
+    spawn,
+)
+from cluso_router.router.broadcaster import EventBroadcaster
+from cluso_router.router.procedures import ProcedureError
+from cluso_router.router.router import Router
+from cluso_router.sources.search.ripgrep import (
+    JsonResults,
+    Pattern,
+    Result,
+    check_argv,
+    list_files_argv,
+    pattern_error,
+    search_argv,
+)
+from cluso_router.workspace.glob import GlobFilter
+from cluso_router.workspace.paths import PathRefused, Workspace
+
+DEFAULT_MAX_RESULTS: Final = 1000
+MAX_RESULTS_LIMIT: Final = 100_000
+MAX_CONTEXT_LINES: Final = 10
+#: The first chunk is small so the first progress event comes quickly.
+FIRST_CHUNK: Final = 64
+LARGEST_CHUNK: Final = 4096
+#: Chunks searched at once, so one's process start overlaps another's search.
+PARALLEL_CHUNKS: Final = 2
+#: Bound on the bytes of file names given to one ripgrep process.
+CHUNK_ARGUMENT_BYTES: Final = 256 * 1024
+MAX_RUNNING: Final = 8
+#: Results found within a chunk are sent once this many are waiting, so
+#: dense matches neither delay the first event nor make huge ones.
+RESULT_BATCH: Final = 200
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+PROCEDURES: Final = ("search.start", "search.cancel", "files.searchInFiles")
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """
+    One validated search: what to look for, where, and how many results
+    at most.
+
+    @ivar path: the directory or file searched, relative to the root.
+    """
+
+    pattern: Pattern
+    globs: tuple[str, ...] = ()
+    path: str = "."
+    max_results: int = DEFAULT_MAX_RESULTS
+
+
+@dataclass
+class Progress:
+    """
+    What one progress event reports: files searched so far, the total (once
+    the listing has ended) and the results found since the last event.
+    """
+
+    search_id: str
+    completed: int
+    total: int | None
+    results: list[Result]
+    done: bool = False
+    truncated: bool = False
+    cancelled: bool = False
+    error: str | None = None
+
+    def extra(self) -> dict[str, Any]:
+        """
+        The payload fields beyond the four every C{search} event carries.
+        """
+        fields: dict[str, Any] = {"done": self.done}
+        if self.done:
+            fields.update(truncated=self.truncated, cancelled=self.cancelled)
+        if self.error is not None:
+            fields["error"] = self.error
+        return fields
+
+
+class Search:
+    """
+    One running search. L{run} reports L{Progress} to C{on_progress} after
+    each chunk and once more, with C{done}, at the end.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        search_id: str,
+        request: SearchRequest,
+        rg: str,
+        root: str,
+        reactor: Any,
+        on_progress: Callable[[Progress], None],
+    ) -> None:
+        self.search_id = search_id
+        self.request = request
+        self._rg = rg
+        self._root = root
+        self._reactor = reactor
+        self._on_progress = on_progress
+        self._chosen = GlobFilter(request.globs)
+        self._queue: list[bytes] = []
+        self._listed = 0
+        self._listing_done = False
+        self._waiting: Deferred[None] | None = None
+        self._chunk_size = FIRST_CHUNK
+        self._children: set[ChildProcess] = set()
+        self._searching: set[Deferred[None]] = set()
+        self._completed = 0
+        self._found = 0
+        self._pending: list[Result] = []
+        self._stopped = False
+        self._truncated = False
+        self._cancelled = False
+        self._error: str | None = None
+
+    async def run(self) -> Progress:
+        listing = self._spawn(
+            list_files_argv(self._rg, self.request.path),
+            LineSplitter(self._listed_file, separator=b"\0"),
+        )
+        listing.ended.addCallback(self._listing_ended)
+        try:
+            while not self._stopped:
+                chunk = self._next_chunk() if len(self._searching) < PARALLEL_CHUNKS else None
+                if chunk:
+                    self._search_chunk(chunk)
+                elif chunk == [] and not self._searching:
+                    break
+                else:
+                    self._waiting = Deferred()
+                    await self._waiting
+        except Exception as e:
+            self.log.failure("Search {search_id} failed", search_id=self.search_id)
+            self._stop(error=f"Internal error: {e}")
+        finally:
+            self._stop()
+        await DeferredList(list(self._searching))
+        final = self._progress(done=True)
+        self._on_progress(final)
+        return final
+
+    def cancel(self) -> bool:
+        """
+        Stop the search; C{False} when it had already stopped by itself.
+        """
+        self._cancelled = not self._stopped
+        self._stop()
+        return self._cancelled
+
+    def _spawn(self, argv: list[str | bytes], splitter: LineSplitter) -> ChildProcess:
+        child = spawn(self._reactor, argv, self._root, on_output=splitter.feed)
+        self._children.add(child)
+
+        def ended(result: ProcessResult) -> ProcessResult:
+            splitter.close()
+            self._children.discard(child)
+            return result
+
+        child.ended.addCallback(ended)
+        return child
+
+    def _listed_file(self, path: bytes) -> None:
+        if not path or self._stopped:
+            return
+        if self._chosen and not self._chosen(os.fsdecode(path)):
+            return
+        self._queue.append(path)
+        self._listed += 1
+        if len(self._queue) >= self._chunk_size:
+            self._wake()
+
+    def _listing_ended(self, result: ProcessResult) -> None:
+        self._listing_done = True
+        if result.exit_code == 2 and not self._stopped:
+            self.log.warn(
+                "Listing files for search {search_id}: {error}",
+                search_id=self.search_id,
+                error=result.error_text,
+            )
+        self._wake()
+
+    def _wake(self) -> None:
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.callback(None)
+
+    def _next_chunk(self) -> list[bytes] | None:
+        """
+        The next file names to search: a full chunk, or what is left once
+        the listing has ended; C{None} while waiting for more names.
+        """
+        if len(self._queue) < self._chunk_size and not self._listing_done:
+            return None
+        count = size = 0
+        for path in self._queue[: self._chunk_size]:
+            size += len(path) + 1
+            if count and size > CHUNK_ARGUMENT_BYTES:
+                break
+            count += 1
+        chunk, self._queue[:count] = self._queue[:count], []
+        self._chunk_size = min(self._chunk_size * 4, LARGEST_CHUNK)
+        return chunk
+
+    def _search_chunk(self, chunk: list[bytes]) -> None:
+        """
+        Start searching C{chunk}; once it is done its files count as
+        searched, and the loop in L{run} is woken.
+        """
+        searched = ensureDeferred(self._search(chunk))
+        self._searching.add(searched)
+
+        def done(_: None) -> None:
+            self._searching.discard(searched)
+            if not self._stopped:
+                self._completed += len(chunk)
+                self._report()
+            self._wake()
+
+        def failed(failure: Failure) -> None:
+            self._searching.discard(searched)
+            self.log.failure("Search {search_id} failed", failure, search_id=self.search_id)
+            self._stop(error=f"Internal error: {failure.getErrorMessage()}")
+
+        searched.addCallbacks(done, failed)
+
+    async def _search(self, chunk: list[bytes]) -> None:
+        parser = JsonResults(self.request.pattern.context_lines, self._found_results)
+
+        def record(line: bytes) -> None:
+            if self._stopped:
+                return
+            try:
+                parser.feed(line)
+            except (ValueError, KeyError, TypeError) as e:
+                self._stop(error=f"Unreadable ripgrep output: {e!r}")
+
+        child = self._spawn(
+            search_argv(self._rg, self.request.pattern, chunk, self.request.max_results),
+            LineSplitter(record),
+        )
+        result = await child.ended
+        if result.exit_code == 2 and not self._stopped:
+            self.log.warn(
+                "Search {search_id}: ripgrep reported: {error}",
+                search_id=self.search_id,
+                error=result.error_text,
+            )
+
+    def _found_results(self, results: list[Result]) -> None:
+        room = self.request.max_results - self._found
+        self._pending += results[:room]
+        self._found += min(room, len(results))
+        if len(results) >= room:
+            self._truncated = True
+            self._stop()
+        elif len(self._pending) >= RESULT_BATCH:
+            self._report()
+
+    def _report(self) -> None:
+        self._on_progress(self._progress())
+
+    def _progress(self, done: bool = False) -> Progress:
+        results, self._pending = self._pending, []
+        return Progress(
+            search_id=self.search_id,
+            completed=self._completed,
+            total=self._listed if self._listing_done else None,
+            results=results,
+            done=done,
+            truncated=self._truncated,
+            cancelled=self._cancelled,
+            error=self._error,
+        )
+
+    def _stop(self, error: str | None = None) -> None:
+        if error is not None and self._error is None:
+            self._error = error
+        self._stopped = True
+        for child in list(self._children):
+            child.kill()
+        self._wake()
+
+
+class SearchService(Service):
+    """
+    Runs searches for clients: C{search.start} / C{search.cancel} publish
+    progress on the C{search} channel; C{files.searchInFiles} answers with
+    the collected results.
+    """
+
+    log = Logger()
+    name = "search"
+
+    def __init__(
+        self,
+        router: Router,
+        broadcaster: EventBroadcaster,
+        root: str,
+        reactor: Any,
+        max_running: int = MAX_RUNNING,
+    ) -> None:
+        self._router = router
+        self._broadcaster = broadcaster
+        self._workspace = Workspace(root)
+        self._root = self._workspace.root
+        self._reactor = reactor
+        self._max_running = max_running
+        self._running: dict[str, Search] = {}
+        self._finished: dict[str, Deferred[Progress]] = {}
+
+    def startService(self) -> None:
+        super().startService()
+        self._router.register("search.start", self.start)
+        self._router.register("search.cancel", self.cancel)
+        self._router.register("files.searchInFiles", self.search_in_files)
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        for name in PROCEDURES:
+            self._router.procedures.unregister(name)
+        waits = list(self._finished.values())
+        for search in list(self._running.values()):
+            search.cancel()
+        return DeferredList(waits)
+
+    async def start(self, data: Any) -> dict[str, str]:
+        """
+        The C{search.start} procedure: check the request, start the search
+        and answer with its id at once; progress follows as events.
+        """
+        request = start_request(data)
+        search = await self._begin(request, self._publisher(request))
+        return {"searchId": search.search_id}
+
+    def cancel(self, data: Any) -> dict[str, Any]:
+        """
+        The C{search.cancel} procedure: stop a running search; its final
+        event says C{cancelled}.
+        """
+        search_id = data.get("searchId", data.get("id")) if isinstance(data, dict) else data
+        search = self._running.get(search_id) if isinstance(search_id, str) else None
+        if search is None:
+            raise ProcedureError(f"No running search with id {search_id!r}", "no_such_search")
+        return {"searchId": search_id, "cancelled": search.cancel()}
+
+    async def search_in_files(self, data: Any) -> list[Result]:
+        """
+        The C{files.searchInFiles} procedure: the same search, answered with
+        every result at the end and no events.
+        """
+        results: list[Result] = []
+        search = await self._begin(
+            files_search_request(data), lambda progress: results.extend(progress.results)
+        )
+        final = await self._finished[search.search_id]
+        if final.error is not None:
+            raise ProcedureError(f"Failed to search files: {final.error}", "search_failed")
+        return results
+
+    async def wait(self, search_id: str) -> Progress:
+        """
+        The final progress of a running search.
+        """
+        return await self._finished[search_id]
+
+    async def _begin(
+        self, request: SearchRequest, on_progress: Callable[[Progress], None]
+    ) -> Search:
+        request = SearchRequest(
+            request.pattern,
+            request.globs,
+            self._confine(request.path),
+            request.max_results,
+        )
+        if len(self._running) >= self._max_running:
+            raise ProcedureError(
+                f"Too many searches running (at most {self._max_running}); cancel one first",
+                "too_many_searches",
+            )
+        try:
+            rg = find_executable("rg")
+        except ExecutableNotFound:
+            raise ProcedureError(
+                "ripgrep (rg) is not installed; install it (Debian package ripgrep)",
+                "tool_missing",
+            ) from None
+        await self._check(rg, request.pattern)
+        search_id = "search-" + secrets.token_hex(8)
+        search = Search(search_id, request, rg, self._root, self._reactor, on_progress)
+        self._running[search_id] = search
+        finished = self._finished[search_id] = ensureDeferred(search.run())
+
+        def forget(final: Progress) -> Progress:
+            del self._running[search_id]
+            del self._finished[search_id]
+            return final
+
+        finished.addCallback(forget)
+        return search
+
+    async def _check(self, rg: str, pattern: Pattern) -> None:
+        """
+        Refuse a pattern ripgrep would refuse, before answering with an id.
+        Only a regular expression needs ripgrep's opinion.
+        """
+        if not pattern.regex:
+            if "\n" in pattern.text:
+                raise ProcedureError(
+                    "Invalid search pattern: a match lies within one line, "
+                    "so the query cannot contain a line break",
+                    "invalid_pattern",
+                )
+            return
+        checked = await spawn(self._reactor, check_argv(rg, pattern), self._root).ended
+        if checked.exit_code == 2:
+            raise ProcedureError(pattern_error(checked.error_text), "invalid_pattern")
+
+    def _confine(self, path: str) -> str:
+        """
+        C{path} as a root-relative path, if the workspace rules allow it and
+        it exists.
+        """
+        try:
+            target = self._workspace.resolve(path)
+        except PathRefused as e:
+            raise ProcedureError(e.message, "path_refused") from None
+        if not os.path.exists(target.path):
+            raise ProcedureError(f"No such file or directory: {path}", "not_found")
+        return target.relative
+
+    def _publisher(self, request: SearchRequest) -> Callable[[Progress], None]:
+        def publish(progress: Progress) -> None:
+            self._broadcaster.search_progress(
+                request.pattern.text,
+                progress.completed,
+                progress.total,
+                progress.results,
+                searchId=progress.search_id,
+                **progress.extra(),
+            )
+
+        return publish
+
+
+def make_source(context: Any) -> SearchService:
+    """
+    Build the search source from a L{cluso_router.sources.base.SourceContext}.
+    """
+    return SearchService(context.router, context.broadcaster, context.root, context.reactor)
+
+
+def start_request(data: Any) -> SearchRequest:
+    """
+    The body of C{search.start} and C{POST /api/search}:
+    C{{query, regex?, caseSensitive?, glob?, maxResults?, path?, contextLines?}}.
+    """
+    fields = _object(data)
+    return SearchRequest(
+        Pattern(
+            _text(fields, "query"),
+            regex=_flag(fields, "regex", False),
+            case_sensitive=_flag(fields, "caseSensitive", False),
+            context_lines=_count(fields, "contextLines", 0, MAX_CONTEXT_LINES),
+        ),
+        globs=_globs(fields.get("glob")),
+        path=_path(fields, "path"),
+        max_results=_count(fields, "maxResults", DEFAULT_MAX_RESULTS, MAX_RESULTS_LIMIT, 1),
+    )
+
+
+def files_search_request(data: Any) -> SearchRequest:
+    """
+    The body of C{POST /api/files/search} (C{{pattern, glob?, limit?,
+    contextLines?}}) and the arguments of C{files.searchInFiles}: a bare
+    pattern, C{[pattern, dirPath?, options?]} or C{{pattern, dirPath?,
+    options?}} with options C{filePattern}, C{maxResults}, C{caseSensitive}.
+    The pattern is a regular expression, case-sensitive unless told.
+    """
+    if isinstance(data, str):
+        data = {"pattern": data}
+    elif isinstance(data, list):
+        data = dict(zip(("pattern", "dirPath", "options"), data, strict=False))
+    fields = _object(data)
+    options = fields.get("options") or {}
+    if not isinstance(options, dict):
+        raise ProcedureError("Invalid request: options must be an object", "invalid_request")
+    merged = {**fields, **options}
+    limit = "limit" if "limit" in merged else "maxResults"
+    return SearchRequest(
+        Pattern(
+            _text(merged, "pattern"),
+            regex=True,
+            case_sensitive=_flag(merged, "caseSensitive", True),
+            context_lines=_count(merged, "contextLines", 2, MAX_CONTEXT_LINES),
+        ),
+        globs=_globs(merged.get("glob", merged.get("filePattern"))),
+        path=_path(merged, "dirPath" if "dirPath" in merged else "path"),
+        max_results=_count(merged, limit, DEFAULT_MAX_RESULTS, MAX_RESULTS_LIMIT, 1),
+    )
+
+
+def _invalid(message: str) -> ProcedureError:
+    return ProcedureError(f"Invalid request: {message}", "invalid_request")
+
+
+def _object(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise _invalid("expected an object")
+    return data
+
+
+def _text(fields: dict[str, Any], name: str) -> str:
+    value = fields.get(name)
+    if not value:
+        raise ProcedureError(f"Missing required field: {name}", "invalid_request")
+    if not isinstance(value, str):
+        raise _invalid(f"{name} must be a string")
+    if "\0" in value or _SURROGATE.search(value):
+        raise _invalid(f"{name} must be Unicode text without NUL characters")
+    return value
+
+
+def _flag(fields: dict[str, Any], name: str, default: bool) -> bool:
+    value = fields.get(name, default)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise _invalid(f"{name} must be true or false")
+    return value
+
+
+def _count(fields: dict[str, Any], name: str, default: int, largest: int, least: int = 0) -> int:
+    value = fields.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= largest:
+        raise _invalid(f"{name} must be a whole number from {least} to {largest}")
+    return value
+
+
+def _globs(value: Any) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not (isinstance(value, list) and all(isinstance(g, str) and g for g in value)):
+        raise _invalid("glob must be a glob string or a list of them")
+    try:
+        GlobFilter(value)
+    except ValueError as e:
+        raise _invalid(f"bad glob: {e}") from None
+    return tuple(value)
+
+
+def _path(fields: dict[str, Any], name: str) -> str:
+    value = fields.get(name) or "."
+    if not isinstance(value, str):
+        raise _invalid(f"{name} must be a string")
+    return value

@@ -1,0 +1,315 @@
+"""
+Validation: running the workspace's linters and type checkers on request
+or after file changes, each finished run published on the C{validation}
+channel as C{validation_complete}.
+
+Each tool has at most one run in progress and at most one waiting: asking
+again while one waits joins the waiting run, so a burst of changes costs
+one extra run, not one per change. A tool that is missing, crashes, prints
+something unreadable or outlives its timeout gives a failed result saying
+so, never a hang.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, Final
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, gatherResults
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from cluso_router._process import ChildProcess, ExecutableNotFound, find_executable, spawn
+from cluso_router.router.broadcaster import EventBroadcaster, FileEvent
+from cluso_router.router.procedures import ProcedureError
+from cluso_router.router.router import Router
+from cluso_router.sources.validation.validators import (
+    CONFIG_FILES,
+    DEFAULT_DEBOUNCE,
+    PARSERS,
+    ConfigError,
+    OutputError,
+    ValidationConfig,
+    Validator,
+    load,
+)
+from cluso_router.workspace.glob import GlobFilter
+from cluso_router.workspace.ledger import FileChangeLedger
+
+Result = dict[str, Any]
+PROCEDURE: Final = "validation.run"
+
+
+class ToolQueue:
+    """
+    Runs one tool: at most one run in progress and one waiting; every
+    request is answered with the result of the run that covers it.
+    """
+
+    def __init__(self, run: Callable[[Validator], Deferred[Result]]) -> None:
+        self._run = run
+        self._current: list[Deferred[Result]] | None = None
+        self._next: tuple[Validator, list[Deferred[Result]]] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._current is not None
+
+    @property
+    def pending(self) -> bool:
+        return self._next is not None
+
+    def request(self, validator: Validator) -> Deferred[Result]:
+        """
+        Ask for a run of C{validator} that starts no earlier than now.
+        """
+        waiter: Deferred[Result] = Deferred()
+        if self._current is None:
+            self._start(validator, [waiter])
+        elif self._next is None:
+            self._next = (validator, [waiter])
+        else:
+            self._next = (validator, [*self._next[1], waiter])
+        return waiter
+
+    def _start(self, validator: Validator, waiters: list[Deferred[Result]]) -> None:
+        self._current = waiters
+        self._run(validator).addBoth(self._finished)
+
+    def _finished(self, outcome: Result | Failure) -> None:
+        waiters, self._current = self._current or [], None
+        if self._next is not None:
+            (validator, following), self._next = self._next, None
+            self._start(validator, following)
+        for waiter in waiters:
+            if isinstance(outcome, Failure):
+                waiter.errback(outcome)
+            else:
+                waiter.callback(outcome)
+
+
+class ValidationService(Service):
+    """
+    The C{validation.run} procedure and, with C{on_change}, runs after the
+    files that concern each tool change (debounced).
+    """
+
+    log = Logger()
+    name = "validation"
+
+    def __init__(
+        self,
+        router: Router,
+        broadcaster: EventBroadcaster,
+        file_changes: FileChangeLedger,
+        root: str,
+        reactor: Any,
+        on_change: bool = False,
+        clock: IReactorTime | None = None,
+    ) -> None:
+        self._router = router
+        self._broadcaster = broadcaster
+        self._file_changes = file_changes
+        self._root = os.path.realpath(root)
+        self._reactor = reactor
+        self._clock: IReactorTime = clock if clock is not None else reactor
+        self.on_change = on_change
+        self._queues: dict[str, ToolQueue] = {}
+        self._children: set[ChildProcess] = set()
+        self._changed: set[str] = set()
+        self._debounce_call: IDelayedCall | None = None
+        self._debounce = DEFAULT_DEBOUNCE
+
+    def startService(self) -> None:
+        super().startService()
+        self._router.register(PROCEDURE, self.run)
+        if self.on_change:
+            self._debounce = self._config_or_default().debounce
+            self._file_changes.add_observer(self._file_changed)
+
+    def stopService(self) -> Deferred[Any]:
+        super().stopService()
+        self._router.procedures.unregister(PROCEDURE)
+        self._file_changes.remove_observer(self._file_changed)
+        if self._debounce_call is not None and self._debounce_call.active():
+            self._debounce_call.cancel()
+        ended = [child.ended for child in self._children]
+        for child in list(self._children):
+            child.kill()
+        return DeferredList(ended)
+
+    def queue(self, name: str) -> ToolQueue:
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = self._queues[name] = ToolQueue(
+                lambda validator: ensureDeferred(self._execute(validator))
+            )
+        return queue
+
+    async def run(self, data: Any = None) -> list[Result]:
+        """
+        The C{validation.run} procedure: run every validator, or the one
+        named by C{{tool}} (or a bare name), and answer with their results.
+        """
+        tool = data.get("tool") if isinstance(data, dict) else data
+        if tool is not None and not isinstance(tool, str):
+            raise ProcedureError("Invalid request: tool must be a string", "invalid_request")
+        try:
+            config = load(self._root)
+        except ConfigError as e:
+            raise ProcedureError(f"Invalid validation configuration: {e}", "bad_config") from None
+        validators = list(config.validators)
+        if tool:
+            validators = [v for v in validators if v.name == tool]
+            if not validators:
+                names = ", ".join(v.name for v in config.validators) or "none"
+                raise ProcedureError(
+                    f"No validator named {tool!r} (available: {names})", "no_such_validator"
+                )
+        if not validators:
+            raise ProcedureError(
+                "No validators: none configured in cluso.toml or pyproject.toml "
+                "[tool.cluso.validation], and none detected",
+                "no_validators",
+            )
+        results: list[Result] = await gatherResults(
+            [self.queue(v.name).request(v) for v in validators]
+        )
+        return results
+
+    def _config_or_default(self) -> ValidationConfig:
+        try:
+            return load(self._root)
+        except ConfigError as e:
+            self.log.error("Validation configuration: {error}", error=str(e))
+            return ValidationConfig(())
+
+    def _file_changed(self, path: str, event: FileEvent) -> None:
+        self._changed.add(path)
+        if self._debounce_call is not None and self._debounce_call.active():
+            self._debounce_call.reset(self._debounce)
+        else:
+            self._debounce_call = self._clock.callLater(self._debounce, self._changes_settled)
+
+    def _changes_settled(self) -> None:
+        changed, self._changed = self._changed, set()
+        config = self._config_or_default()
+        self._debounce = config.debounce
+        for validator in concerned(config.validators, changed):
+            self.queue(validator.name).request(validator).addErrback(
+                lambda failure: self.log.failure("Validation run failed", failure)
+            )
+
+    def _tool_directories(self) -> list[str]:
+        """
+        Where a tool named without a path is looked for before C{PATH}: the
+        project's own installs, then this server's environment.
+        """
+        return [
+            os.path.join(self._root, "node_modules", ".bin"),
+            os.path.join(self._root, ".venv", "bin"),
+            os.path.join(self._root, "venv", "bin"),
+            os.path.dirname(sys.executable),
+        ]
+
+    async def _execute(self, validator: Validator) -> Result:
+        started = self._clock.seconds()
+        result = await self._outcome(validator)
+        result["durationMs"] = round((self._clock.seconds() - started) * 1000)
+        self._broadcaster.validation_complete(result)
+        return result
+
+    async def _outcome(self, validator: Validator) -> Result:
+        name = validator.name
+        try:
+            executable = find_executable(validator.command[0], self._tool_directories())
+        except ExecutableNotFound as e:
+            return failed(
+                validator,
+                f"{e.name} is not installed (not found on PATH, in the project's "
+                "node_modules/.bin or .venv, or beside this server's Python)",
+            )
+        child = spawn(self._reactor, [executable, *validator.command[1:]], self._root)
+        self._children.add(child)
+        timed_out: list[bool] = []
+
+        def stop() -> None:
+            timed_out.append(True)
+            child.kill()
+
+        timer = self._clock.callLater(validator.timeout, stop)
+        try:
+            ended = await child.ended
+        finally:
+            self._children.discard(child)
+            if timer.active():
+                timer.cancel()
+        if timed_out:
+            return failed(validator, f"{name} did not finish within {validator.timeout:g} s")
+        if ended.exit_code is None:
+            return failed(validator, f"{name} was killed by signal {ended.signal}")
+        try:
+            passed, errors = PARSERS[validator.parser](
+                ended.exit_code,
+                ended.stdout.decode("utf-8", "replace"),
+                ended.stderr.decode("utf-8", "replace"),
+                self._root,
+            )
+        except OutputError as e:
+            return failed(validator, f"{name} {e}")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            return failed(validator, f"{name} printed output that could not be read: {e!r}")
+        return {
+            "tool": name,
+            "type": validator.type,
+            "passed": passed,
+            "errors": errors,
+        }
+
+
+def failed(validator: Validator, problem: str) -> Result:
+    """
+    The result of a run that could not check anything: not passed, no
+    errors found, and C{error} saying why.
+    """
+    return {
+        "tool": validator.name,
+        "type": validator.type,
+        "passed": False,
+        "errors": [],
+        "error": problem,
+    }
+
+
+def concerned(validators: Iterable[Validator], changed: set[str]) -> list[Validator]:
+    """
+    The validators one of the C{changed} paths concerns: any change for a
+    validator without triggers, and every validator when a configuration
+    file changed.
+    """
+    if changed & set(CONFIG_FILES):
+        return list(validators)
+    chosen = []
+    for validator in validators:
+        triggers = GlobFilter(validator.triggers)
+        if not triggers or any(triggers(path) for path in changed):
+            chosen.append(validator)
+    return chosen
+
+
+def make_source(context: Any) -> ValidationService:
+    """
+    Build the validation source from a L{cluso_router.sources.base.SourceContext}.
+    """
+    return ValidationService(
+        context.router,
+        context.broadcaster,
+        context.file_changes,
+        context.root,
+        context.reactor,
+        on_change=bool(context.options.get("validate-on-change", False)),
+    )

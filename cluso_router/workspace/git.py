@@ -1,0 +1,371 @@
+"""
+Git operations on the workspace, and the one runner every git call uses.
+
+The runner never involves a shell: it spawns C{git} with an argument list
+in the workspace, with prompts and editors disabled and paths unquoted, and
+kills and reaps it when its deadline passes. The operations check every
+value a client sends before it becomes an argument: refs are validated by
+C{git check-ref-format --branch}, a value starting with C{-} is refused,
+paths are confined by the L{Workspace} and passed as literal absolute
+pathspecs after C{--} (C{:(literal)/abs/path}: no glob or magic), and
+messages are attached to their option (C{--message=...}) so they can never
+be read as an option of their own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, Final
+
+from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.procutils import which
+
+from cluso_router._reactor import default_reactor
+from cluso_router.router.broadcaster import EventBroadcaster, GitEventType
+from cluso_router.router.procedures import ProcedureError
+from cluso_router.workspace.ledger import FileChangeLedger
+from cluso_router.workspace.paths import PathRefused, Workspace, check_text, shown
+
+DEFAULT_TIMEOUT: Final = 30.0
+NETWORK_TIMEOUT: Final = 300.0
+
+_REF_CHARACTERS: Final = re.compile(r"[\s~^:?*\[\]\\;&|`$()'\"<>]|\.\.")
+_REPOSITORY_ENVIRONMENT: Final = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+)
+
+log = Logger()
+
+
+@dataclass(frozen=True)
+class GitResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+class GitError(ProcedureError):
+    """
+    Git said no; C{message} is its own text, as the original passed it on.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "git_failed")
+
+
+def git_environment() -> dict[str, str]:
+    """
+    The environment of every git child: never prompt, never start an
+    editor, speak untranslated messages, and use the repository of the
+    working directory, not one inherited from a caller's C{GIT_DIR}.
+    """
+    env = dict(os.environ)
+    for name in _REPOSITORY_ENVIRONMENT:
+        env.pop(name, None)
+    env.update(
+        {
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_EDITOR": ":",
+            "GIT_OPTIONAL_LOCKS": "0",
+            "LC_ALL": "C",
+        }
+    )
+    return env
+
+
+class _Collect(ProcessProtocol):
+    def __init__(self) -> None:
+        self.stdout: list[bytes] = []
+        self.stderr: list[bytes] = []
+        self.code = 0
+        self.killed = False
+        self.ended: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.closeStdin()
+
+    def outReceived(self, data: bytes) -> None:
+        self.stdout.append(data)
+
+    def errReceived(self, data: bytes) -> None:
+        self.stderr.append(data)
+
+    def processExited(self, reason: Failure) -> None:
+        status: Any = reason.value
+        # A signal death has no exit code; report it as the shell does, negated.
+        self.code = status.exitCode if status.exitCode is not None else -(status.signal or 1)
+        if self.killed and self.transport is not None:
+            # A grandchild (ssh, a hook) may still hold the pipes open; the
+            # answer must not wait for it.
+            self.transport.loseConnection()
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
+
+    def kill(self) -> None:
+        self.killed = True
+        if self.transport is not None:
+            with suppress(ProcessExitedAlready):
+                self.transport.signalProcess("KILL")
+
+
+class GitRunner:
+    """
+    Runs C{git <args>} in C{cwd}. The only place a git process is started.
+
+    @param clock: schedules the deadline (a L{task.Clock} in tests).
+    @param git: the executable; C{git} on C{PATH} by default.
+    """
+
+    def __init__(
+        self,
+        cwd: str,
+        reactor: IReactorProcess | None = None,
+        clock: IReactorTime | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        git: str | None = None,
+    ) -> None:
+        self.cwd = cwd
+        self._reactor: Any = reactor if reactor is not None else default_reactor()
+        self._clock: Any = clock if clock is not None else self._reactor
+        self.timeout = timeout
+        self.git = git or next(iter(which("git")), None)
+
+    async def run(self, *args: str, timeout: float | None = None) -> GitResult:
+        """
+        Run git and collect its output; a non-zero exit is a result, not an
+        error. Fails with L{ProcedureError} when git is missing or the
+        deadline passes (the process is killed and reaped first).
+        """
+        if self.git is None:
+            raise ProcedureError("git is not installed (no git executable on PATH)", "no_git")
+        limit = self.timeout if timeout is None else timeout
+        argv = [self.git, "-c", "core.quotepath=off", *args]
+        collector = _Collect()
+        self._reactor.spawnProcess(collector, self.git, argv, env=git_environment(), path=self.cwd)
+        deadline = self._clock.callLater(limit, collector.kill)
+        try:
+            await collector.ended
+        finally:
+            if deadline.active():
+                deadline.cancel()
+        if collector.killed:
+            log.warn("git {args} killed after {limit}s", args=" ".join(args[:2]), limit=limit)
+            raise ProcedureError(f"git {args[0]} timed out after {limit:g} s", "timeout")
+        return GitResult(
+            collector.code,
+            b"".join(collector.stdout).decode("utf-8", "replace"),
+            b"".join(collector.stderr).decode("utf-8", "replace"),
+        )
+
+    async def check(self, *args: str, timeout: float | None = None) -> str:
+        """
+        Run git and return its stdout, or fail with L{GitError} carrying
+        git's stderr verbatim (its stdout when stderr is empty, as for
+        "nothing to commit").
+        """
+        result = await self.run(*args, timeout=timeout)
+        if result.code != 0:
+            raise GitError(result.stderr or result.stdout or "Git command failed")
+        return result.stdout
+
+
+def _text(value: Any, missing: str, name: str) -> str:
+    if value is None or value == "":
+        raise ProcedureError(missing)
+    if not isinstance(value, str):
+        raise ProcedureError(f"{name} must be a string")
+    try:
+        check_text(value.replace("\n", " ").replace("\t", " "), name.lower())
+    except PathRefused as e:
+        raise ProcedureError(e.message) from None
+    return value
+
+
+class GitOperations:
+    """
+    The C{git} operations of one workspace. Mutations run one at a time
+    (git's index lock would refuse a second) and each publishes a C{git}
+    event naming the branch or the short commit id.
+    """
+
+    def __init__(
+        self,
+        runner: GitRunner,
+        workspace: Workspace,
+        broadcaster: EventBroadcaster | None = None,
+        changes: FileChangeLedger | None = None,
+    ) -> None:
+        self.runner = runner
+        self.workspace = workspace
+        self._broadcaster = broadcaster
+        self._changes = changes
+        self._lock = DeferredLock()
+
+    def _event(self, type: GitEventType, message: str) -> None:
+        if self._broadcaster is not None:
+            self._broadcaster.git_event(type, message)
+
+    # reading
+
+    async def get_current_branch(self) -> dict[str, str]:
+        return {"branch": await self._branch()}
+
+    async def _branch(self) -> str:
+        """
+        The checked-out branch (also on a branch without commits yet), or
+        C{HEAD} when detached.
+        """
+        result = await self.runner.run("symbolic-ref", "--short", "-q", "HEAD")
+        if result.code == 0:
+            return result.stdout.strip()
+        if result.code == 1:
+            return "HEAD"
+        raise GitError(result.stderr or "Git command failed")
+
+    async def get_branches(self) -> dict[str, list[str]]:
+        out = await self.runner.check(
+            "for-each-ref", "--format=%(refname)%00%(symref)", "refs/heads", "refs/remotes"
+        )
+        branches = []
+        for line in out.splitlines():
+            ref, _, symref = line.partition("\0")
+            if symref:
+                continue
+            if ref.startswith("refs/heads/"):
+                branches.append(ref[len("refs/heads/") :])
+            elif ref.startswith("refs/remotes/"):
+                branches.append(ref[len("refs/") :])
+        return {"branches": branches}
+
+    async def get_status(self) -> dict[str, Any]:
+        out = await self.runner.check("status", "--porcelain=v1", "-z")
+        files = []
+        fields = out.split("\0")
+        i = 0
+        while i < len(fields):
+            entry = fields[i]
+            i += 1
+            if len(entry) < 4:
+                continue
+            status, path = entry[:2], entry[3:]
+            if status[0] in "RC" or status[1] in "RC":
+                path = f"{fields[i]} -> {path}"
+                i += 1
+            files.append({"status": status.strip(), "file": path})
+        return {"files": files, "hasChanges": bool(files)}
+
+    # changing
+
+    async def checkout(self, branch: Any = None) -> dict[str, str]:
+        name = await self._ref(branch, "Branch name is required")
+        async with self._lock:
+            await self.runner.check("checkout", name, "--")
+        self._event("branch", f"Switched to branch {name}")
+        return {"message": f"Switched to branch: {name}"}
+
+    async def create_branch(self, name: Any = None) -> dict[str, str]:
+        ref = await self._ref(name, "Branch name is required")
+        async with self._lock:
+            await self.runner.check("checkout", "-b", ref, "--")
+        self._event("branch", f"Created and switched to branch {ref}")
+        return {"message": f"Created and switched to branch: {ref}"}
+
+    async def checkout_file(self, file: Any = None) -> dict[str, str]:
+        given = _text(file, "File path is required", "File path")
+        if given.startswith("-"):
+            raise ProcedureError("File path cannot start with dash")
+        try:
+            target = self.workspace.resolve(given, follow=False)
+        except PathRefused as e:
+            raise ProcedureError(e.message) from None
+        async with self._lock:
+            await self.runner.check("checkout", "HEAD", "--", f":(literal){target.path}")
+        if self._changes is not None:
+            self._changes.changed(target.relative, "change")
+        self._event("status", f"Restored {target.relative} from HEAD")
+        return {"message": f"Restored file: {given}"}
+
+    async def commit(self, message: Any = None) -> dict[str, str]:
+        text = _text(message, "Commit message is required", "Commit message")
+        async with self._lock:
+            await self.runner.check("add", "-A")
+            await self.runner.check("commit", f"--message={text}")
+            short = (await self.runner.check("rev-parse", "--short", "HEAD")).strip()
+            branch = await self._branch()
+        subject = text.splitlines()[0] if text.strip() else text
+        self._event("commit", f"Committed {short} on {branch}: {subject}")
+        return {"message": f"Commit created: {text}"}
+
+    async def push(self) -> dict[str, str]:
+        async with self._lock:
+            await self.runner.check("push", timeout=NETWORK_TIMEOUT)
+            branch = await self._branch()
+        self._event("push", f"Pushed {branch}")
+        return {"message": "Pushed to remote repository"}
+
+    async def pull(self) -> dict[str, str]:
+        async with self._lock:
+            await self.runner.check("pull", "--no-edit", timeout=NETWORK_TIMEOUT)
+            branch = await self._branch()
+            short = (await self.runner.check("rev-parse", "--short", "HEAD")).strip()
+        self._event("pull", f"Pulled into {branch}, now at {short}")
+        return {"message": "Pulled from remote repository"}
+
+    async def stash(self, message: Any = None) -> dict[str, str]:
+        args = ["stash", "push"]
+        if message is not None and message != "":
+            args.append("--message=" + _text(message, "", "Stash message"))
+        async with self._lock:
+            out = await self.runner.check(*args)
+            branch = await self._branch()
+        if "No local changes to save" in out:
+            return {"message": "No local changes to save"}
+        self._event("status", f"Stashed changes on {branch}")
+        return {"message": "Changes stashed"}
+
+    async def stash_with_message(self, message: Any = None) -> dict[str, str]:
+        return await self.stash(_text(message, "Stash message is required", "Stash message"))
+
+    async def stash_pop(self) -> dict[str, str]:
+        async with self._lock:
+            await self.runner.check("stash", "pop")
+            branch = await self._branch()
+        self._event("status", f"Restored stashed changes on {branch}")
+        return {"message": "Stashed changes restored"}
+
+    async def _ref(self, value: Any, missing: str) -> str:
+        """
+        The original's ref checks with its texts, then git's own rules for a
+        branch name.
+        """
+        if value is None or value == "":
+            raise ProcedureError(missing)
+        if not isinstance(value, str):
+            raise ProcedureError("Invalid ref name")
+        if value.startswith("-"):
+            raise ProcedureError("Ref name cannot start with dash")
+        if _REF_CHARACTERS.search(value) or re.search(r"[\x00-\x1f\x7f\ud800-\udfff]", value):
+            raise ProcedureError("Invalid characters in ref name")
+        result = await self.runner.run("check-ref-format", "--branch", value)
+        if result.code != 0:
+            raise ProcedureError(
+                result.stderr.strip() or f"Invalid ref name: {shown(value)}", "invalid_ref"
+            )
+        return value

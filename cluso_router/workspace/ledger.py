@@ -1,0 +1,96 @@
+"""
+One place that announces file changes, so a change is announced once.
+
+The files API knows about the changes it makes and says so at once; the
+file watcher later sees the same change on disk. Both go through a
+L{FileChangeLedger}: the API calls L{FileChangeLedger.changed}, the watcher
+calls L{FileChangeLedger.observed}, which stays silent for a change the API
+announced within the last C{window} seconds.
+
+Code in the same process that must react to file changes (a validator
+running on change, a language server) registers a callback with
+L{FileChangeLedger.add_observer}; it is called once for every change that
+is announced, whichever side saw it first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from cluso_router._reactor import default_reactor
+from cluso_router.router.broadcaster import EventBroadcaster, FileEvent
+from cluso_router.router.event import DeliveryReport
+
+DEFAULT_WINDOW: Final = 2.0
+
+FileChangeObserver = Callable[[str, FileEvent], object]
+
+
+class FileChangeLedger:
+    log = Logger()
+
+    def __init__(
+        self,
+        broadcaster: EventBroadcaster,
+        clock: IReactorTime | None = None,
+        window: float = DEFAULT_WINDOW,
+    ) -> None:
+        self._broadcaster = broadcaster
+        self._clock: IReactorTime = clock if clock is not None else default_reactor()
+        self._window = window
+        self._announced: dict[str, float] = {}
+        self._observers: list[FileChangeObserver] = []
+
+    def add_observer(self, observer: FileChangeObserver) -> None:
+        """
+        Call C{observer(path, event)} on the reactor thread after each
+        announced change; an exception it raises is logged and ignored.
+        """
+        self._observers.append(observer)
+
+    def remove_observer(self, observer: FileChangeObserver) -> None:
+        if observer in self._observers:
+            self._observers.remove(observer)
+
+    def changed(self, path: str, event: FileEvent) -> DeliveryReport:
+        """
+        The server itself changed C{path} (root-relative, C{/}-separated):
+        announce it now, and remember it so the watcher does not repeat it.
+        """
+        self._forget_old()
+        self._announced[path] = self._clock.seconds()
+        return self._announce(path, event)
+
+    def observed(self, path: str, event: FileEvent) -> DeliveryReport | None:
+        """
+        The watcher saw C{path} change on disk: announce it unless the server
+        announced a change of C{path} within the window.
+
+        @return: the delivery report, or C{None} when it was already announced.
+        """
+        self._forget_old()
+        if path in self._announced:
+            return None
+        return self._announce(path, event)
+
+    def _announce(self, path: str, event: FileEvent) -> DeliveryReport:
+        report = self._broadcaster.file_changed(path, event)
+        for observer in list(self._observers):
+            try:
+                observer(path, event)
+            except Exception:
+                self.log.failure(
+                    "File change observer {observer!r} failed on {path}",
+                    observer=observer,
+                    path=path,
+                )
+        return report
+
+    def _forget_old(self) -> None:
+        horizon = self._clock.seconds() - self._window
+        for path in [p for p, at in self._announced.items() if at < horizon]:
+            del self._announced[path]

@@ -1,0 +1,331 @@
+"""
+One WAMP connection: the session's lifecycle (HELLO, ticket
+authentication, WELCOME, GOODBYE, ABORT) and the dispatch of every other
+message to its broker and dealer.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from autobahn.wamp import message, role
+from twisted.logger import Logger
+
+from cluso_router.security import UNAUTHORIZED_MESSAGE, AccessPolicy, Refusal
+from cluso_router.ws.limits import Admission, MessageRateLimiter
+from cluso_router.ws.wamp.codec import WAMP_ENCODER, InvalidMessage, encode, parse
+from cluso_router.ws.wamp.pubsub import Broker
+from cluso_router.ws.wamp.realm import WampSession
+from cluso_router.ws.wamp.rpc import Dealer
+
+if TYPE_CHECKING:
+    from cluso_router.ws.protocol import ClusoServerProtocol
+
+#: Close code sent with the WebSocket close that follows an ABORT.
+CLOSE_NORMAL: Final = 1000
+#: Close code for a client far over its message rate (as in the JSON dialect).
+CLOSE_POLICY_VIOLATION: Final = 1008
+
+ROLES: Final = {
+    "broker": role.RoleBrokerFeatures(
+        pattern_based_subscription=True,
+        publisher_exclusion=True,
+        subscriber_blackwhite_listing=True,
+    ),
+    "dealer": role.RoleDealerFeatures(progressive_call_results=True, call_canceling=True),
+}
+
+
+class State(enum.Enum):
+    #: Waiting for HELLO (also after a GOODBYE: the client may join again).
+    HELLO = "hello"
+    #: CHALLENGE sent, waiting for AUTHENTICATE.
+    CHALLENGED = "challenged"
+    ESTABLISHED = "established"
+    #: ABORT sent or the connection gone; nothing more is read.
+    CLOSED = "closed"
+
+
+class WampHandler:
+    """
+    The WAMP side of one connection.
+
+    @param policy: the access policy with the server token; ticket
+        authentication is required when it requires a token, unless the
+        WebSocket handshake already carried the token
+        (C{handshake_authenticated}).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        connection: ClusoServerProtocol,
+        session: WampSession,
+        policy: AccessPolicy | None,
+        handshake_authenticated: bool,
+        limiter: MessageRateLimiter | None = None,
+    ) -> None:
+        factory = connection.factory
+        self.session = session
+        self.state = State.HELLO
+        self._router = factory.router
+        self._realm = factory.wamp_realm
+        self._policy = policy
+        self._handshake_authenticated = handshake_authenticated
+        self._limiter = limiter
+        self._hello: message.Hello | None = None
+        self.broker = Broker(
+            session,
+            factory.router,
+            factory.publisher,
+            factory.wamp_realm,
+            factory.limits.max_subscriptions,
+            self.send,
+        )
+        self.dealer = Dealer(session, factory.router, factory.wamp_realm, self.send)
+        broker, dealer = self.broker, self.dealer
+        self._dispatch: dict[State, dict[type, Callable[[Any], None]]] = {
+            State.HELLO: {message.Hello: self._on_hello},
+            State.CHALLENGED: {message.Authenticate: self._on_authenticate},
+            State.ESTABLISHED: {
+                message.Goodbye: self._on_goodbye,
+                message.Subscribe: broker.subscribe,
+                message.Unsubscribe: broker.unsubscribe,
+                message.Publish: broker.publish,
+                message.Register: dealer.register,
+                message.Unregister: dealer.unregister,
+                message.Call: dealer.call,
+                message.Cancel: dealer.cancel,
+                message.Yield: dealer.yield_,
+                message.Error: self._on_error,
+            },
+            State.CLOSED: {},
+        }
+
+    def send(self, msg: Any) -> None:
+        self.session.deliver(encode(msg))
+
+    def received(self, payload: bytes, is_binary: bool) -> None:
+        """
+        Handle one inbound frame. A frame that is not a valid WAMP message
+        is answered with ERROR when it is a readable request of a joined
+        session, else with ABORT; nothing a client sends raises.
+        """
+        if self.state is State.CLOSED:
+            return
+        self.session.heard = True
+        if is_binary:
+            self.abort("wamp.error.protocol_violation", "wamp.2.json uses text frames only")
+            return
+        try:
+            msg = parse(payload)
+        except InvalidMessage as e:
+            self._invalid(e)
+            return
+        if isinstance(msg, message.Abort):
+            self._close()
+            return
+        if self._limiter is not None and not self._admit(msg):
+            return
+        handle = self._dispatch[self.state].get(type(msg))
+        if handle is None:
+            self.abort(
+                "wamp.error.protocol_violation",
+                f"{type(msg).__name__.upper()} is not allowed in state {self.state.value}",
+            )
+            return
+        try:
+            handle(msg)
+        except Exception:
+            self.log.failure(
+                "WAMP {kind} from {connection_id} failed",
+                kind=type(msg).__name__,
+                connection_id=self.session.connection_id,
+            )
+            self.abort("cluso.error.internal_error", "the router failed on this message")
+
+    def _invalid(self, error: InvalidMessage) -> None:
+        if error.quiet and self.state is State.ESTABLISHED:
+            self.log.debug(
+                "Dropped an invalid PUBLISH from {connection_id}: {reason}",
+                connection_id=self.session.connection_id,
+                reason=error.reason,
+            )
+            return
+        if error.request is not None and self.state is State.ESTABLISHED:
+            request_type, request = error.request
+            uri = "wamp.error.invalid_uri" if error.uri_error else "wamp.error.invalid_argument"
+            self.send(message.Error(request_type, request, uri, args=[error.reason]))
+            return
+        self.abort("wamp.error.protocol_violation", error.reason)
+
+    def _admit(self, msg: Any) -> bool:
+        """
+        Apply the message rate limit to requests; answers (YIELD, ERROR)
+        and the session's lifecycle are never dropped, or calls would hang.
+        """
+        assert self._limiter is not None
+        admission = self._limiter.admit()
+        if admission is Admission.ACCEPT:
+            return True
+        self._router.rate_limited += 1
+        if admission is Admission.CLOSE:
+            self.log.info(
+                "Closing {connection_id}: far over its message rate",
+                connection_id=self.session.connection_id,
+            )
+            self.state = State.CLOSED
+            self.session.close(CLOSE_POLICY_VIOLATION, "message rate limit exceeded")
+            return False
+        if not isinstance(
+            msg,
+            message.Subscribe
+            | message.Unsubscribe
+            | message.Publish
+            | message.Register
+            | message.Unregister
+            | message.Call,
+        ):
+            return True
+        if self.state is State.ESTABLISHED and not (
+            isinstance(msg, message.Publish) and not msg.acknowledge
+        ):
+            self.send(
+                message.Error(
+                    msg.MESSAGE_TYPE,
+                    msg.request,
+                    "cluso.error.rate_limited",
+                    args=["too many messages per second; this one was dropped"],
+                )
+            )
+        return False
+
+    # lifecycle
+
+    def _on_hello(self, msg: message.Hello) -> None:
+        if msg.realm != self._realm.name:
+            self.abort(
+                "wamp.error.no_such_realm",
+                f"no realm {msg.realm!r}; this router serves {self._realm.name!r}",
+            )
+            return
+        policy = self._policy
+        if policy is None or not policy.auth_required:
+            self._welcome(msg, "anonymous", "anonymous")
+        elif self._handshake_authenticated:
+            self._welcome(msg, "token", "user")
+        elif "ticket" in (msg.authmethods or ()):
+            self._hello = msg
+            self.state = State.CHALLENGED
+            self.send(message.Challenge("ticket", {}))
+        else:
+            self.abort(
+                "wamp.error.no_auth_method",
+                "this router needs ticket authentication with the server token",
+            )
+
+    def _on_authenticate(self, msg: message.Authenticate) -> None:
+        assert self._policy is not None
+        assert self._hello is not None
+        hello, self._hello = self._hello, None
+        if self._policy.token_matches(msg.signature):
+            self._welcome(hello, "ticket", "user")
+            return
+        self._policy.refuse(Refusal(401, UNAUTHORIZED_MESSAGE, "token"), "wamp ticket")
+        self.abort("wamp.error.authentication_failed", "wrong ticket")
+
+    def _welcome(self, hello: message.Hello, authmethod: str, authrole: str) -> None:
+        session = self.session
+        wamp_id = self._realm.join(session)
+        session.authid = hello.authid or authrole
+        session.authrole = authrole
+        session.farewell = encode(message.Goodbye("wamp.close.system_shutdown", "server stopping"))
+        self.state = State.ESTABLISHED
+        self.send(
+            message.Welcome(
+                wamp_id,
+                ROLES,
+                realm=self._realm.name,
+                authid=session.authid,
+                authrole=authrole,
+                authmethod=authmethod,
+                authprovider="static",
+                custom={
+                    "x_cluso_cwd": self._router.cwd,
+                    "x_cluso_connection_id": session.connection_id,
+                },
+            )
+        )
+
+    def _on_goodbye(self, msg: message.Goodbye) -> None:
+        self._leave()
+        self.state = State.HELLO
+        self.send(message.Goodbye("wamp.close.goodbye_and_out"))
+
+    def _on_error(self, msg: message.Error) -> None:
+        if msg.request_type != message.Invocation.MESSAGE_TYPE:
+            self.abort(
+                "wamp.error.protocol_violation",
+                "a client sends ERROR only in answer to an INVOCATION",
+            )
+            return
+        self.dealer.error(msg)
+
+    def abort(self, reason: str, text: str) -> None:
+        """
+        Send ABORT, leave the realm and close the connection.
+        """
+        self.log.debug(
+            "Aborting WAMP session of {connection_id}: {reason} ({text})",
+            connection_id=self.session.connection_id,
+            reason=reason,
+            text=text,
+        )
+        self.send(message.Abort(reason, text))
+        self._close(reason)
+
+    def _close(self, reason: str = "wamp.close.normal") -> None:
+        self._leave()
+        self.state = State.CLOSED
+        self.session.close(CLOSE_NORMAL, reason)
+
+    def _leave(self) -> None:
+        self.broker.leave()
+        self.dealer.leave()
+        self._realm.leave(self.session)
+        self.session.farewell = None
+
+    def closed(self) -> None:
+        """
+        The connection is gone: leave the realm, dropping subscriptions and
+        registrations.
+        """
+        self._leave()
+        self.state = State.CLOSED
+
+
+def open_wamp(connection: ClusoServerProtocol, handshake_authenticated: bool) -> WampHandler:
+    """
+    Register a WAMP session for C{connection}, which just opened with the
+    C{wamp.2.json} subprotocol, and return its handler.
+    """
+    factory = connection.factory
+    limits = factory.limits
+    session = WampSession(
+        connection,
+        connection.transport,
+        WAMP_ENCODER,
+        max_queue_bytes=limits.max_queue_bytes,
+        counters=factory.router.queue_counters,
+    )
+    session.attach()
+    factory.router.register_session(session)
+    limiter = (
+        MessageRateLimiter(limits.message_rate, limits.message_burst, factory.router.clock)
+        if limits.message_rate > 0
+        else None
+    )
+    return WampHandler(connection, session, factory.policy, handshake_authenticated, limiter)
