@@ -7,13 +7,12 @@ detail that may change.
 
 from cluso_router._version import __version__
 from cluso_router.interfaces import IEventSourceFactory, IFrameEncoder, IPublisher, ISession
-from cluso_router.router.broadcaster import EventBroadcaster
 from cluso_router.router.event import DeliveryReport, Event
 from cluso_router.router.liveness import PingSweeper
 from cluso_router.router.procedures import ProcedureError
 from cluso_router.router.router import Router
-from cluso_router.service import ClusoService, ServerConfig
-from cluso_router.sources.base import SourceContext
+from cluso_router.service import ClusoService, EventBroadcaster, ServerConfig
+from cluso_router.sources import SourceContext
 from cluso_router.tap import Options, makeService
 from cluso_router.ws.protocol import ClusoWebSocketFactory, websocket_resource
 

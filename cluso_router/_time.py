@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
+from typing import Any, Final
 
 _second: tuple[int | None, str] = (None, "")
 
@@ -29,3 +31,11 @@ def iso_timestamp(seconds: float | None = None) -> str:
     if _second[0] != whole:
         _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(whole)))
     return f"{_second[1]}{micro // 1000:03d}Z"
+
+
+#: JSON Schema of what L{iso_timestamp} returns.
+TIMESTAMP_SCHEMA: Final[Mapping[str, Any]] = {
+    "type": "string",
+    "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$",
+    "description": "UTC, exactly three fractional digits, Z (JavaScript's toISOString)",
+}

@@ -135,6 +135,6 @@ class IEventSourceFactory(Interface):
     def make_source(context: Any) -> Any:
         """
         Build the source's L{twisted.application.service.IService} from a
-        L{cluso_router.sources.base.SourceContext}; the service is started and
+        L{cluso_router.sources.SourceContext}; the service is started and
         stopped as a child of the main service.
         """

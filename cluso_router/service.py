@@ -1,163 +1,111 @@
 """
-Assembling a whole server: the router, the ping sweeper and the web site
-composed in one L{MultiService}, listening on an endpoint string.
+Assembling a whole server: the router, the backplane, the ping sweeper,
+the web site on its endpoint and the event sources, composed in one
+L{MultiService}.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from twisted.application.service import MultiService, Service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorCore
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from cluso_router.backplane import RedisAddress, RedisBackplane, memory_backplane
 from cluso_router.backplane.metrics import BackplaneCollector
-from cluso_router.backplane.redis import DEFAULT_PREFIX
+from cluso_router.config import DEFAULT_LISTEN, ServerConfig
 from cluso_router.interfaces import IBackplane
-from cluso_router.router.broadcaster import EventBroadcaster
-from cluso_router.router.liveness import DEFAULT_PING_INTERVAL, PingSweeper
+from cluso_router.router.broadcaster import Broadcaster
+from cluso_router.router.event import DeliveryReport
+from cluso_router.router.liveness import PingSweeper
 from cluso_router.router.router import Router
-from cluso_router.security import (
-    AccessPolicy,
-    check_token,
-    endpoint_is_loopback,
-    generate_token,
-    is_loopback_address,
-    normalize_host,
-    normalize_origin,
-)
-from cluso_router.sources.base import SourceContext, SourcesService
+from cluso_router.security import AccessPolicy, is_loopback_address
+from cluso_router.sources import SourceContext, SourcesService
+from cluso_router.sources.ai.channel import ai_chunk
+from cluso_router.sources.lsp.channel import diagnostics_updated
+from cluso_router.sources.search.channel import search_progress
+from cluso_router.sources.validation.channel import validation_complete
 from cluso_router.web import build_root, build_site
-from cluso_router.web.bodylimit import DEFAULT_MAX_BODY
 from cluso_router.web.metrics import MetricsResource, metrics_registry
 from cluso_router.web.static import mount_static
-from cluso_router.workspace.api import install_workspace_api
-from cluso_router.workspace.ledger import FileChangeLedger
-from cluso_router.ws.limits import Limits
+from cluso_router.workspace.api import WorkspaceApi, install_workspace_api
+from cluso_router.workspace.git import GitEventType, git_event
+from cluso_router.workspace.ledger import FileChangeLedger, FileEvent, file_changed
 
-DEFAULT_LISTEN = "tcp:3000:interface=127.0.0.1"
+__all__ = ["DEFAULT_LISTEN", "ClusoService", "EventBroadcaster", "ServerConfig"]
 
 
-@dataclass(frozen=True)
-class ServerConfig:
+class EventBroadcaster(Broadcaster):
     """
-    Everything C{twistd cluso} can be told, with its defaults.
+    The broadcaster with the original server's typed methods, one per
+    built-in channel. Each is a thin call of the helper that lives with the
+    part owning the channel (a third-party source writes its own helper
+    the same way); C{emit} and C{emit_stamped} publish on any channel.
     """
 
-    root: str = "."
-    listen: str = DEFAULT_LISTEN
-    ping_interval: float = DEFAULT_PING_INTERVAL
-    #: A built single-page app served at C{/} instead of the dashboard.
-    ui: str | None = None
-    #: Event sources to run by name; C{None} runs all that apply to the root.
-    sources: tuple[str, ...] | None = None
-    #: Option values of the event sources, by source name.
-    source_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    #: C{.gitignore}-style patterns the sources that walk the root leave out.
-    ignore: tuple[str, ...] = ()
-    #: Largest HTTP request body in bytes; a larger one gets 413 unread.
-    max_body: int = DEFAULT_MAX_BODY
-    #: C{token} (the default) or C{none}, which only loopback addresses may use.
-    auth: str = "token"
-    #: The access token; a random one is made up when auth is on and none is given.
-    token: str | None = None
-    #: Origins allowed besides the server's own, as C{scheme://host:port}.
-    allowed_origins: tuple[str, ...] = ()
-    #: Host header values allowed besides the loopback names.
-    allowed_hosts: tuple[str, ...] = ()
-    #: Serve C{/metrics} without the token.
-    metrics_public: bool = False
-    limits: Limits = field(default_factory=Limits)
-    #: C{redis://host:port/db} of the Redis shared with other nodes; C{None}
-    #: keeps every channel on this node.
-    redis: str | None = None
-    #: Prefix of every Redis key and pub/sub channel of this deployment.
-    redis_prefix: str = DEFAULT_PREFIX
+    def file_changed(self, file: str, event: FileEvent) -> DeliveryReport:
+        return file_changed(self, file, event)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", os.path.realpath(self.root))
-        if not os.path.isdir(self.root):
-            raise ValueError(f"root is not a directory: {self.root}")
-        if self.redis is not None:
-            RedisAddress.parse(self.redis)
-        if self.ping_interval <= 0:
-            raise ValueError("ping interval must be positive")
-        if self.max_body <= 0:
-            raise ValueError("max body must be a positive number of bytes")
-        if self.auth not in ("token", "none"):
-            raise ValueError(f"auth must be 'token' or 'none', not {self.auth!r}")
-        if self.auth == "none":
-            if endpoint_is_loopback(self.listen) is False:
-                raise ValueError(
-                    f"--auth none is refused on {self.listen}, which other machines can "
-                    "reach; listen on a loopback address (tcp:PORT:interface=127.0.0.1) "
-                    "or use a token"
-                )
-            object.__setattr__(self, "token", None)
-        elif self.token is None:
-            object.__setattr__(self, "token", generate_token())
-        else:
-            check_token(self.token)
-        for origin in self.allowed_origins:
-            normalize_origin(origin)
-        for host in self.allowed_hosts:
-            normalize_host(host)
-        if self.ui is not None:
-            object.__setattr__(self, "ui", os.path.realpath(self.ui))
-            if not os.path.isfile(os.path.join(self.ui, "index.html")):
-                raise ValueError(f"UI directory has no index.html: {self.ui}")
+    def diagnostics_updated(
+        self, diagnostics: Sequence[Mapping[str, Any]], cleared: bool = False, **extra: Any
+    ) -> DeliveryReport:
+        return diagnostics_updated(self, diagnostics, cleared, **extra)
+
+    def ai_chunk(
+        self, id: str, chunk: str, index: int, finished: bool, **extra: Any
+    ) -> DeliveryReport:
+        return ai_chunk(self, id, chunk, index, finished, **extra)
+
+    def search_progress(
+        self,
+        query: str,
+        completed: int,
+        total: int | None,
+        results: Sequence[Mapping[str, Any]],
+        **extra: Any,
+    ) -> DeliveryReport:
+        return search_progress(self, query, completed, total, results, **extra)
+
+    def validation_complete(self, validation: Mapping[str, Any]) -> DeliveryReport:
+        return validation_complete(self, validation)
+
+    def git_event(self, type: GitEventType, message: str) -> DeliveryReport:
+        return git_event(self, type, message)
 
 
-class ListeningService(Service):
+@implementer(IStreamServerEndpoint)
+class AnnouncingEndpoint:
     """
-    Listens on an endpoint while running and logs where, once it knows the
-    real port (C{tcp:0} picks a free one).
+    An endpoint that, once listening, remembers its port and logs where the
+    server is (and, with a token, the URL that signs a browser in).
 
-    A failure to listen that is known at start (the port is taken) is raised
-    from C{startService}, so C{twistd} reports it and exits. So is listening
-    on an address reachable from other machines when C{loopback_only}.
-
-    C{token}, when given, is logged once inside the URL that opens the
-    server in a browser.
+    With C{loopback_only}, a port reachable from other machines is closed
+    again and the listen fails: C{--auth none} must not serve the network.
     """
 
     log = Logger()
 
     def __init__(
-        self,
-        reactor: IReactorCore,
-        description: str,
-        factory: IProtocolFactory,
-        loopback_only: bool = False,
-        token: str | None = None,
+        self, endpoint: IStreamServerEndpoint, loopback_only: bool, token: str | None
     ) -> None:
-        self._reactor = reactor
-        self.description = description
-        self.factory = factory
-        self.loopback_only = loopback_only
+        self._endpoint = endpoint
+        self._loopback_only = loopback_only
         self._token = token
         self.port: IListeningPort | None = None
-        self._listening: Deferred[Any] | None = None
 
-    def startService(self) -> None:
-        super().startService()
-        endpoint = serverFromString(self._reactor, self.description)
-        failures: list[Any] = []
-        self._listening = endpoint.listen(self.factory)
-        self._listening.addCallback(self._listened).addErrback(failures.append)
-        if failures:
-            failures[0].raiseException()
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        return self._endpoint.listen(factory).addCallback(self._listened)
 
     def _listened(self, port: IListeningPort) -> IListeningPort:
         address = port.getHost()
         host = getattr(address, "host", "localhost")
-        if self.loopback_only and hasattr(address, "host") and not is_loopback_address(host):
+        if self._loopback_only and hasattr(address, "host") and not is_loopback_address(host):
             port.stopListening()
             raise ValueError(
                 f"--auth none is refused on {host}, which other machines can reach; "
@@ -180,12 +128,22 @@ class ListeningService(Service):
             )
         return port
 
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()
-        port, self.port = self.port, None
-        if port is not None:
-            return port.stopListening()
-        return None
+
+def listening_service(
+    reactor: Any, description: str, factory: IProtocolFactory, token: str | None
+) -> tuple[StreamServerEndpointService, AnnouncingEndpoint]:
+    """
+    A service listening on endpoint C{description} with C{factory}; failing
+    to listen (the port is taken) raises from its C{startService}, so the
+    server does not start half-way.
+    """
+    endpoint = AnnouncingEndpoint(
+        serverFromString(reactor, description), loopback_only=token is None, token=token
+    )
+    service = StreamServerEndpointService(endpoint, factory)
+    service._raiseSynchronously = True
+    service.setName("web")
+    return service, endpoint
 
 
 class ClusoService(MultiService):
@@ -193,8 +151,8 @@ class ClusoService(MultiService):
     The whole server. Its parts are public attributes so plugins and
     embedding code can reach the router and the broadcaster.
 
-    Children stop in reverse order: the port closes first, then every
-    connection is closed with 1001 by the router.
+    Children stop in reverse order: the sources first, then the port
+    closes, then every connection is closed with 1001 by the router.
     """
 
     def __init__(self, config: ServerConfig, reactor: Any = None) -> None:
@@ -204,15 +162,7 @@ class ClusoService(MultiService):
         self.config = config
         self.reactor = reactor
         self.router = Router(cwd=config.root, clock=reactor)
-        self.backplane: IBackplane = memory_backplane(self.router)
-        if config.redis is not None:
-            self.backplane = RedisBackplane(
-                self.router,
-                RedisAddress.parse(config.redis),
-                config.redis_prefix,
-                reactor=reactor,
-                history_size=self.router.history.size,
-            )
+        self.backplane = self._backplane(config, reactor)
         self.broadcaster = EventBroadcaster(self.backplane)
         self.file_changes = FileChangeLedger(self.broadcaster, clock=reactor)
         self.sweeper = PingSweeper(self.router, config.ping_interval, clock=reactor)
@@ -229,7 +179,14 @@ class ClusoService(MultiService):
         registry.register(BackplaneCollector(self.backplane))
         self.root_resource.putChild(b"metrics", MetricsResource(registry))
         mount_static(self.root_resource, config.ui)
-        self.workspace_api = install_workspace_api(self, reactor)
+        self.workspace_api: WorkspaceApi = install_workspace_api(
+            config.root,
+            self.router,
+            self.broadcaster,
+            self.file_changes,
+            self.root_resource,
+            reactor,
+        )
         self.site = build_site(
             self.root_resource,
             config.max_body,
@@ -237,20 +194,32 @@ class ClusoService(MultiService):
             public_paths=[b"metrics"] if config.metrics_public else [],
         )
         self.site.timeOut = config.limits.handshake_timeout
-        self.web = ListeningService(
-            reactor,
-            config.listen,
-            self.site,
-            loopback_only=config.token is None,
-            token=config.token,
-        )
+        self.web, self.endpoint = listening_service(reactor, config.listen, self.site, config.token)
+        self.sources = SourcesService(self.source_context, config.sources, config.source_options)
         self.router.setServiceParent(self)
         if isinstance(self.backplane, RedisBackplane):
             self.backplane.setServiceParent(self)
         self.sweeper.setServiceParent(self)
         self.web.setServiceParent(self)
-        self.sources = SourcesService(self.source_context, config.sources, config.source_options)
         self.sources.setServiceParent(self)
+
+    def _backplane(self, config: ServerConfig, reactor: Any) -> IBackplane:
+        if config.redis is None:
+            return memory_backplane(self.router)
+        return RedisBackplane(
+            self.router,
+            RedisAddress.parse(config.redis),
+            config.redis_prefix,
+            reactor=reactor,
+            history_size=self.router.history.size,
+        )
+
+    @property
+    def port(self) -> IListeningPort | None:
+        """
+        The listening port, once listening.
+        """
+        return self.endpoint.port
 
     def source_context(self) -> SourceContext:
         """

@@ -13,10 +13,11 @@ from twisted.python import usage
 from twisted.python.reflect import accumulateClassList
 
 from cluso_router.backplane.redis import DEFAULT_PREFIX
+from cluso_router.config import DEFAULT_LISTEN, ServerConfig
 from cluso_router.router.liveness import DEFAULT_PING_INTERVAL
 from cluso_router.security import load_token
-from cluso_router.service import DEFAULT_LISTEN, ClusoService, ServerConfig
-from cluso_router.sources.base import (
+from cluso_router.service import ClusoService
+from cluso_router.sources import (
     ALL_SOURCES,
     Discovery,
     SourceOption,

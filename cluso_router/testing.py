@@ -2,19 +2,26 @@
 In-memory fakes for testing code that uses cluso-router, without sockets.
 
 C{FakeSession} stands in for a WebSocket client at the router's seam;
-C{RecordingPublisher} stands in for the router at the broadcaster's seam.
+C{RecordingPublisher} stands in for the router at the broadcaster's seam;
+C{make_source_context} gives an event source what a server would.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from twisted.internet.task import Clock
+from twisted.web.resource import Resource
 from zope.interface import implementer
 
-from cluso_router.interfaces import IFrameEncoder, IPublisher, ISession
+from cluso_router.interfaces import IEventSourceFactory, IFrameEncoder, IPublisher, ISession
 from cluso_router.router.event import DeliveryReport
+from cluso_router.router.router import Router
+from cluso_router.service import EventBroadcaster
+from cluso_router.sources import SourceContext, option_defaults
+from cluso_router.workspace.ledger import FileChangeLedger
 from cluso_router.ws.json.codec import JSON_ENCODER
 from cluso_router.ws.session import new_connection_id
 
@@ -100,6 +107,46 @@ class RecordingPublisher:
     def publish(self, channel: str, data: Any) -> DeliveryReport:
         self.published.append((channel, data))
         return DeliveryReport(0, 0)
+
+
+def make_source_context(
+    root: str = ".",
+    *,
+    name: str = "test",
+    options: Mapping[str, Any] | None = None,
+    factory: IEventSourceFactory | None = None,
+    router: Router | None = None,
+    publisher: IPublisher | None = None,
+    reactor: Any = None,
+    ignore: Sequence[str] = (),
+    web_root: Resource | None = None,
+) -> SourceContext:
+    """
+    A L{SourceContext} for testing an event source without a server.
+
+    @param factory: when given, its options' defaults fill in what
+        C{options} leaves out, as the server does.
+    @param router: default: a new L{Router} on C{reactor}.
+    @param publisher: where the broadcaster publishes; default the router
+        (a L{RecordingPublisher} records instead).
+    @param reactor: the reactor or clock the source runs on; default a new
+        L{twisted.internet.task.Clock}.
+    """
+    clock = reactor if reactor is not None else Clock()
+    router = router if router is not None else Router(cwd=root, clock=clock)
+    broadcaster = EventBroadcaster(publisher if publisher is not None else router)
+    values = {**(option_defaults(factory) if factory is not None else {}), **(options or {})}
+    return SourceContext(
+        router=router,
+        broadcaster=broadcaster,
+        file_changes=FileChangeLedger(broadcaster, clock=clock),
+        root=root,
+        reactor=clock,
+        options=values,
+        ignore=tuple(ignore),
+        web_root=web_root,
+        name=factory.name if factory is not None else name,
+    )
 
 
 class WebSocketTestClient:

@@ -3,7 +3,7 @@ The C{ai} source: C{/api/ai/*} and streamed answers on the C{ai-response}
 channel.
 """
 
-from cluso_router.sources.base import SourcePlugin
+from cluso_router.sources import SourcePlugin
 
 ai = SourcePlugin(
     name="ai",

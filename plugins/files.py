@@ -2,7 +2,7 @@
 The C{files} source: file changes under the root, on the C{files} channel.
 """
 
-from cluso_router.sources.base import SourcePlugin
+from cluso_router.sources import SourcePlugin
 
 files = SourcePlugin(
     name="files",

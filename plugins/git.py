@@ -5,7 +5,7 @@ repository, on the C{git} channel.
 
 import os
 
-from cluso_router.sources.base import SourcePlugin
+from cluso_router.sources import SourcePlugin
 
 
 def inside_repository(root: str) -> bool:

@@ -5,7 +5,7 @@ C{diagnostics} channel.
 
 import shutil
 
-from cluso_router.sources.base import SourcePlugin
+from cluso_router.sources import SourcePlugin
 
 #: Commands of the servers started by default when installed.
 DEFAULT_COMMANDS = ("pylsp", "typescript-language-server", "gopls", "rust-analyzer")

@@ -2,7 +2,7 @@
 The C{search} source: ripgrep searches with progress on the C{search} channel.
 """
 
-from cluso_router.sources.base import SourcePlugin
+from cluso_router.sources import SourcePlugin
 
 search = SourcePlugin(
     name="search",

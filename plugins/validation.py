@@ -3,7 +3,7 @@ The C{validation} source: linters and type checkers, results on the
 C{validation} channel.
 """
 
-from cluso_router.sources.base import SourcePlugin
+from cluso_router.sources import SourcePlugin
 
 
 def has_validators(root: str) -> bool:

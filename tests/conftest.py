@@ -28,7 +28,8 @@ from urllib.parse import urlsplit
 import pytest
 import pytest_twisted
 
-from cluso_router.service import ClusoService, ServerConfig
+from cluso_router.config import ServerConfig
+from cluso_router.service import ClusoService
 
 
 @dataclass
@@ -71,7 +72,7 @@ def start_service(root: Path, **config: Any) -> RunningServer:
         reactor=reactor,
     )
     service.startService()
-    port = service.web.port
+    port = service.port
     assert port is not None
     return RunningServer(service, f"http://127.0.0.1:{port.getHost().port}/")
 

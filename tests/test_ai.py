@@ -29,16 +29,15 @@ from fakeproviders import (
 )
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet import reactor
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, globalLogPublisher
 
 from cluso_router.service import ClusoService
+from cluso_router.sources import discover_sources
 from cluso_router.sources.ai.routes import STREAM_ID_HEADER
 from cluso_router.sources.ai.service import AIService, AISettings
 from cluso_router.sources.ai.sse import ServerSentEvent, SSEParser
-from cluso_router.sources.base import discover_sources
 from cluso_router.tap import Options
 from cluso_router.testing import WebSocketTestClient, connect_client
 
@@ -494,12 +493,9 @@ async def test_a_stalled_stream_times_out_on_the_injected_clock(
     service = running.service
     clock = Clock()
     ai = AIService(
+        service.source_context().for_source("ai", {}),
         AISettings({"openai": "k"}, {"openai": fake.url + "/v1"}, idle_timeout=30.0),
-        service.broadcaster,
-        service.router,
-        reactor,
         clock=clock,
-        web_root=service.root_resource,
     )
     ai.setServiceParent(service)
     try:

@@ -13,8 +13,8 @@ from twisted.logger import LogLevel, globalLogPublisher
 from zope.interface import implementer
 
 from cluso_router.interfaces import IPublisher
-from cluso_router.router.broadcaster import EventBroadcaster
 from cluso_router.router.event import DeliveryReport
+from cluso_router.service import EventBroadcaster
 from cluso_router.testing import RecordingPublisher
 
 

@@ -16,8 +16,8 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 
-from cluso_router.router.broadcaster import EventBroadcaster
 from cluso_router.router.procedures import ProcedureError
+from cluso_router.service import EventBroadcaster
 from cluso_router.testing import RecordingPublisher
 from cluso_router.workspace.files import TEMP_SUFFIX, FileOperations, expand_braces
 from cluso_router.workspace.ledger import FileChangeLedger

@@ -14,8 +14,8 @@ import pytest
 import pytest_twisted
 from gitrepo import git, make_repo, push_to_bare_remote
 
-from cluso_router.router.broadcaster import EventBroadcaster
 from cluso_router.router.procedures import ProcedureError
+from cluso_router.service import EventBroadcaster
 from cluso_router.testing import RecordingPublisher
 from cluso_router.workspace.git import GitOperations, GitRunner
 from cluso_router.workspace.paths import Workspace

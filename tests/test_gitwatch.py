@@ -20,7 +20,8 @@ from conftest import start_service
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from cluso_router.service import ClusoService, ServerConfig
+from cluso_router.config import ServerConfig
+from cluso_router.service import ClusoService
 from cluso_router.sources.git.service import (
     GitState,
     GitWatcher,
@@ -94,7 +95,7 @@ async def watch_git() -> Any:
             root, auth="none", sources=("git",), source_options={"git": {"git-delay": 0.1}}
         )
         service = server.service
-        watcher = service.sources.started["git"]
+        watcher = service.sources.started["git"].watcher
         assert isinstance(watcher, GitWatcher)
         await watcher.when_ready()
         client = await connect_client(server.ws_url)
@@ -301,10 +302,10 @@ async def test_not_a_repository_is_reported(tmp_path: Path) -> None:
     )
     service.startService()
     try:
-        watcher = service.sources.started["git"]
+        watcher = service.sources.started["git"].watcher
         assert isinstance(watcher, GitWatcher)
         with pytest.raises(NotARepository, match="not a git repository"):
             await watcher.when_ready()
-        assert service.web.port is not None
+        assert service.port is not None
     finally:
         await service.stopService()

@@ -25,10 +25,8 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.python import usage
 
-from cluso_router.router.broadcaster import EventBroadcaster
-from cluso_router.router.router import Router
-from cluso_router.service import ClusoService
-from cluso_router.sources.base import discover_sources
+from cluso_router.service import ClusoService, EventBroadcaster
+from cluso_router.sources import discover_sources
 from cluso_router.sources.lsp import configured
 from cluso_router.sources.lsp.config import parse_lsp_option
 from cluso_router.sources.lsp.diagnostics import convert, uri_to_relative
@@ -36,8 +34,12 @@ from cluso_router.sources.lsp.framing import FramingError, MessageDecoder, encod
 from cluso_router.sources.lsp.jsonrpc import JsonRpcConnection, RpcError
 from cluso_router.sources.lsp.manager import LanguageServerManager
 from cluso_router.tap import Options
-from cluso_router.testing import RecordingPublisher, WebSocketTestClient, connect_client
-from cluso_router.workspace.ledger import FileChangeLedger
+from cluso_router.testing import (
+    RecordingPublisher,
+    WebSocketTestClient,
+    connect_client,
+    make_source_context,
+)
 
 #: Generous: pylsp's start-up on a loaded 2-core machine.
 DIAGNOSTICS_TIMEOUT = 15.0
@@ -277,16 +279,12 @@ async def test_a_server_that_keeps_crashing_is_given_up_with_an_event(tmp_path: 
     command fails at once with a clear reason.
     """
     publisher = RecordingPublisher()
-    broadcaster = EventBroadcaster(publisher)
+    EventBroadcaster(publisher)
     crashing = parse_lsp_option(f"python={sys.executable} -c 'raise SystemExit(3)'")
     missing = parse_lsp_option("go=no-such-language-server-here")
     manager = LanguageServerManager(
+        make_source_context(str(tmp_path), name="lsp", publisher=publisher, reactor=reactor),
         [crashing, missing],
-        str(tmp_path),
-        broadcaster,
-        FileChangeLedger(broadcaster, clock=reactor),
-        Router(cwd=str(tmp_path), clock=reactor),
-        reactor,
         max_restarts=2,
         backoff=(0.01,),
     )

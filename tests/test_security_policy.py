@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cluso_router.config import ServerConfig
 from cluso_router.security import (
     AccessPolicy,
     RequestView,
@@ -18,7 +19,6 @@ from cluso_router.security import (
     parse_cookies,
     split_host,
 )
-from cluso_router.service import ServerConfig
 
 TOKEN = "policy-token-0123456789"
 

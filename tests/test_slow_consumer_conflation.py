@@ -14,9 +14,12 @@ from twisted.internet import threads
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from cluso_router.router.conflation import diagnostics_key, git_key, keyed_frame, search_key
+from cluso_router.router.conflation import keyed_frame
 from cluso_router.router.router import Router
+from cluso_router.sources.lsp.channel import DIAGNOSTICS, diagnostics_key
+from cluso_router.sources.search.channel import SEARCH, search_key
 from cluso_router.testing import decode_text_frame
+from cluso_router.workspace.git import GIT, git_key
 from cluso_router.ws.json.codec import JSON_ENCODER, dumps, text_frame
 from cluso_router.ws.session import Session
 
@@ -99,6 +102,7 @@ def test_a_storm_of_updates_for_one_key_stays_one_entry() -> None:
     compacted away), and never reach the queue bound.
     """
     router = Router(clock=Clock())
+    router.claims.claim(DIAGNOSTICS, "lsp")
     session, transport = paused_session(router, max_queue_bytes=4096)
     router.subscribe(session, "diagnostics")
     for version in range(10_000):
@@ -111,15 +115,18 @@ def test_a_storm_of_updates_for_one_key_stays_one_entry() -> None:
     assert router.queue_counters.slow_consumer_closes == 0
 
 
-def test_router_keys_the_built_in_channels() -> None:
+def test_built_in_channel_claims_declare_their_keys() -> None:
     """
-    Behind a paused client: diagnostics keep the latest per file (a batch
-    naming several files is never dropped), search progress without results
-    the latest per search (batches of results are all kept), git the latest
+    Behind a paused client, once the built-in channels are claimed as their
+    owners claim them: diagnostics keep the latest per file (a batch naming
+    several files is never dropped), search progress without results the
+    latest per search (batches of results are all kept), git the latest
     status (commits and branch changes are all kept); other channels keep
     everything.
     """
     router = Router(clock=Clock())
+    for spec, owner in ((DIAGNOSTICS, "lsp"), (SEARCH, "search"), (GIT, "workspace")):
+        router.claims.claim(spec, owner)
     session, transport = paused_session(router)
     for channel in ("diagnostics", "search", "git", "files"):
         router.subscribe(session, channel)

@@ -19,19 +19,23 @@ from twisted.python import usage
 from zope.interface import implementer
 
 from cluso_router.interfaces import IEventSourceFactory
-from cluso_router.router.broadcaster import EventBroadcaster
-from cluso_router.router.router import Router
-from cluso_router.sources.base import (
+from cluso_router.router.channels import ChannelRegistry, ChannelSpec, ChannelTaken
+from cluso_router.service import EventBroadcaster
+from cluso_router.sources import (
     Discovery,
     SourceContext,
     SourceOption,
     SourcePlugin,
+    SourceService,
     SourcesService,
     UnknownSource,
     discover_sources,
 )
 from cluso_router.tap import Options
-from cluso_router.testing import RecordingPublisher
+from cluso_router.testing import RecordingPublisher, make_source_context
+from cluso_router.web.resources import Directory
+from cluso_router.web.routes import Operation, openapi_document
+from cluso_router.workspace.git import git_key
 from cluso_router.workspace.ledger import FileChangeLedger
 
 
@@ -81,16 +85,7 @@ class FakeFactory:
 
 
 def make_context(root: str = "/work") -> SourceContext:
-    clock = Clock()
-    router = Router(cwd=root, clock=clock)
-    broadcaster = EventBroadcaster(router)
-    return SourceContext(
-        router=router,
-        broadcaster=broadcaster,
-        file_changes=FileChangeLedger(broadcaster, clock=clock),
-        root=root,
-        reactor=clock,
-    )
+    return make_source_context(root)
 
 
 def captured_log() -> tuple[list[LogEvent], Any]:
@@ -350,3 +345,63 @@ def test_ledger_observers_see_each_announced_change_once() -> None:
     ledger.remove_observer(broken)
     ledger.observed("c.txt", "add")
     assert seen[-1] == ("c.txt", "add")
+
+
+class ClaimingSource(SourceService):
+    """
+    A third-party source doing all a built-in one does: a conflated
+    channel, a procedure and an HTTP operation through its context.
+    """
+
+    def startSource(self) -> None:
+        self.context.claim_channel(
+            "system.load", description="Load average", conflate=lambda data: "load"
+        )
+        self.context.provide("system.load", lambda data: {"load": 0.5})
+        self.context.add_operations(
+            [Operation(lambda: {"load": 0.5}, "Load", paths=("/api/system/load",), method="GET")]
+        )
+
+
+def test_what_a_source_adds_through_its_context_goes_when_it_stops() -> None:
+    """
+    A source's channel claim (server-owned, with its conflation key), its
+    procedure and its HTTP route exist while it runs and are gone once it
+    stops, leaving the router and the site as they were.
+    """
+    root = Directory({b"api": Directory()})
+    context = make_source_context("/work", name="sysload", web_root=root)
+    router = context.router
+    source = ClaimingSource(context)
+    source.startService()
+    assert router.claims.is_claimed("system.load")
+    assert router.claims.key_function("system.load") is not None
+    assert [claim.owner for claim in router.claims.claims("system.load")] == ["sysload"]
+    assert "system.load" in router.procedures
+    assert "/api/system/load" in openapi_document(root)["paths"]
+    source.stopService()
+    assert not router.claims.is_claimed("system.load")
+    assert router.claims.key_function("system.load") is None
+    assert "system.load" not in router.procedures
+    assert openapi_document(root)["paths"] == {}
+
+
+def test_conflicting_claims_are_refused_and_shared_ones_counted() -> None:
+    """
+    Two parts may claim one channel with the same conflation key; the
+    channel stays claimed until both release it. A claim with another key
+    is refused, naming the earlier owner.
+    """
+    registry = ChannelRegistry()
+    spec = ChannelSpec("git", conflate=git_key)
+    first = registry.claim(spec, "workspace")
+    second = registry.claim(spec, "git")
+    with pytest.raises(ChannelTaken, match="workspace"):
+        registry.claim(ChannelSpec("git"), "intruder")
+    registry.release(first)
+    assert registry.is_claimed("git")
+    assert registry.key_function("git") is git_key
+    registry.release(second)
+    registry.release(second)
+    assert not registry.is_claimed("git")
+    assert registry.key_function("git") is None

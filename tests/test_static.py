@@ -22,7 +22,7 @@ import pytest_twisted
 import treq
 from conftest import start_service
 
-from cluso_router.service import ServerConfig
+from cluso_router.config import ServerConfig
 from cluso_router.tap import Options
 from cluso_router.web.static import STATIC_ROOT
 

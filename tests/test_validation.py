@@ -20,7 +20,8 @@ from conftest import python_tool
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock
 
-from cluso_router.service import ClusoService, ServerConfig
+from cluso_router.config import ServerConfig
+from cluso_router.service import ClusoService
 from cluso_router.sources.validation.service import ToolQueue, ValidationService
 from cluso_router.sources.validation.validators import (
     ConfigError,
@@ -55,15 +56,9 @@ class Validation:
             if real_time
             else FileChangeLedger(service.broadcaster, clock=self.clock)
         )
-        self.service = ValidationService(
-            service.router,
-            service.broadcaster,
-            self.ledger,
-            str(self.root),
-            service.reactor,
-            on_change=on_change,
-            clock=self.clock,
-        )
+        context = service.source_context().for_source("validation", {})
+        context.file_changes = self.ledger
+        self.service = ValidationService(context, on_change=on_change, clock=self.clock)
 
     def write(self, name: str, content: str) -> None:
         path = self.root / name

@@ -89,7 +89,7 @@ async def watch() -> Any:
         server = start_service(root, auth="none", sources=("files",), **config)
         service = server.service
         assert "files" in service.sources.started, service.sources.failed
-        watcher = service.sources.started["files"]
+        watcher = service.sources.started["files"].watcher
         assert isinstance(watcher, FileWatcher)
         await watcher.when_ready()
         client = await connect_client(server.ws_url)

@@ -22,7 +22,8 @@ from cluso_router._reactor import default_reactor
 from cluso_router._time import iso_timestamp
 from cluso_router._version import __version__
 from cluso_router.interfaces import IBackplane, IPublisher, ISession
-from cluso_router.router.conflation import DEFAULT_CONFLATION, KeyFunction, keyed_frame
+from cluso_router.router.channels import ChannelRegistry
+from cluso_router.router.conflation import KeyFunction, keyed_frame
 from cluso_router.router.event import DeliveryReport, Event
 from cluso_router.router.history import MemoryHistory, Position, Recovery
 from cluso_router.router.procedures import ProcedureRegistry
@@ -33,11 +34,6 @@ from cluso_router.router.subscriptions import (
     PrefixIndex,
     Subscription,
     WildcardIndex,
-)
-
-#: Channels only the server publishes on; clients may not C{send} to them.
-SERVER_CHANNELS: Final = frozenset(
-    {"files", "diagnostics", "ai-response", "search", "validation", "git"}
 )
 
 CLOSE_GOING_AWAY: Final = 1001
@@ -76,13 +72,13 @@ class Router(Service):
         cwd: str = "",
         clock: IReactorTime | None = None,
         wallclock: Callable[[], float] = time.time,
-        server_channels: frozenset[str] = SERVER_CHANNELS,
         history: MemoryHistory | None = None,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.cwd = cwd
         self.clock: IReactorTime = clock if clock is not None else default_reactor()
-        self.server_channels = server_channels
+        #: The channels claimed by the parts that publish on them.
+        self.claims = ChannelRegistry()
         self.procedures = ProcedureRegistry()
         self.published: Counter[str] = Counter()
         self.delivered: Counter[str] = Counter()
@@ -98,7 +94,6 @@ class Router(Service):
         self.fanout_counts = [0] * (len(FANOUT_BUCKETS) + 1)
         self.fanout_seconds = 0.0
         self._timer = timer
-        self._conflation: dict[str, KeyFunction] = dict(DEFAULT_CONFLATION)
         self._wallclock = wallclock
         self._sessions: dict[str, ISession] = {}
         self._indexes: dict[Match, Any] = {
@@ -290,15 +285,13 @@ class Router(Service):
 
     def conflate(self, channel: str, key: KeyFunction | None) -> None:
         """
-        Declare events on C{channel} conflatable: C{key} maps an event's data
-        to a key (or C{None}), and a client that is behind gets only the
-        newest queued event per key. C{None} makes every event count again.
-        See L{cluso_router.router.conflation}.
+        Declare events on C{channel}, a channel nobody claims, conflatable:
+        C{key} maps an event's data to a key (or C{None}), and a client that
+        is behind gets only the newest queued event per key. C{None} makes
+        every event count again. Claimed channels declare their key with
+        their claim (L{cluso_router.router.channels}).
         """
-        if key is None:
-            self._conflation.pop(channel, None)
-        else:
-            self._conflation[channel] = key
+        self.claims.set_key(channel, key)
 
     def publish(
         self,
@@ -346,7 +339,7 @@ class Router(Service):
         if not subscriptions:
             return DeliveryReport(0, 0)
         started = self._timer()
-        keyer = self._conflation.get(channel)
+        keyer = self.claims.key_function(channel)
         conflation_key = self._conflation_key(keyer, event) if keyer is not None else None
         frames: dict[Any, bytes] = {}
         seen: set[ISession] | None = set() if len(subscriptions) > 1 else None

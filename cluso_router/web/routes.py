@@ -20,6 +20,7 @@ from weakref import WeakKeyDictionary
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from cluso_router._time import TIMESTAMP_SCHEMA
 from cluso_router._version import __version__
 from cluso_router.router.procedures import ProcedureError
 from cluso_router.web.resources import (
@@ -41,10 +42,7 @@ MESSAGE: Final[Schema] = {
     "required": ["message"],
     "properties": {"message": {"type": "string"}},
 }
-TIMESTAMP: Final[Schema] = {
-    "type": "string",
-    "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$",
-}
+TIMESTAMP: Final[Schema] = TIMESTAMP_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -167,23 +165,70 @@ def _http_handler(operation: Operation) -> Callable[[Request], Any]:
     return handle
 
 
+def _parent(root: Resource, path: str, create: bool) -> tuple[Resource | None, bytes]:
+    """
+    The resource that holds the last segment of C{path} below C{root}
+    (made on the way as L{Directory} nodes when C{create}), and that segment.
+    """
+    *parents, leaf = path.strip("/").encode().split(b"/")
+    node = root
+    for name in parents:
+        child = node.getStaticEntity(name)
+        if child is None:
+            if not create:
+                return None, leaf
+            child = Directory()
+            node.putChild(name, child)
+        node = child
+    return node, leaf
+
+
 def mount(root: Resource, operation: Operation) -> None:
     """
     Serve C{operation} at each of its paths below C{root}, creating the
     directories on the way and joining an endpoint already there.
     """
     for path in operation.paths:
-        *parents, leaf = path.strip("/").encode().split(b"/")
-        node = root
-        for name in parents:
-            child = node.getStaticEntity(name)
-            if child is None:
-                child = Directory()
-                node.putChild(name, child)
-            node = child
+        node, leaf = _parent(root, path, create=True)
+        assert node is not None
         existing = node.getStaticEntity(leaf)
         operations = existing.operations if isinstance(existing, OperationEndpoint) else {}
         node.putChild(leaf, OperationEndpoint({**operations, operation.method.encode(): operation}))
+
+
+def unmount(root: Resource, operation: Operation) -> None:
+    """
+    Stop serving C{operation}: its method leaves each of its paths, and a
+    path left with no method goes.
+    """
+    for path in operation.paths:
+        node, leaf = _parent(root, path, create=False)
+        existing = node.getStaticEntity(leaf) if node is not None else None
+        if node is None or not isinstance(existing, OperationEndpoint):
+            continue
+        method = operation.method.encode()
+        if existing.operations.get(method) is not operation:
+            continue
+        rest = {m: op for m, op in existing.operations.items() if m != method}
+        node.delEntity(leaf)
+        if rest:
+            node.putChild(leaf, OperationEndpoint(rest))
+
+
+def mount_resource(root: Resource, path: str, resource: Resource) -> Callable[[], None]:
+    """
+    Put C{resource} at C{path} below C{root} (C{"/api/ai"}, say), creating
+    the directories on the way; return what takes it away again.
+    """
+    node, leaf = _parent(root, path, create=True)
+    assert node is not None
+    node.putChild(leaf, resource)
+
+    def unmount_resource() -> None:
+        if node.getStaticEntity(leaf) is resource:
+            node.delEntity(leaf)
+
+    return unmount_resource
 
 
 def install_operations(root: Resource, router: Any, operations: Sequence[Operation]) -> None:

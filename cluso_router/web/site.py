@@ -12,8 +12,6 @@ from twisted.web.server import Request, Site
 from cluso_router.interfaces import IBackplane, IPublisher
 from cluso_router.router.router import Router
 from cluso_router.security import AccessPolicy
-from cluso_router.sources.search.routes import mount_search
-from cluso_router.sources.validation.routes import mount_validation
 from cluso_router.web.auth import AuthGuard, redacting_log_formatter
 from cluso_router.web.bodylimit import DEFAULT_MAX_BODY, LimitedRequest
 from cluso_router.web.health import health_resource
@@ -59,8 +57,6 @@ def build_root(
         }
     )
     root = SiteRoot({b"api": api})
-    mount_search(root, router)
-    mount_validation(root, router)
     root.putChild(b"ws", websocket_resource(router, publisher, limits=limits, policy=policy))
     return root
 

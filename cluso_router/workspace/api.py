@@ -6,17 +6,19 @@ workspace, served as HTTP routes and as C{invoke} procedures.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from twisted.web.resource import Resource
+
+from cluso_router.router.broadcaster import Broadcaster
+from cluso_router.router.router import Router
 from cluso_router.web.routes import install_openapi, install_operations
 from cluso_router.workspace.file_routes import file_operations
 from cluso_router.workspace.files import FileOperations
-from cluso_router.workspace.git import GitOperations, GitRunner
+from cluso_router.workspace.git import GIT, GitOperations, GitRunner
 from cluso_router.workspace.git_routes import git_operations
+from cluso_router.workspace.ledger import FILES, FileChangeLedger
 from cluso_router.workspace.paths import Workspace
-
-if TYPE_CHECKING:
-    from cluso_router.service import ClusoService
 
 
 @dataclass(frozen=True)
@@ -26,22 +28,28 @@ class WorkspaceApi:
     git: GitOperations
 
 
-def install_workspace_api(service: ClusoService, reactor: Any) -> WorkspaceApi:
+def install_workspace_api(
+    root: str,
+    router: Router,
+    broadcaster: Broadcaster,
+    file_changes: FileChangeLedger,
+    web_root: Resource,
+    reactor: Any,
+) -> WorkspaceApi:
     """
-    Build the operations for C{service}'s root, mount their routes and
-    C{/api/openapi.json}, and register their procedures on its router.
-    File changes are announced through the service's ledger, git events
-    through its broadcaster.
+    Build the operations for the workspace at C{root}, claim the C{files}
+    and C{git} channels they publish on, mount their routes and
+    C{/api/openapi.json} below C{web_root}, and register their procedures.
+    File changes are announced through C{file_changes}, git events through
+    C{broadcaster}.
     """
-    workspace = Workspace(service.config.root)
-    files = FileOperations(workspace, service.file_changes, reactor=reactor)
+    workspace = Workspace(root)
+    files = FileOperations(workspace, file_changes, reactor=reactor)
     git = GitOperations(
-        GitRunner(workspace.root, reactor=reactor),
-        workspace,
-        service.broadcaster,
-        service.file_changes,
+        GitRunner(workspace.root, reactor=reactor), workspace, broadcaster, file_changes
     )
-    root = service.root_resource
-    install_operations(root, service.router, [*file_operations(files), *git_operations(git)])
-    install_openapi(root)
+    for spec in (FILES, GIT):
+        router.claims.claim(spec, "workspace")
+    install_operations(web_root, router, [*file_operations(files), *git_operations(git)])
+    install_openapi(web_root)
     return WorkspaceApi(workspace, files, git)

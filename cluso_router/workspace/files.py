@@ -32,9 +32,8 @@ from twisted.internet.threads import deferToThreadPool
 
 from cluso_router._reactor import default_reactor
 from cluso_router._time import iso_timestamp
-from cluso_router.router.broadcaster import FileEvent
 from cluso_router.router.procedures import ProcedureError
-from cluso_router.workspace.ledger import FileChangeLedger
+from cluso_router.workspace.ledger import FileChangeLedger, FileEvent
 from cluso_router.workspace.paths import (
     PathRefused,
     Target,

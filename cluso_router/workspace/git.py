@@ -18,7 +18,7 @@ import os
 import re
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.error import ProcessExitedAlready
@@ -29,10 +29,59 @@ from twisted.python.failure import Failure
 from twisted.python.procutils import which
 
 from cluso_router._reactor import default_reactor
-from cluso_router.router.broadcaster import EventBroadcaster, GitEventType
+from cluso_router._time import TIMESTAMP_SCHEMA
+from cluso_router.router.broadcaster import Broadcaster
+from cluso_router.router.channels import ChannelSpec
+from cluso_router.router.event import DeliveryReport
 from cluso_router.router.procedures import ProcedureError
 from cluso_router.workspace.ledger import FileChangeLedger
 from cluso_router.workspace.paths import PathRefused, Workspace, check_text, shown
+
+GitEventType = Literal["status", "commit", "push", "pull", "branch"]
+GIT_EVENT_TYPES: Final = frozenset({"status", "commit", "push", "pull", "branch"})
+
+
+def git_key(data: Any) -> str | None:
+    """
+    C{status} for git status events, the only git events a newer one
+    replaces; commits, branch changes, pushes and pulls all reach the client.
+    """
+    if isinstance(data, dict) and data.get("type") == "status":
+        return "status"
+    return None
+
+
+GIT: Final = ChannelSpec(
+    "git",
+    "The repository changed: status, a commit, a push or pull, a branch switch",
+    conflate=git_key,
+    schema={
+        "type": "object",
+        "required": ["type", "message", "timestamp"],
+        "properties": {
+            "type": {"type": "string", "enum": sorted(GIT_EVENT_TYPES)},
+            "message": {"type": "string"},
+            "timestamp": TIMESTAMP_SCHEMA,
+        },
+    },
+    examples=(
+        {
+            "type": "commit",
+            "message": "Commit created: fix",
+            "timestamp": "2024-12-09T15:30:45.123Z",
+        },
+    ),
+)
+
+
+def git_event(broadcaster: Broadcaster, type: GitEventType, message: str) -> DeliveryReport:
+    """
+    Publish a C{git} event; the original server's C{gitEvent}.
+    """
+    if type not in GIT_EVENT_TYPES:
+        raise ValueError(f"unknown git event type {type!r}")
+    return broadcaster.emit_stamped(GIT.channel, {"type": type, "message": message})
+
 
 DEFAULT_TIMEOUT: Final = 30.0
 NETWORK_TIMEOUT: Final = 300.0
@@ -209,7 +258,7 @@ class GitOperations:
         self,
         runner: GitRunner,
         workspace: Workspace,
-        broadcaster: EventBroadcaster | None = None,
+        broadcaster: Broadcaster | None = None,
         changes: FileChangeLedger | None = None,
     ) -> None:
         self.runner = runner
@@ -220,7 +269,7 @@ class GitOperations:
 
     def _event(self, type: GitEventType, message: str) -> None:
         if self._broadcaster is not None:
-            self._broadcaster.git_event(type, message)
+            git_event(self._broadcaster, type, message)
 
     # reading
 

@@ -16,16 +16,47 @@ is announced, whichever side saw it first.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Literal
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from cluso_router._reactor import default_reactor
-from cluso_router.router.broadcaster import EventBroadcaster, FileEvent
+from cluso_router._time import TIMESTAMP_SCHEMA
+from cluso_router.router.broadcaster import Broadcaster
+from cluso_router.router.channels import ChannelSpec
 from cluso_router.router.event import DeliveryReport
 
 DEFAULT_WINDOW: Final = 2.0
+
+FileEvent = Literal["add", "change", "unlink", "addDir", "unlinkDir"]
+FILE_EVENTS: Final = frozenset({"add", "change", "unlink", "addDir", "unlinkDir"})
+
+FILES: Final = ChannelSpec(
+    "files",
+    "A file or directory under the root was added, changed or removed (chokidar's names)",
+    schema={
+        "type": "object",
+        "required": ["file", "event", "timestamp"],
+        "properties": {
+            "file": {"type": "string", "description": "Relative to the root, / separated"},
+            "event": {"type": "string", "enum": sorted(FILE_EVENTS)},
+            "timestamp": TIMESTAMP_SCHEMA,
+        },
+    },
+    examples=({"file": "src/main.ts", "event": "change", "timestamp": "2024-12-09T15:30:45.123Z"},),
+)
+
+
+def file_changed(broadcaster: Broadcaster, file: str, event: FileEvent) -> DeliveryReport:
+    """
+    Publish on C{files} that C{file} (root-relative, C{/}-separated) was
+    added, changed or removed; the original server's C{fileChanged}.
+    """
+    if event not in FILE_EVENTS:
+        raise ValueError(f"unknown file event {event!r}")
+    return broadcaster.emit_stamped(FILES.channel, {"file": file, "event": event})
+
 
 FileChangeObserver = Callable[[str, FileEvent], object]
 
@@ -35,7 +66,7 @@ class FileChangeLedger:
 
     def __init__(
         self,
-        broadcaster: EventBroadcaster,
+        broadcaster: Broadcaster,
         clock: IReactorTime | None = None,
         window: float = DEFAULT_WINDOW,
     ) -> None:
@@ -78,7 +109,7 @@ class FileChangeLedger:
         return self._announce(path, event)
 
     def _announce(self, path: str, event: FileEvent) -> DeliveryReport:
-        report = self._broadcaster.file_changed(path, event)
+        report = file_changed(self._broadcaster, path, event)
         for observer in list(self._observers):
             try:
                 observer(path, event)

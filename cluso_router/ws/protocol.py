@@ -325,7 +325,7 @@ class ClusoServerProtocol(WebSocketServerProtocol):
 
     def _handle_send(self, session: Session, request: Send) -> None:
         router = self.factory.router
-        if request.channel in router.server_channels:
+        if router.claims.is_claimed(request.channel):
             raise ProtocolError(
                 "forbidden_channel",
                 f"channel {request.channel!r} is published by the server only",

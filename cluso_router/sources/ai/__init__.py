@@ -10,16 +10,10 @@ from typing import TYPE_CHECKING
 from cluso_router.sources.ai.service import AIService, AISettings
 
 if TYPE_CHECKING:
-    from cluso_router.sources.base import SourceContext
+    from cluso_router.sources import SourceContext
 
 __all__ = ["AIService", "AISettings", "make_source"]
 
 
 def make_source(context: SourceContext) -> AIService:
-    return AIService(
-        AISettings.from_options(context.options),
-        context.broadcaster,
-        context.router,
-        context.reactor,
-        web_root=context.web_root,
-    )
+    return AIService(context)

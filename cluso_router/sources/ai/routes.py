@@ -12,7 +12,7 @@ and for matching its C{ai_chunk} events.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from twisted.web.resource import Resource
@@ -30,25 +30,18 @@ if TYPE_CHECKING:
 STREAM_ID_HEADER: Final = b"x-cluso-stream-id"
 
 
-def mount_ai(root: Resource, service: AIService) -> Callable[[], None]:
+def ai_resource(service: AIService) -> Resource:
     """
-    Serve C{/api/ai} from C{service}; return what takes it away again.
+    What C{service} serves at C{/api/ai}.
     """
-    api = root.getStaticEntity(b"api")
     resource = Directory(
         {
             b"providers": JsonEndpoint({b"GET": lambda request: service.available()}),
             b"chat": ChatResource(service),
         }
     )
-    api.putChild(b"ai", resource)
     describe(resource, OPENAPI)
-
-    def unmount() -> None:
-        if api.getStaticEntity(b"ai") is resource:
-            api.delEntity(b"ai")
-
-    return unmount
+    return resource
 
 
 def _bare_error(request: Request, status: int, message: str, code: str) -> bytes:

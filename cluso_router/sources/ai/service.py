@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
-from twisted.web.resource import Resource
 
-from cluso_router.router.broadcaster import EventBroadcaster
 from cluso_router.router.procedures import ProcedureError
+from cluso_router.sources.ai.channel import AI_RESPONSE, ai_chunk
 from cluso_router.sources.ai.providers import (
     DEFAULT_BASE_URLS,
     AnthropicProvider,
@@ -36,7 +34,7 @@ from cluso_router.sources.ai.request import (
     missing_key_message,
     route,
 )
-from cluso_router.sources.ai.routes import mount_ai
+from cluso_router.sources.ai.routes import ai_resource
 from cluso_router.sources.ai.stream import (
     DEFAULT_IDLE_TIMEOUT,
     ChatStream,
@@ -44,6 +42,8 @@ from cluso_router.sources.ai.stream import (
     Finished,
     Listener,
 )
+from cluso_router.sources.context import SourceContext
+from cluso_router.sources.lifecycle import SourceService
 
 #: Base URL variables read when no option names one.
 BASE_URL_VARIABLES: Final = {
@@ -85,7 +85,7 @@ class AISettings:
         return cls(keys, urls, float(timeout))
 
 
-class AIService(Service):
+class AIService(SourceService):
     """
     Runs answers; every one is also published on C{ai-response} as
     C{ai_chunk} events: C{index} from 0 without gaps, then exactly one
@@ -96,22 +96,19 @@ class AIService(Service):
 
     def __init__(
         self,
-        settings: AISettings,
-        broadcaster: EventBroadcaster,
-        router: Any,
-        reactor: Any,
+        context: SourceContext,
+        settings: AISettings | None = None,
         clock: IReactorTime | None = None,
         http: Any = None,
-        web_root: Resource | None = None,
     ) -> None:
+        super().__init__(context)
+        if settings is None:
+            settings = AISettings.from_options(context.options)
         self.settings = settings
-        self.broadcaster = broadcaster
-        self.router = router
-        self.reactor = reactor
-        self.clock: IReactorTime = clock if clock is not None else reactor
+        self.broadcaster = context.broadcaster
+        self.reactor = context.reactor
+        self.clock: IReactorTime = clock if clock is not None else context.reactor
         self.http = http
-        self.web_root = web_root
-        self._unmount: Callable[[], None] | None = None
         self.providers: dict[str, IChatProvider] = {
             "google": GoogleProvider(settings.base_urls.get("google", DEFAULT_BASE_URLS["google"])),
             "anthropic": AnthropicProvider(
@@ -121,23 +118,17 @@ class AIService(Service):
         }
         self.streams: dict[str, ChatStream] = {}
 
-    def startService(self) -> None:
-        super().startService()
+    def startSource(self) -> None:
         if self.http is None:
             self.http = _http_client(self.reactor)
-        self.router.register("ai.chat", self._invoke_chat)
-        self.router.register("ai.cancel", self._invoke_cancel)
-        self.router.register("ai.providers", lambda _: self.available())
-        if self.web_root is not None:
-            self._unmount = mount_ai(self.web_root, self)
+        context = self.context
+        context.claim_channel(AI_RESPONSE)
+        context.provide("ai.chat", self._invoke_chat)
+        context.provide("ai.cancel", self._invoke_cancel)
+        context.provide("ai.providers", lambda _: self.available())
+        context.mount("/api/ai", ai_resource(self))
 
-    def stopService(self) -> Deferred[Any]:
-        super().stopService()
-        for name in ("ai.chat", "ai.cancel", "ai.providers"):
-            self.router.procedures.unregister(name)
-        if self._unmount is not None:
-            self._unmount()
-            self._unmount = None
+    def stopSource(self) -> Deferred[Any]:
         streams = list(self.streams.values())
         for stream in streams:
             stream.cancel("Server shutting down")
@@ -198,14 +189,14 @@ class AIService(Service):
 
     def _publish(self, stream_id: str, event: Delta | Finished) -> None:
         if isinstance(event, Delta):
-            self.broadcaster.ai_chunk(stream_id, event.text, event.index, False)
+            ai_chunk(self.broadcaster, stream_id, event.text, event.index, False)
             return
         self.streams.pop(stream_id, None)
         extra: dict[str, Any] = {"usage": event.usage}
         if event.error is not None:
             extra["error"] = event.error
             self.log.info("AI stream {id} failed: {error}", id=stream_id, error=event.error)
-        self.broadcaster.ai_chunk(stream_id, "", event.index, True, **extra)
+        ai_chunk(self.broadcaster, stream_id, "", event.index, True, **extra)
 
     def _invoke_chat(self, data: Any) -> dict[str, str]:
         try:

@@ -6,6 +6,6 @@ ledger.
 
 from cluso_router.sources.files.changes import ChangeTracker
 from cluso_router.sources.files.ignore import IgnoreRules
-from cluso_router.sources.files.service import FileWatcher, make_source
+from cluso_router.sources.files.service import FilesSource, FileWatcher, make_source
 
-__all__ = ["ChangeTracker", "FileWatcher", "IgnoreRules", "make_source"]
+__all__ = ["ChangeTracker", "FileWatcher", "FilesSource", "IgnoreRules", "make_source"]

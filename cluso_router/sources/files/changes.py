@@ -17,9 +17,9 @@ from typing import Final
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
-from cluso_router.router.broadcaster import FileEvent
 from cluso_router.sources.files.ignore import IgnoreRules
 from cluso_router.sources.files.scan import Snapshot, Stat, stat_path
+from cluso_router.workspace.ledger import FileEvent
 
 #: Seconds a path must stay quiet before its change is announced.
 DEFAULT_DELAY: Final = 0.05

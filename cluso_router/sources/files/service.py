@@ -37,15 +37,15 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
-from cluso_router.router.broadcaster import FileEvent
 from cluso_router.router.procedures import ProcedureError
-from cluso_router.router.router import Router
-from cluso_router.sources.base import SourceContext
+from cluso_router.sources.context import SourceContext
 from cluso_router.sources.files.bridge import ThreadBridge, stop_observer
 from cluso_router.sources.files.changes import DEFAULT_DELAY, Announce, ChangeTracker
 from cluso_router.sources.files.ignore import VIRTUALENV_MARKER, IgnoreRules
 from cluso_router.sources.files.ready import Waiters
 from cluso_router.sources.files.scan import Snapshot, scan
+from cluso_router.sources.lifecycle import SourceService
+from cluso_router.workspace.ledger import FILES, FileEvent
 
 #: Watchdog events that can mean a path was added, changed or removed.
 WATCHED_EVENTS: Final[list[type[FileSystemEvent]]] = [
@@ -83,14 +83,12 @@ class FileWatcher(Service):
         reactor: Any,
         ignore: Sequence[str] = (),
         delay: float = DEFAULT_DELAY,
-        router: Router | None = None,
         observer_factory: Callable[[], BaseObserver] = Observer,
     ) -> None:
         self.root = os.path.realpath(root)
         self._announce = announce
         self._reactor = reactor
         self._extra_ignore = tuple(ignore)
-        self._router = router
         self._observer_factory = observer_factory
         self.tracker = ChangeTracker(
             self.root, self._announced, reactor, IgnoreRules.load(self.root, ignore), delay
@@ -109,13 +107,6 @@ class FileWatcher(Service):
     # service
 
     def startService(self) -> None:
-        if self._router is not None:
-            for name, procedure in zip(
-                PROCEDURES,
-                (self._start_procedure, self._stop_procedure, self._watched_procedure),
-                strict=True,
-            ):
-                self._router.register(name, procedure)
         super().startService()
         self._observer = self._observer_factory()
         self._observer.start()
@@ -124,9 +115,6 @@ class FileWatcher(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        if self._router is not None:
-            for name in PROCEDURES:
-                self._router.procedures.unregister(name)
         self._alarm.uninstall()
         self.stop_watching()
         observer, self._observer = self._observer, None
@@ -343,15 +331,15 @@ class FileWatcher(Service):
 
     # procedures
 
-    def _start_procedure(self, data: Any) -> Deferred[dict[str, Any]]:
+    def start_procedure(self, data: Any) -> Deferred[dict[str, Any]]:
         self._check_path(data)
         return self.start_watching().addCallback(lambda _: {"success": True, "path": self.root})
 
-    def _stop_procedure(self, data: Any) -> Deferred[dict[str, Any]]:
+    def stop_procedure(self, data: Any) -> Deferred[dict[str, Any]]:
         self._check_path(data)
         return self.stop_watching().addCallback(lambda _: {"success": True, "path": self.root})
 
-    def _watched_procedure(self, data: Any) -> list[str]:
+    def watched_procedure(self, data: Any) -> list[str]:
         return [self.root] if self.watching else []
 
     def _check_path(self, data: Any) -> None:
@@ -404,17 +392,39 @@ class OverflowAlarm(logging.Handler):
             self._reactor.callFromThread(self._rescan)
 
 
-def make_source(context: SourceContext) -> FileWatcher:
+class FilesSource(SourceService):
     """
-    The C{files} plugin's service: announces through the ledger's
-    C{observed}, so a change the files API already announced is not
-    announced again.
+    The C{files} source: a L{FileWatcher} on the workspace root announcing
+    through the server's ledger's C{observed}, so a change the files API
+    already announced is not announced again, and the C{fileWatcher.*}
+    procedures of the original client.
     """
-    return FileWatcher(
-        context.root,
-        context.file_changes.observed,
-        context.reactor,
-        ignore=context.ignore,
-        delay=float(context.options.get("watch-delay", DEFAULT_DELAY)),
-        router=context.router,
-    )
+
+    def __init__(self, context: SourceContext, **watcher_options: Any) -> None:
+        super().__init__(context)
+        self.watcher = FileWatcher(
+            context.root,
+            context.file_changes.observed,
+            context.reactor,
+            ignore=context.ignore,
+            delay=float(context.options.get("watch-delay", DEFAULT_DELAY)),
+            **watcher_options,
+        )
+        self.watcher.setServiceParent(self)
+
+    def startSource(self) -> None:
+        self.context.claim_channel(FILES)
+        for name, procedure in zip(
+            PROCEDURES,
+            (
+                self.watcher.start_procedure,
+                self.watcher.stop_procedure,
+                self.watcher.watched_procedure,
+            ),
+            strict=True,
+        ):
+            self.context.provide(name, procedure)
+
+
+def make_source(context: SourceContext) -> FilesSource:
+    return FilesSource(context)

@@ -27,13 +27,14 @@ from twisted.python.failure import Failure
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from cluso_router.router.broadcaster import EventBroadcaster, GitEventType
+from cluso_router.router.broadcaster import Broadcaster
 from cluso_router.router.router import Router
-from cluso_router.sources.base import SourceContext
+from cluso_router.sources.context import SourceContext
 from cluso_router.sources.files.bridge import ThreadBridge, stop_observer
 from cluso_router.sources.files.ready import Waiters
 from cluso_router.sources.files.service import WATCHED_EVENTS
-from cluso_router.workspace.git import GitRunner
+from cluso_router.sources.lifecycle import SourceService
+from cluso_router.workspace.git import GIT, GitEventType, GitRunner, git_event
 
 DEFAULT_DELAY: Final = 0.2
 #: Seconds a change waits before it is announced, for the git API to claim it.
@@ -143,7 +144,7 @@ class GitWatcher(Service):
     def __init__(
         self,
         runner: GitRunner,
-        broadcaster: EventBroadcaster,
+        broadcaster: Broadcaster,
         router: Router,
         reactor: Any,
         delay: float = DEFAULT_DELAY,
@@ -269,7 +270,7 @@ class GitWatcher(Service):
     def _announce(self, new: GitState, change: tuple[GitEventType, str]) -> None:
         self._announcing = None
         if self._published() == self._published_seen:
-            self._broadcaster.git_event(*change)
+            git_event(self._broadcaster, *change)
         self._adopt(new)
 
     def _adopt(self, state: GitState) -> None:
@@ -302,17 +303,31 @@ def _relevant(path: str, is_dir: bool) -> bool:
     return path in _WATCHED_FILES or path.startswith("refs/")
 
 
-def make_source(context: SourceContext) -> GitWatcher:
+class GitSource(SourceService):
+    """
+    The C{git} source: a L{GitWatcher} on the root's repository.
+    """
+
+    def __init__(self, context: SourceContext, runner: GitRunner) -> None:
+        super().__init__(context)
+        self.watcher = GitWatcher(
+            runner,
+            context.broadcaster,
+            context.router,
+            context.reactor,
+            delay=float(context.options.get("git-delay", DEFAULT_DELAY)),
+        )
+        self.watcher.setServiceParent(self)
+
+    def startSource(self) -> None:
+        self.context.claim_channel(GIT)
+
+
+def make_source(context: SourceContext) -> GitSource:
     """
     The C{git} plugin's service; fails at once when git is not installed.
     """
     runner = GitRunner(context.root, reactor=context.reactor)
     if runner.git is None:
         raise FileNotFoundError("git is not installed (no git executable on PATH)")
-    return GitWatcher(
-        runner,
-        context.broadcaster,
-        context.router,
-        context.reactor,
-        delay=float(context.options.get("git-delay", DEFAULT_DELAY)),
-    )
+    return GitSource(context, runner)

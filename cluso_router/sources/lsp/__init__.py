@@ -13,7 +13,7 @@ from cluso_router.sources.lsp.config import LanguageServerConfig, default_config
 from cluso_router.sources.lsp.manager import LanguageServerManager
 
 if TYPE_CHECKING:
-    from cluso_router.sources.base import SourceContext
+    from cluso_router.sources import SourceContext
 
 __all__ = ["LanguageServerConfig", "LanguageServerManager", "make_source", "parse_lsp_option"]
 
@@ -33,12 +33,4 @@ def configured(value: Any) -> list[LanguageServerConfig]:
 
 
 def make_source(context: SourceContext) -> LanguageServerManager:
-    return LanguageServerManager(
-        configured(context.options.get("lsp")),
-        context.root,
-        context.broadcaster,
-        context.file_changes,
-        context.router,
-        context.reactor,
-        web_root=context.web_root,
-    )
+    return LanguageServerManager(context, configured(context.options.get("lsp")))

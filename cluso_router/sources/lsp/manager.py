@@ -9,28 +9,26 @@ from __future__ import annotations
 import os
 import shutil
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 from lsprotocol import types
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from twisted.web.resource import Resource
 
 from cluso_router._time import iso_timestamp
-from cluso_router.router.broadcaster import EventBroadcaster
 from cluso_router.router.procedures import ProcedureError
+from cluso_router.sources.context import SourceContext
+from cluso_router.sources.lifecycle import SourceService
+from cluso_router.sources.lsp.channel import DIAGNOSTICS, LSP, diagnostics_updated
 from cluso_router.sources.lsp.client import LanguageClient, converter, path_uri
 from cluso_router.sources.lsp.config import LanguageServerConfig, language_id
 from cluso_router.sources.lsp.diagnostics import DiagnosticsStore, convert, uri_to_relative
 from cluso_router.sources.lsp.process import ServerProcess, spawn_server
-from cluso_router.sources.lsp.routes import mount_diagnostics
-from cluso_router.workspace.ledger import FileChangeLedger
+from cluso_router.sources.lsp.routes import diagnostics_operations
 
 #: Channel of server lifecycle events (started, restarting, failed).
-LSP_CHANNEL: Final = "lsp"
 MAX_RESTARTS: Final = 5
 BACKOFF: Final = (0.5, 1.0, 2.0, 4.0, 8.0)
 #: A server that ran this long before crashing gets its full restart budget back.
@@ -238,7 +236,7 @@ class ManagedServer:
             self._client.did_close(path_uri(os.path.join(self._manager.root, path)))
 
 
-class LanguageServerManager(Service):
+class LanguageServerManager(SourceService):
     """
     The C{diagnostics} source; also answers C{lsp.getDiagnostics} and
     C{lsp.touchFile}, and C{GET /api/diagnostics} when it runs in a server.
@@ -248,46 +246,35 @@ class LanguageServerManager(Service):
 
     def __init__(
         self,
+        context: SourceContext,
         configs: Sequence[LanguageServerConfig],
-        root: str,
-        broadcaster: EventBroadcaster,
-        file_changes: FileChangeLedger,
-        router: Any,
-        reactor: Any,
         clock: IReactorTime | None = None,
         max_restarts: int = MAX_RESTARTS,
         backoff: Sequence[float] = BACKOFF,
         initialize_timeout: float = 30.0,
         max_open_documents: int = MAX_OPEN_DOCUMENTS,
-        web_root: Resource | None = None,
     ) -> None:
-        self.root = os.path.realpath(root)
-        self.broadcaster = broadcaster
-        self.file_changes = file_changes
-        self.router = router
-        self.reactor = reactor
-        self.clock: IReactorTime = clock if clock is not None else reactor
+        super().__init__(context)
+        self.root = os.path.realpath(context.root)
+        self.broadcaster = context.broadcaster
+        self.file_changes = context.file_changes
+        self.reactor = context.reactor
+        self.clock: IReactorTime = clock if clock is not None else context.reactor
         self.max_restarts = max_restarts
         self.backoff = tuple(backoff) or BACKOFF
         self.initialize_timeout = initialize_timeout
         self.max_open_documents = max_open_documents
         self.servers = [ManagedServer(config, self) for config in configs]
         self.store = DiagnosticsStore()
-        self.web_root = web_root
-        self._unmount: Callable[[], None] | None = None
 
-    def startService(self) -> None:
-        super().startService()
-        self.router.server_channels = self.router.server_channels | {LSP_CHANNEL}
-        self._unmount = mount_diagnostics(self.web_root, self.router, self)
+    def startSource(self) -> None:
+        self.context.claim_channel(DIAGNOSTICS)
+        self.context.claim_channel(LSP)
+        self.context.add_operations(diagnostics_operations(self))
         self.file_changes.add_observer(self.file_changed)
 
-    def stopService(self) -> Deferred[Any]:
-        super().stopService()
+    def stopSource(self) -> Deferred[Any]:
         self.file_changes.remove_observer(self.file_changed)
-        if self._unmount is not None:
-            self._unmount()
-            self._unmount = None
         return DeferredList([ensureDeferred(server.stop()) for server in self.servers])
 
     def file_changed(self, path: str, event: str) -> None:
@@ -335,7 +322,7 @@ class LanguageServerManager(Service):
 
     def lifecycle(self, kind: str, server: ManagedServer, **fields: Any) -> None:
         self.broadcaster.emit(
-            LSP_CHANNEL,
+            LSP.channel,
             {
                 "type": kind,
                 "language": server.name,
@@ -365,7 +352,7 @@ class LanguageServerManager(Service):
 
     def _announce(self, file: str) -> None:
         entries = self.store.for_file(file)
-        self.broadcaster.diagnostics_updated(entries, cleared=not entries, file=file)
+        diagnostics_updated(self.broadcaster, entries, cleared=not entries, file=file)
 
     def diagnostics(self, file: str | None = None) -> dict[str, Any]:
         """

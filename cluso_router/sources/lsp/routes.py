@@ -6,12 +6,9 @@ as C{invoke("lsp.getDiagnostics", {file?})}.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
-from twisted.web.resource import Resource
-
-from cluso_router.web.routes import Operation, Param, mount
+from cluso_router.web.routes import Operation, Param
 
 if TYPE_CHECKING:
     from cluso_router.sources.lsp.manager import LanguageServerManager
@@ -61,35 +58,3 @@ def diagnostics_operations(manager: LanguageServerManager) -> list[Operation]:
             tags=("diagnostics",),
         ),
     ]
-
-
-def mount_diagnostics(
-    root: Resource | None, router: Any, manager: LanguageServerManager
-) -> Callable[[], None]:
-    """
-    Register the procedures, and serve the routes when there is a C{root};
-    return what undoes both.
-    """
-    operations = diagnostics_operations(manager)
-    procedures = [op.procedure for op in operations if op.procedure is not None]
-    for operation in operations:
-        router.register(operation.procedure, operation.procedure_callable())
-    api = root.getStaticEntity(b"api") if root is not None else None
-    mounted = None
-    if root is not None and api is not None:
-        for operation in operations:
-            mount(root, operation)
-        mounted = api.getStaticEntity(b"diagnostics")
-
-    def unmount() -> None:
-        for name in procedures:
-            router.procedures.unregister(name)
-        if api is None or mounted is None:
-            return
-        if api.getStaticEntity(b"diagnostics") is mounted:
-            api.delEntity(b"diagnostics")
-        lsp = api.getStaticEntity(b"lsp")
-        if lsp is not None and lsp.getStaticEntity(b"touch") is not None:
-            lsp.delEntity(b"touch")
-
-    return unmount

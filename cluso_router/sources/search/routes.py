@@ -3,9 +3,8 @@ Search over HTTP: C{POST /api/search} starts a search whose progress comes
 as C{search} events, C{DELETE /api/search/<id>} cancels it, and
 C{POST /api/files/search} answers with all results at once.
 
-Each route calls the procedure that WebSocket clients invoke (registered
-by the search source while it runs), so both transports answer alike; a
-route whose source is not running says so.
+The search source mounts these routes while it runs. Each calls the
+procedure that WebSocket clients invoke, so both transports answer alike.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from twisted.web.server import Request
 
 from cluso_router.router.procedures import NoSuchProcedure
 from cluso_router.router.router import Router
+from cluso_router.sources.context import SourceContext
 from cluso_router.web.resources import ApiError, JsonEndpoint, NotFound
 from cluso_router.web.routes import (
     STRING,
@@ -30,7 +30,6 @@ from cluso_router.web.routes import (
     Schema,
     describe,
     error_responses,
-    install_operations,
     json_response,
     operation_object,
 )
@@ -176,9 +175,9 @@ def _cancel_description() -> dict[str, Any]:
     }
 
 
-def mount_search(root: Resource, router: Router) -> None:
+def mount_routes(context: SourceContext) -> None:
     """
-    Add the search routes below the site's C{root}.
+    Serve the search routes while the search source runs.
     """
-    root.getStaticEntity(b"api").putChild(b"search", SearchResource(router))
-    install_operations(root, router, [files_search_operation(router)])
+    context.mount("/api/search", SearchResource(context.router))
+    context.add_operations([files_search_operation(context.router)])

@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -34,9 +33,10 @@ from cluso_router._process import (
     find_executable,
     spawn,
 )
-from cluso_router.router.broadcaster import EventBroadcaster
 from cluso_router.router.procedures import ProcedureError
-from cluso_router.router.router import Router
+from cluso_router.sources.context import SourceContext
+from cluso_router.sources.lifecycle import SourceService
+from cluso_router.sources.search.channel import SEARCH, search_progress
 from cluso_router.sources.search.ripgrep import (
     JsonResults,
     Pattern,
@@ -46,6 +46,7 @@ from cluso_router.sources.search.ripgrep import (
     pattern_error,
     search_argv,
 )
+from cluso_router.sources.search.routes import mount_routes
 from cluso_router.workspace.glob import GlobFilter
 from cluso_router.workspace.paths import PathRefused, Workspace
 
@@ -64,7 +65,6 @@ MAX_RUNNING: Final = 8
 #: dense matches neither delay the first event nor make huge ones.
 RESULT_BATCH: Final = 200
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
-PROCEDURES: Final = ("search.start", "search.cancel", "files.searchInFiles")
 
 
 @dataclass(frozen=True)
@@ -317,43 +317,35 @@ class Search:
         self._wake()
 
 
-class SearchService(Service):
+class SearchService(SourceService):
     """
     Runs searches for clients: C{search.start} / C{search.cancel} publish
     progress on the C{search} channel; C{files.searchInFiles} answers with
-    the collected results.
+    the collected results. The same operations are served over HTTP
+    (L{cluso_router.sources.search.routes}).
     """
 
     log = Logger()
-    name = "search"
 
-    def __init__(
-        self,
-        router: Router,
-        broadcaster: EventBroadcaster,
-        root: str,
-        reactor: Any,
-        max_running: int = MAX_RUNNING,
-    ) -> None:
-        self._router = router
-        self._broadcaster = broadcaster
-        self._workspace = Workspace(root)
+    def __init__(self, context: SourceContext, max_running: int = MAX_RUNNING) -> None:
+        super().__init__(context)
+        self._broadcaster = context.broadcaster
+        self._workspace = Workspace(context.root)
         self._root = self._workspace.root
-        self._reactor = reactor
+        self._reactor = context.reactor
         self._max_running = max_running
         self._running: dict[str, Search] = {}
         self._finished: dict[str, Deferred[Progress]] = {}
 
-    def startService(self) -> None:
-        super().startService()
-        self._router.register("search.start", self.start)
-        self._router.register("search.cancel", self.cancel)
-        self._router.register("files.searchInFiles", self.search_in_files)
+    def startSource(self) -> None:
+        context = self.context
+        context.claim_channel(SEARCH)
+        context.provide("search.start", self.start)
+        context.provide("search.cancel", self.cancel)
+        context.provide("files.searchInFiles", self.search_in_files)
+        mount_routes(context)
 
-    def stopService(self) -> Deferred[Any]:
-        super().stopService()
-        for name in PROCEDURES:
-            self._router.procedures.unregister(name)
+    def stopSource(self) -> Deferred[Any]:
         waits = list(self._finished.values())
         for search in list(self._running.values()):
             search.cancel()
@@ -466,7 +458,8 @@ class SearchService(Service):
 
     def _publisher(self, request: SearchRequest) -> Callable[[Progress], None]:
         def publish(progress: Progress) -> None:
-            self._broadcaster.search_progress(
+            search_progress(
+                self._broadcaster,
                 request.pattern.text,
                 progress.completed,
                 progress.total,
@@ -478,11 +471,8 @@ class SearchService(Service):
         return publish
 
 
-def make_source(context: Any) -> SearchService:
-    """
-    Build the search source from a L{cluso_router.sources.base.SourceContext}.
-    """
-    return SearchService(context.router, context.broadcaster, context.root, context.reactor)
+def make_source(context: SourceContext) -> SearchService:
+    return SearchService(context)
 
 
 def start_request(data: Any) -> SearchRequest:

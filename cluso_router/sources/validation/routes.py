@@ -5,14 +5,13 @@ validators and answer with their results, as C{validation.run} does.
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
-from twisted.web.resource import Resource
+from cluso_router.web.routes import STRING, Operation, Param, Schema
 
-from cluso_router.router.router import Router
-from cluso_router.sources.search.routes import forwarding
-from cluso_router.web.routes import STRING, Operation, Param, Schema, install_operations
-
+#: OpenAPI 3.0 forms of the result schemas in
+#: L{cluso_router.sources.validation.channel} (C{nullable}, not C{"null"}).
 ERROR: Final[Schema] = {
     "type": "object",
     "required": ["file", "line", "column", "message", "rule"],
@@ -36,20 +35,22 @@ VALIDATION: Final[Schema] = {
         "durationMs": {"type": "integer"},
     },
 }
+
 PARAMS: Final = (Param("tool", description="Run only this validator; default: all"),)
 
 
-def validate_operation(router: Router) -> Operation:
+def validate_operation(run: Callable[[Any], Any]) -> Operation:
+    """
+    The one declaration of the validate operation: C{run} is the
+    C{validation.run} procedure, called with C{{tool}} or nothing.
+    """
     return Operation(
-        forwarding(router, "validation.run", "validation", PARAMS),
+        lambda **values: run({"tool": values["tool"]} if "tool" in values else None),
         "Run the validators and answer with their results",
         paths=("/api/validate",),
+        procedure="validation.run",
         params=PARAMS,
         data={"type": "array", "items": {"$ref": "#/components/schemas/Validation"}},
         tags=("validation",),
         schemas={"Validation": VALIDATION, "ValidationError": ERROR},
     )
-
-
-def mount_validation(root: Resource, router: Router) -> None:
-    install_operations(root, router, [validate_operation(router)])

@@ -17,16 +17,17 @@ import sys
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cluso_router._process import ChildProcess, ExecutableNotFound, find_executable, spawn
-from cluso_router.router.broadcaster import EventBroadcaster, FileEvent
 from cluso_router.router.procedures import ProcedureError
-from cluso_router.router.router import Router
+from cluso_router.sources.context import SourceContext
+from cluso_router.sources.lifecycle import SourceService
+from cluso_router.sources.validation.channel import VALIDATION, validation_complete
+from cluso_router.sources.validation.routes import validate_operation
 from cluso_router.sources.validation.validators import (
     CONFIG_FILES,
     DEFAULT_DEBOUNCE,
@@ -38,7 +39,7 @@ from cluso_router.sources.validation.validators import (
     load,
 )
 from cluso_router.workspace.glob import GlobFilter
-from cluso_router.workspace.ledger import FileChangeLedger
+from cluso_router.workspace.ledger import FileEvent
 
 Result = dict[str, Any]
 PROCEDURE: Final = "validation.run"
@@ -92,31 +93,29 @@ class ToolQueue:
                 waiter.callback(outcome)
 
 
-class ValidationService(Service):
+class ValidationService(SourceService):
     """
-    The C{validation.run} procedure and, with C{on_change}, runs after the
-    files that concern each tool change (debounced).
+    The C{validation.run} procedure (and C{POST /api/validate}) and, with
+    C{on_change}, runs after the files that concern each tool change
+    (debounced).
     """
 
     log = Logger()
-    name = "validation"
 
     def __init__(
         self,
-        router: Router,
-        broadcaster: EventBroadcaster,
-        file_changes: FileChangeLedger,
-        root: str,
-        reactor: Any,
-        on_change: bool = False,
+        context: SourceContext,
+        on_change: bool | None = None,
         clock: IReactorTime | None = None,
     ) -> None:
-        self._router = router
-        self._broadcaster = broadcaster
-        self._file_changes = file_changes
-        self._root = os.path.realpath(root)
-        self._reactor = reactor
-        self._clock: IReactorTime = clock if clock is not None else reactor
+        super().__init__(context)
+        self._broadcaster = context.broadcaster
+        self._file_changes = context.file_changes
+        self._root = os.path.realpath(context.root)
+        self._reactor = context.reactor
+        self._clock: IReactorTime = clock if clock is not None else context.reactor
+        if on_change is None:
+            on_change = bool(context.options.get("validate-on-change", False))
         self.on_change = on_change
         self._queues: dict[str, ToolQueue] = {}
         self._children: set[ChildProcess] = set()
@@ -124,16 +123,14 @@ class ValidationService(Service):
         self._debounce_call: IDelayedCall | None = None
         self._debounce = DEFAULT_DEBOUNCE
 
-    def startService(self) -> None:
-        super().startService()
-        self._router.register(PROCEDURE, self.run)
+    def startSource(self) -> None:
+        self.context.claim_channel(VALIDATION)
+        self.context.add_operations([validate_operation(self.run)])
         if self.on_change:
             self._debounce = self._config_or_default().debounce
             self._file_changes.add_observer(self._file_changed)
 
-    def stopService(self) -> Deferred[Any]:
-        super().stopService()
-        self._router.procedures.unregister(PROCEDURE)
+    def stopSource(self) -> Deferred[Any]:
         self._file_changes.remove_observer(self._file_changed)
         if self._debounce_call is not None and self._debounce_call.active():
             self._debounce_call.cancel()
@@ -220,7 +217,7 @@ class ValidationService(Service):
         started = self._clock.seconds()
         result = await self._outcome(validator)
         result["durationMs"] = round((self._clock.seconds() - started) * 1000)
-        self._broadcaster.validation_complete(result)
+        validation_complete(self._broadcaster, result)
         return result
 
     async def _outcome(self, validator: Validator) -> Result:
@@ -301,15 +298,5 @@ def concerned(validators: Iterable[Validator], changed: set[str]) -> list[Valida
     return chosen
 
 
-def make_source(context: Any) -> ValidationService:
-    """
-    Build the validation source from a L{cluso_router.sources.base.SourceContext}.
-    """
-    return ValidationService(
-        context.router,
-        context.broadcaster,
-        context.file_changes,
-        context.root,
-        context.reactor,
-        on_change=bool(context.options.get("validate-on-change", False)),
-    )
+def make_source(context: SourceContext) -> ValidationService:
+    return ValidationService(context)

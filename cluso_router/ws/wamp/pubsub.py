@@ -114,7 +114,7 @@ class Broker:
         if problem is not None:
             self._refuse(msg, "wamp.error.invalid_uri", problem)
             return
-        if topic in self._router.server_channels:
+        if self._router.claims.is_claimed(topic):
             self._refuse(
                 msg, "wamp.error.not_authorized", f"topic {topic!r} is published by the server only"
             )

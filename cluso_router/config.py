@@ -1,0 +1,94 @@
+"""
+Everything a server can be told, checked once, before anything starts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cluso_router.backplane.redis import DEFAULT_PREFIX, RedisAddress
+from cluso_router.router.liveness import DEFAULT_PING_INTERVAL
+from cluso_router.security import (
+    check_token,
+    endpoint_is_loopback,
+    generate_token,
+    normalize_host,
+    normalize_origin,
+)
+from cluso_router.web.bodylimit import DEFAULT_MAX_BODY
+from cluso_router.ws.limits import Limits
+
+DEFAULT_LISTEN = "tcp:3000:interface=127.0.0.1"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """
+    Everything C{twistd cluso} can be told, with its defaults.
+    """
+
+    root: str = "."
+    listen: str = DEFAULT_LISTEN
+    ping_interval: float = DEFAULT_PING_INTERVAL
+    #: A built single-page app served at C{/} instead of the dashboard.
+    ui: str | None = None
+    #: Event sources to run by name; C{None} runs all that apply to the root.
+    sources: tuple[str, ...] | None = None
+    #: Option values of the event sources, by source name.
+    source_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: C{.gitignore}-style patterns the sources that walk the root leave out.
+    ignore: tuple[str, ...] = ()
+    #: Largest HTTP request body in bytes; a larger one gets 413 unread.
+    max_body: int = DEFAULT_MAX_BODY
+    #: C{token} (the default) or C{none}, which only loopback addresses may use.
+    auth: str = "token"
+    #: The access token; a random one is made up when auth is on and none is given.
+    token: str | None = None
+    #: Origins allowed besides the server's own, as C{scheme://host:port}.
+    allowed_origins: tuple[str, ...] = ()
+    #: Host header values allowed besides the loopback names.
+    allowed_hosts: tuple[str, ...] = ()
+    #: Serve C{/metrics} without the token.
+    metrics_public: bool = False
+    limits: Limits = field(default_factory=Limits)
+    #: C{redis://host:port/db} of the Redis shared with other nodes; C{None}
+    #: keeps every channel on this node.
+    redis: str | None = None
+    #: Prefix of every Redis key and pub/sub channel of this deployment.
+    redis_prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", os.path.realpath(self.root))
+        if not os.path.isdir(self.root):
+            raise ValueError(f"root is not a directory: {self.root}")
+        if self.redis is not None:
+            RedisAddress.parse(self.redis)
+        if self.ping_interval <= 0:
+            raise ValueError("ping interval must be positive")
+        if self.max_body <= 0:
+            raise ValueError("max body must be a positive number of bytes")
+        if self.auth not in ("token", "none"):
+            raise ValueError(f"auth must be 'token' or 'none', not {self.auth!r}")
+        if self.auth == "none":
+            if endpoint_is_loopback(self.listen) is False:
+                raise ValueError(
+                    f"--auth none is refused on {self.listen}, which other machines can "
+                    "reach; listen on a loopback address (tcp:PORT:interface=127.0.0.1) "
+                    "or use a token"
+                )
+            object.__setattr__(self, "token", None)
+        elif self.token is None:
+            object.__setattr__(self, "token", generate_token())
+        else:
+            check_token(self.token)
+        for origin in self.allowed_origins:
+            normalize_origin(origin)
+        for host in self.allowed_hosts:
+            normalize_host(host)
+        if self.ui is not None:
+            object.__setattr__(self, "ui", os.path.realpath(self.ui))
+            if not os.path.isfile(os.path.join(self.ui, "index.html")):
+                raise ValueError(f"UI directory has no index.html: {self.ui}")
