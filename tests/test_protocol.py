@@ -6,6 +6,7 @@ procedure calls, client sends, and every kind of bad input.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -308,13 +309,14 @@ async def test_unexpected_failure_is_answered_and_connection_survives(server: An
 
     logged: list[dict[str, Any]] = []
     globalLogPublisher.addObserver(logged.append)
-    original, factory.publisher = factory.publisher, BrokenPublisher()
+    original = factory.context
+    factory.context = replace(original, publisher=BrokenPublisher())
     try:
         client, _ = await connected(server)
         client.send_json({"type": "send", "channel": "chat", "data": 1})
         reply = await client.next_message()
     finally:
-        factory.publisher = original
+        factory.context = original
         globalLogPublisher.removeObserver(logged.append)
     assert (reply["code"], reply["error"]) == ("internal_error", "publisher exploded")
     assert any("log_failure" in event for event in logged)

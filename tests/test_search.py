@@ -240,7 +240,7 @@ async def test_bad_requests_get_clear_errors(search_server: Any) -> None:
         ({"query": "x", "path": "missing"}, "No such file or directory"),
         ({"query": ""}, "Missing required field: query"),
         ({"query": "a\u0000b"}, "without NUL characters"),
-        ({"query": "\ud800", "regex": True}, "must be Unicode text"),
+        ({"query": "\ud800", "regex": True}, "lone UTF-16 surrogate"),
         ({"query": "x", "glob": 3}, "glob must be"),
         ({"query": "x", "glob": "\\"}, "bad glob"),
         ({"query": "x", "maxResults": 0}, "maxResults must be"),

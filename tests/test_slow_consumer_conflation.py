@@ -14,13 +14,14 @@ from twisted.internet import threads
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from cluso_router._json import dumps
 from cluso_router.router.conflation import keyed_frame
 from cluso_router.router.router import Router
 from cluso_router.sources.lsp.channel import DIAGNOSTICS, diagnostics_key
 from cluso_router.sources.search.channel import SEARCH, search_key
 from cluso_router.testing import decode_text_frame
 from cluso_router.workspace.git import GIT, git_key
-from cluso_router.ws.json.codec import JSON_ENCODER, dumps, text_frame
+from cluso_router.ws.json.codec import JSON_ENCODER, text_frame
 from cluso_router.ws.session import Session
 
 

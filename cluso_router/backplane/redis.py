@@ -17,7 +17,6 @@ channels whose history is gone, so their clients reconnect and learn it
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections import OrderedDict
@@ -36,9 +35,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from cluso_router._json import dumps, loads
 from cluso_router._time import iso_timestamp
 from cluso_router.interfaces import IBackplane
-from cluso_router.router.event import DeliveryReport, Event
+from cluso_router.router.event import DeliveryReport, Event, InvalidEvent, encode_data
 from cluso_router.router.history import DEFAULT_HISTORY_SIZE, Position, Recovery
 from cluso_router.router.router import Router
 
@@ -356,7 +356,7 @@ class RedisBackplane(Service):
             return
         epoch, _, body = payload.partition(" ")
         try:
-            envelope = json.loads(body)
+            envelope = loads(body)
             event = Event(envelope["c"], envelope["d"], envelope["t"], int(head))
         except (ValueError, KeyError, TypeError):
             self.log.error(
@@ -387,17 +387,25 @@ class RedisBackplane(Service):
         Number and store the event in Redis and send it to every node; the
         report's C{delivered} counts the nodes it went to.
         """
+        try:
+            encoded = encode_data(channel, data)
+        except InvalidEvent:
+            return fail()
         command = self._command
         if not self.connected or command is None:
             self.publish_failures += 1
             return fail(
                 BackplaneUnavailable("Redis cannot be reached; the event was not published")
             )
-        body = json.dumps(
-            {"c": channel, "t": iso_timestamp(self._wallclock()), "d": data},
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
+        body = (
+            b'{"c":'
+            + dumps(channel)
+            + b',"t":'
+            + dumps(iso_timestamp(self._wallclock()))
+            + b',"d":'
+            + encoded
+            + b"}"
+        ).decode("utf-8")
         d: Deferred[Any] = command.eval(
             _PUBLISH,
             [self._meta_key(channel), self._stream_key(channel)],
@@ -472,7 +480,7 @@ class RedisBackplane(Service):
     def _entry_event(channel: str, entry: list[Any]) -> Event:
         entry_id, fields = entry
         values = dict(zip(fields[::2], fields[1::2], strict=True))
-        envelope = json.loads(values["p"])
+        envelope = loads(values["p"])
         return Event(channel, envelope["d"], envelope["t"], int(entry_id.partition("-")[2]))
 
     def _meta_key(self, channel: str) -> str:

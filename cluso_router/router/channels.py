@@ -17,9 +17,31 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from cluso_router.router.conflation import KeyFunction
+
+MAX_CHANNEL_LENGTH: Final = 255
+
+
+def channel_problem(channel: Any) -> str | None:
+    """
+    Why C{channel} cannot name a channel, or C{None} when it can: a
+    non-empty string of at most L{MAX_CHANNEL_LENGTH} characters without
+    control characters or lone surrogates (every name must survive JSON,
+    UTF-8, Redis keys and metric labels).
+    """
+    if not isinstance(channel, str) or not channel:
+        return "channel must be a non-empty string"
+    if len(channel) > MAX_CHANNEL_LENGTH:
+        return f"channel is longer than {MAX_CHANNEL_LENGTH} characters"
+    for c in channel:
+        code = ord(c)
+        if code < 0x20 or 0x7F <= code <= 0x9F:
+            return "channel contains control characters"
+        if 0xD800 <= code <= 0xDFFF:
+            return "channel contains a lone UTF-16 surrogate"
+    return None
 
 
 class ChannelTaken(ValueError):

@@ -84,14 +84,16 @@ class MemoryHistory:
                 self._channels.popitem(last=False)
         return channel
 
-    def record(self, channel_name: str, data: Any, timestamp: str) -> Event:
+    def record(
+        self, channel_name: str, data: Any, timestamp: str, encoded: bytes | None = None
+    ) -> Event:
         """
         Give the next C{seq} of C{channel_name} to a new event and keep it.
         """
         channel = self._channel(channel_name)
         self._channels.move_to_end(channel_name)
         channel.seq += 1
-        event = Event(channel_name, data, timestamp, channel.seq)
+        event = Event(channel_name, data, timestamp, channel.seq, encoded)
         if self.size:
             now = self._clock.seconds()
             channel.events.append((now, event))

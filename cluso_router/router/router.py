@@ -24,7 +24,7 @@ from cluso_router._version import __version__
 from cluso_router.interfaces import IBackplane, IPublisher, ISession
 from cluso_router.router.channels import ChannelRegistry
 from cluso_router.router.conflation import KeyFunction, keyed_frame
-from cluso_router.router.event import DeliveryReport, Event
+from cluso_router.router.event import DeliveryReport, Event, encode_data
 from cluso_router.router.history import MemoryHistory, Position, Recovery
 from cluso_router.router.procedures import ProcedureRegistry
 from cluso_router.router.stats import QueueCounters
@@ -304,8 +304,12 @@ class Router(Service):
         Stamp C{data} as the next event on C{channel}, keep it in the
         channel's history and deliver it here; see L{deliver} for
         C{exclude} and C{eligible}.
+
+        @raise InvalidEvent: for a bad channel name or data that is not
+            strict JSON; nothing is numbered, kept or sent.
         """
-        event = self.history.record(channel, data, iso_timestamp(self._wallclock()))
+        encoded = encode_data(channel, data)
+        event = self.history.record(channel, data, iso_timestamp(self._wallclock()), encoded)
         return self.deliver(event, exclude, eligible)
 
     def deliver(

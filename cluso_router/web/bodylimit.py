@@ -14,8 +14,8 @@ from twisted.web.iweb import INonQueuedRequestFactory
 from twisted.web.server import Request
 from zope.interface import provider
 
+from cluso_router._json import dumps
 from cluso_router.web.resources import envelope
-from cluso_router.ws.json.codec import dumps
 
 DEFAULT_MAX_BODY: Final = 10 * 1024 * 1024
 #: Seconds the rest of a refused body is read and dropped before the

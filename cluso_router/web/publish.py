@@ -13,6 +13,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from cluso_router.interfaces import IPublisher
+from cluso_router.router.event import InvalidEvent
 from cluso_router.web.resources import ApiError, Directory, JsonEndpoint, NotFound, read_json
 from cluso_router.ws.json.codec import ProtocolError, check_channel
 
@@ -54,8 +55,11 @@ class PublishResource(Directory):
 
 def _unavailable(failure: Failure) -> Failure:
     """
-    A backplane that cannot publish now is a 503: try again later.
+    An event that is not strict JSON is a 400; a backplane that cannot
+    publish now is a 503: try again later.
     """
+    if failure.check(InvalidEvent):
+        raise ApiError(failure.getErrorMessage())
     if getattr(failure.value, "code", None) == "backplane_unavailable":
         raise ApiError(failure.getErrorMessage(), 503)
     return failure

@@ -9,7 +9,6 @@ repeats them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,9 +18,9 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from cluso_router._json import JSONError, dumps, loads
 from cluso_router._time import iso_timestamp
 from cluso_router.router.procedures import ProcedureError, await_result
-from cluso_router.ws.json.codec import dumps
 
 Handler = Callable[[Request], Any]
 log = Logger()
@@ -63,8 +62,8 @@ def read_json(request: Request) -> Any:
     if not raw.strip():
         raise ApiError("Invalid request: body is empty; send a JSON value")
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as e:
+        return loads(raw)
+    except JSONError as e:
         raise ApiError(f"Invalid request: {e}") from None
 
 
@@ -100,7 +99,7 @@ class JsonEndpoint(Resource):
             try:
                 body = envelope(data)
                 dumps(body)
-            except (TypeError, ValueError):
+            except JSONError:
                 log.error("Handler for {uri} returned non-JSON data", uri=request.uri)
                 respond(500, envelope(error="Internal error: result is not JSON"))
                 return

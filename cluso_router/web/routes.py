@@ -20,6 +20,7 @@ from weakref import WeakKeyDictionary
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from cluso_router._json import dumps
 from cluso_router._time import TIMESTAMP_SCHEMA
 from cluso_router._version import __version__
 from cluso_router.router.procedures import ProcedureError
@@ -32,7 +33,6 @@ from cluso_router.web.resources import (
     read_json,
     write_envelope,
 )
-from cluso_router.ws.json.codec import dumps
 
 Schema = Mapping[str, Any]
 

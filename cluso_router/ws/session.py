@@ -15,11 +15,12 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from cluso_router._json import dumps
 from cluso_router.interfaces import IFrameEncoder, ISession
 from cluso_router.router.conflation import KeyedFrame
 from cluso_router.router.stats import QueueCounters
 from cluso_router.ws._directwrite import supports_direct_write, write_frame
-from cluso_router.ws.json.codec import dumps, text_frame
+from cluso_router.ws.json.codec import text_frame
 
 #: Close code sent to a client that stopped reading while events piled up.
 CLOSE_SLOW_CONSUMER: Final = 4008

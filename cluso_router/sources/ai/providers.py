@@ -5,13 +5,13 @@ written, and how the events of the answer become text.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
 from zope.interface import Attribute, Interface, implementer
 
+from cluso_router._json import dumps, loads
 from cluso_router.sources.ai.request import ChatError, ChatRequest
 from cluso_router.sources.ai.sse import ServerSentEvent, StreamFormatError
 
@@ -71,7 +71,7 @@ class IChatProvider(Interface):
 
 def _json(sse: ServerSentEvent, provider: str) -> dict[str, Any]:
     try:
-        value = json.loads(sse.data)
+        value = loads(sse.data)
     except ValueError:
         raise StreamFormatError(
             f"{provider} sent an event that is not JSON: {sse.data[:120]!r}"
@@ -83,7 +83,7 @@ def _json(sse: ServerSentEvent, provider: str) -> dict[str, Any]:
 
 def _error_text(error: Any) -> str:
     if isinstance(error, dict):
-        return str(error.get("message") or error.get("type") or json.dumps(error))
+        return str(error.get("message") or error.get("type") or dumps(error).decode())
     return str(error)
 
 

@@ -11,18 +11,17 @@ and for matching its C{ai_chunk} events.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from cluso_router._json import JSONError, dumps, loads
 from cluso_router.sources.ai.request import ChatRequest, InvalidChatRequest
 from cluso_router.sources.ai.stream import AnswerEvent, Delta, Finished
 from cluso_router.web.resources import Directory, JsonEndpoint, envelope, write_envelope
 from cluso_router.web.routes import describe, json_response
-from cluso_router.ws.json.codec import dumps
 
 if TYPE_CHECKING:
     from cluso_router.sources.ai.service import AIService
@@ -57,8 +56,8 @@ def _read_request(request: Request) -> ChatRequest | bytes:
     """
     raw = request.content.read() if request.content is not None else b""
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError) as e:
+        body = loads(raw)
+    except JSONError as e:
         return _bare_error(request, 500, f"Invalid JSON body: {e}", "AI_ERROR")
     try:
         return ChatRequest.from_json(body)

@@ -6,7 +6,6 @@ end, successful or not, whatever happens upstream.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
@@ -20,6 +19,7 @@ from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 
+from cluso_router._json import dumps, loads
 from cluso_router.sources.ai.providers import IAnswerReader, IChatProvider
 from cluso_router.sources.ai.request import ChatError, ChatRequest
 from cluso_router.sources.ai.sse import SSEParser, StreamFormatError
@@ -166,7 +166,7 @@ class ChatStream:
             response = await self._wait(
                 self._http.post(
                     upstream.url,
-                    data=json.dumps(upstream.body).encode("utf-8"),
+                    data=dumps(upstream.body),
                     headers={
                         "content-type": "application/json",
                         "accept": "text/event-stream",
@@ -305,7 +305,7 @@ def error_detail(body: bytes) -> str:
     """
     text = body.decode("utf-8", "replace").strip()
     try:
-        value = json.loads(text)
+        value = loads(text)
     except ValueError:
         return text[:300]
     if isinstance(value, dict):

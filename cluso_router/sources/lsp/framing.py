@@ -5,8 +5,9 @@ C{Content-Length}, a blank line, and that many bytes of UTF-8 JSON.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final
+
+from cluso_router._json import dumps
 
 #: Bigger headers or bodies mean the peer is not speaking LSP.
 MAX_HEADER: Final = 8 * 1024
@@ -20,7 +21,7 @@ class FramingError(Exception):
 
 
 def encode_message(message: Any) -> bytes:
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    body = dumps(message)
     return b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 

@@ -5,7 +5,6 @@ notifications, and answers to the requests a server sends its client.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -13,6 +12,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from cluso_router._json import JSONError, loads
 from cluso_router.sources.lsp.framing import MessageDecoder, encode_message
 
 DEFAULT_TIMEOUT: Final = 30.0
@@ -92,8 +92,8 @@ class JsonRpcConnection:
         """
         for body in self._decoder.feed(data):
             try:
-                message = json.loads(body)
-            except ValueError:
+                message = loads(body)
+            except JSONError:
                 self.log.warn("Ignoring a message that is not JSON: {body!r}", body=body[:200])
                 continue
             if isinstance(message, dict):

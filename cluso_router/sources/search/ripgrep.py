@@ -6,12 +6,12 @@ results made from its C{--json} messages.
 from __future__ import annotations
 
 import base64
-import json
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from cluso_router._json import loads
 from cluso_router.workspace.paths import BLOCKED_NAMES
 
 #: Lines longer than this are cut to an excerpt around the match.
@@ -109,7 +109,7 @@ class JsonResults:
     def feed(self, record: bytes) -> None:
         if not record.strip():
             return
-        message = json.loads(record)
+        message = loads(record)
         kind = message.get("type")
         data = message.get("data", {})
         if kind == "begin":

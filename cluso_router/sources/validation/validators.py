@@ -10,13 +10,14 @@ output is parsed into C{{file, line, column, message, rule}} errors.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
+
+from cluso_router._json import loads
 
 DEFAULT_DEBOUNCE: Final = 0.5
 DEFAULT_TIMEOUT: Final = 120.0
@@ -120,7 +121,7 @@ def detect(root: str) -> list[Validator]:
 def _package_names(path: str) -> set[str]:
     try:
         with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
+            manifest = loads(f.read())
     except (OSError, ValueError):
         return set()
     names: set[str] = set()
@@ -243,7 +244,7 @@ def _json_output(code: int, stdout: str, stderr: str, ok: tuple[int, ...]) -> An
     if code not in ok:
         raise OutputError(_said(code, stderr or stdout))
     try:
-        return json.loads(stdout)
+        return loads(stdout)
     except ValueError:
         raise OutputError(_said(code, stderr or stdout, "printed no JSON")) from None
 

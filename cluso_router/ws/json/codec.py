@@ -9,7 +9,6 @@ socket.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -17,11 +16,13 @@ from typing import Any, Final
 from autobahn.websocket.protocol import PreparedMessage
 from zope.interface import implementer
 
+from cluso_router import _json
+from cluso_router._json import dumps
 from cluso_router.interfaces import IFrameEncoder
+from cluso_router.router.channels import channel_problem
 from cluso_router.router.event import Event
 from cluso_router.router.subscriptions import MATCHES, Match
 
-MAX_CHANNEL_LENGTH: Final = 255
 NO_ID: Final = object()
 
 
@@ -79,16 +80,6 @@ class Send:
 Request = Subscribe | Unsubscribe | Invoke | Send
 
 
-def dumps(value: Any) -> bytes:
-    """
-    Encode C{value} as compact UTF-8 JSON; refuse NaN and infinities, which
-    are not JSON and which browsers' C{JSON.parse} rejects.
-    """
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode(
-        "utf-8"
-    )
-
-
 def text_frame(payload: bytes) -> bytes:
     """
     Frame C{payload} as one unmasked WebSocket text message (server to client).
@@ -101,17 +92,10 @@ def check_channel(channel: Any, request_id: Any = NO_ID) -> str:
     Return C{channel} if it is a usable channel name, else raise
     L{ProtocolError} with code C{invalid_channel}.
     """
-    if not isinstance(channel, str) or not channel:
-        raise ProtocolError("invalid_channel", "channel must be a non-empty string", request_id)
-    if len(channel) > MAX_CHANNEL_LENGTH:
-        raise ProtocolError(
-            "invalid_channel",
-            f"channel is longer than {MAX_CHANNEL_LENGTH} characters",
-            request_id,
-        )
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in channel):
-        raise ProtocolError("invalid_channel", "channel contains control characters", request_id)
-    return channel
+    problem = channel_problem(channel)
+    if problem is not None:
+        raise ProtocolError("invalid_channel", problem, request_id)
+    return channel  # type: ignore[no-any-return]
 
 
 def parse_request(payload: bytes) -> Request:
@@ -122,9 +106,11 @@ def parse_request(payload: bytes) -> Request:
         request's C{id} attached when one could be read.
     """
     try:
-        message = json.loads(payload, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as e:
-        raise ProtocolError("invalid_json", f"Failed to parse message: {e}") from None
+        message = _json.loads(payload)
+    except _json.JSONError as e:
+        raise ProtocolError(
+            "invalid_json", f"Failed to parse message: {e}", _id_of(e.parsed)
+        ) from None
     if not isinstance(message, dict):
         raise ProtocolError("invalid_message", "message must be a JSON object")
     request_id = message.get("id", NO_ID)
@@ -139,8 +125,18 @@ def parse_request(payload: bytes) -> Request:
     return parser(message, request_id)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+def _id_of(parsed: Any) -> Any:
+    """
+    The C{id} of a message refused as not strict JSON, when that id itself
+    is strict JSON, so the client learns which request failed.
+    """
+    if not isinstance(parsed, dict) or "id" not in parsed:
+        return NO_ID
+    try:
+        _json.check(parsed["id"])
+    except _json.JSONError:
+        return NO_ID
+    return parsed["id"]
 
 
 def _match(message: dict[str, Any], request_id: Any) -> Match:
@@ -268,13 +264,25 @@ def event_envelope(event: Event) -> dict[str, Any]:
 @implementer(IFrameEncoder)
 class JsonEventEncoder:
     """
-    Encodes events as the JSON dialect's C{event} envelope in a text frame.
+    Encodes events as the JSON dialect's C{event} envelope in a text frame,
+    splicing in the data's JSON when the publisher already made it.
     """
 
     per_subscription = False
 
     def encode_event(self, event: Event, subscription: object = None) -> bytes:
-        return text_frame(dumps(event_envelope(event)))
+        data = event.encoded if event.encoded is not None else dumps(event.data)
+        seq = b"" if event.seq is None else b',"seq":%d' % event.seq
+        return text_frame(
+            b'{"type":"event","channel":'
+            + dumps(event.channel)
+            + b',"data":'
+            + data
+            + b',"timestamp":'
+            + dumps(event.timestamp)
+            + seq
+            + b"}"
+        )
 
 
 JSON_ENCODER: Final = JsonEventEncoder()

@@ -7,7 +7,6 @@ events and procedures carry in the router.
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -18,6 +17,7 @@ from autobahn.wamp import message
 from autobahn.wamp.serializer import JsonSerializer
 from zope.interface import implementer
 
+from cluso_router._json import JSONError, loads
 from cluso_router.interfaces import IFrameEncoder
 from cluso_router.router.event import Event
 from cluso_router.router.subscriptions import Subscription
@@ -88,10 +88,6 @@ class InvalidMessage(Exception):
         self.quiet = quiet
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def parse(payload: bytes) -> Any:
     """
     The one WAMP message in C{payload}, as an Autobahn message object.
@@ -103,8 +99,8 @@ def parse(payload: bytes) -> Any:
     @raise InvalidMessage: for anything else.
     """
     try:
-        raw = json.loads(payload, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as e:
+        raw = loads(payload)
+    except JSONError as e:
         raise InvalidMessage(f"not JSON: {e}") from None
     if not isinstance(raw, list) or not raw:
         raise InvalidMessage("a WAMP message is a non-empty JSON array")

@@ -1,7 +1,7 @@
 """
 One WAMP connection: the session's lifecycle (HELLO, ticket
 authentication, WELCOME, GOODBYE, ABORT) and the dispatch of every other
-message to its broker and dealer.
+message to its publish/subscribe and call/register parts.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from twisted.logger import Logger
 
 from cluso_router.security import UNAUTHORIZED_MESSAGE, AccessPolicy, Refusal
 from cluso_router.ws.limits import Admission, MessageRateLimiter
+from cluso_router.ws.session import Connection
 from cluso_router.ws.wamp.codec import WAMP_ENCODER, InvalidMessage, encode, parse
-from cluso_router.ws.wamp.pubsub import Broker
+from cluso_router.ws.wamp.pubsub import SessionPubSub
 from cluso_router.ws.wamp.realm import WampSession
-from cluso_router.ws.wamp.rpc import Dealer
+from cluso_router.ws.wamp.rpc import SessionRPC
 
 if TYPE_CHECKING:
-    from cluso_router.ws.protocol import ClusoServerProtocol
+    from cluso_router.ws.context import ConnectionContext
 
 #: Close code sent with the WebSocket close that follows an ABORT.
 CLOSE_NORMAL: Final = 1000
@@ -62,44 +63,42 @@ class WampHandler:
 
     def __init__(
         self,
-        connection: ClusoServerProtocol,
+        context: ConnectionContext,
         session: WampSession,
-        policy: AccessPolicy | None,
         handshake_authenticated: bool,
         limiter: MessageRateLimiter | None = None,
     ) -> None:
-        factory = connection.factory
         self.session = session
         self.state = State.HELLO
-        self._router = factory.router
-        self._realm = factory.wamp_realm
-        self._policy = policy
+        self._router = context.router
+        self._realm = context.realm
+        self._policy: AccessPolicy | None = context.policy
         self._handshake_authenticated = handshake_authenticated
         self._limiter = limiter
         self._hello: message.Hello | None = None
-        self.broker = Broker(
+        self.pubsub = SessionPubSub(
             session,
-            factory.router,
-            factory.publisher,
-            factory.wamp_realm,
-            factory.limits.max_subscriptions,
+            context.router,
+            context.publisher,
+            context.realm,
+            context.limits.max_subscriptions,
             self.send,
         )
-        self.dealer = Dealer(session, factory.router, factory.wamp_realm, self.send)
-        broker, dealer = self.broker, self.dealer
+        self.rpc = SessionRPC(session, context.router, context.realm, self.send)
+        pubsub, rpc = self.pubsub, self.rpc
         self._dispatch: dict[State, dict[type, Callable[[Any], None]]] = {
             State.HELLO: {message.Hello: self._on_hello},
             State.CHALLENGED: {message.Authenticate: self._on_authenticate},
             State.ESTABLISHED: {
                 message.Goodbye: self._on_goodbye,
-                message.Subscribe: broker.subscribe,
-                message.Unsubscribe: broker.unsubscribe,
-                message.Publish: broker.publish,
-                message.Register: dealer.register,
-                message.Unregister: dealer.unregister,
-                message.Call: dealer.call,
-                message.Cancel: dealer.cancel,
-                message.Yield: dealer.yield_,
+                message.Subscribe: pubsub.subscribe,
+                message.Unsubscribe: pubsub.unsubscribe,
+                message.Publish: pubsub.publish,
+                message.Register: rpc.register,
+                message.Unregister: rpc.unregister,
+                message.Call: rpc.call,
+                message.Cancel: rpc.cancel,
+                message.Yield: rpc.yield_,
                 message.Error: self._on_error,
             },
             State.CLOSED: {},
@@ -272,7 +271,7 @@ class WampHandler:
                 "a client sends ERROR only in answer to an INVOCATION",
             )
             return
-        self.dealer.error(msg)
+        self.rpc.error(msg)
 
     def abort(self, reason: str, text: str) -> None:
         """
@@ -293,8 +292,8 @@ class WampHandler:
         self.session.close(CLOSE_NORMAL, reason)
 
     def _leave(self) -> None:
-        self.broker.leave()
-        self.dealer.leave()
+        self.pubsub.leave()
+        self.rpc.leave()
         self._realm.leave(self.session)
         self.session.farewell = None
 
@@ -307,25 +306,23 @@ class WampHandler:
         self.state = State.CLOSED
 
 
-def open_wamp(connection: ClusoServerProtocol, handshake_authenticated: bool) -> WampHandler:
+def open_wamp(
+    context: ConnectionContext,
+    connection: Connection,
+    transport: Any,
+    handshake_authenticated: bool,
+) -> WampHandler:
     """
     Register a WAMP session for C{connection}, which just opened with the
     C{wamp.2.json} subprotocol, and return its handler.
     """
-    factory = connection.factory
-    limits = factory.limits
     session = WampSession(
         connection,
-        connection.transport,
+        transport,
         WAMP_ENCODER,
-        max_queue_bytes=limits.max_queue_bytes,
-        counters=factory.router.queue_counters,
+        max_queue_bytes=context.limits.max_queue_bytes,
+        counters=context.router.queue_counters,
     )
     session.attach()
-    factory.router.register_session(session)
-    limiter = (
-        MessageRateLimiter(limits.message_rate, limits.message_burst, factory.router.clock)
-        if limits.message_rate > 0
-        else None
-    )
-    return WampHandler(connection, session, factory.policy, handshake_authenticated, limiter)
+    context.router.register_session(session)
+    return WampHandler(context, session, handshake_authenticated, context.rate_limiter())

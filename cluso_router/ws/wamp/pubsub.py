@@ -1,6 +1,7 @@
 """
-The WAMP broker of one connection: SUBSCRIBE, UNSUBSCRIBE and PUBLISH on
-the router's channels, which are WAMP topics of the same name.
+Publish and subscribe for one WAMP session: its SUBSCRIBE, UNSUBSCRIBE and
+PUBLISH on the router's channels, which are WAMP topics of the same name.
+(The realm-wide broker is the router itself, shared with the JSON dialect.)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cluso_router.interfaces import IPublisher, ISession
+from cluso_router.router.event import InvalidEvent
 from cluso_router.router.router import Router
 from cluso_router.router.subscriptions import Match
 from cluso_router.ws.json.codec import ProtocolError, check_channel
@@ -37,7 +39,7 @@ def topic_problem(topic: str, match: Match) -> str | None:
     return None
 
 
-class Broker:
+class SessionPubSub:
     """
     Publish and subscribe for one WAMP session.
     """
@@ -144,6 +146,9 @@ class Broker:
             self._error(msg.MESSAGE_TYPE, msg.request, uri, text)
 
     def _publish_failed(self, failure: Failure, msg: message.Publish) -> None:
+        if failure.check(InvalidEvent):
+            self._refuse(msg, "wamp.error.invalid_argument", failure.getErrorMessage())
+            return
         self.log.failure(
             "Publishing on {topic} for {connection_id} failed",
             failure,

@@ -1,7 +1,8 @@
 """
-The WAMP dealer of one connection: CALL of any router procedure, and
-REGISTER of procedures this client answers (its registrations become
-router procedures, so JSON-dialect clients can invoke them too).
+Calls and registrations of one WAMP session: its CALL of any router
+procedure, and REGISTER of procedures it answers (its registrations become
+router procedures, so JSON-dialect clients can invoke them too). (The
+realm-wide dealer is the router's procedure registry.)
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class Registration:
     A procedure a WAMP callee registered.
     """
 
-    def __init__(self, name: str, dealer: Dealer) -> None:
+    def __init__(self, name: str, dealer: SessionRPC) -> None:
         self.id = next(_registration_ids)
         self.name = name
         self._dealer = dealer
@@ -87,7 +88,7 @@ class _Call:
     """
 
 
-class Dealer:
+class SessionRPC:
     """
     Remote procedure calls for one WAMP session, as caller and as callee.
     """
