@@ -1,88 +1,39 @@
 """
-Shared fixtures: an in-process server on a free loopback port, and a way to
-run the real C{twistd cluso} as a child process.
+Fixtures and test tiers.
 
-Servers started here run without a token (C{--auth none}, allowed on
-loopback) unless a test asks for one: C{secured_server}, or
-C{start_child_server(..., auth=True)}; their C{token} and C{headers} say
-how to authenticate.
+Each test gets the marker of the folder it lives in: C{unit} (in memory:
+fakes, C{task.Clock}, C{StringTransport}), C{integration} (real sockets and
+child processes of this process's server) or C{system} (C{twistd cluso}
+children, Redis, Chromium, Node.js, benchmarks). C{pytest -m unit} is the
+fast tier to run while working.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import shutil
-import subprocess
-import sys
-import threading
-import time
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
-from urllib.parse import urlsplit
+from typing import Any
 
 import pytest
 import pytest_twisted
+from support.servers import (
+    TEST_TOKEN,
+    ChildServer,
+    serve,
+    start_twistd,
+    stop_child_server,
+)
 
-from cluso_router.config import ServerConfig
-from cluso_router.service import ClusoService
-
-
-@dataclass
-class RunningServer:
-    service: ClusoService
-    url: str
-
-    @property
-    def ws_url(self) -> str:
-        return "ws" + self.url[4:] + "ws"
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rstrip("/").rpartition(":")[2])
-
-    @property
-    def token(self) -> str | None:
-        return self.service.config.token
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """
-        The headers that authenticate a request (none when auth is off).
-        """
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+TIERS = ("unit", "integration", "system")
 
 
-TEST_TOKEN = "test-token-0123456789"
-
-
-def start_service(root: Path, **config: Any) -> RunningServer:
-    """
-    A ClusoService on C{root} with C{config}, started in this process and
-    listening on a free loopback port; the caller stops it.
-    """
-    from twisted.internet import reactor
-
-    service = ClusoService(
-        ServerConfig(root=str(root), listen="tcp:0:interface=127.0.0.1", **config),
-        reactor=reactor,
-    )
-    service.startService()
-    port = service.port
-    assert port is not None
-    return RunningServer(service, f"http://127.0.0.1:{port.getHost().port}/")
-
-
-async def _serve(tmp_path: Path, **config: Any) -> Any:
-    root = tmp_path / "root"
-    root.mkdir()
-    running = start_service(root, **config)
-    yield running
-    await running.service.stopService()
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.path)).parts
+        tier = next((part for part in reversed(parts) if part in TIERS), None)
+        if tier is None:
+            raise pytest.UsageError(f"{item.nodeid} is outside tests/unit, integration, system")
+        item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest_twisted.async_yield_fixture
@@ -91,7 +42,7 @@ async def server(tmp_path: Path) -> Any:
     A whole cluso-router service in this process, listening on a free
     loopback port, with auth off.
     """
-    async for running in _serve(tmp_path, auth="none"):
+    async for running in serve(tmp_path, auth="none"):
         yield running
 
 
@@ -101,169 +52,8 @@ async def secured_server(tmp_path: Path) -> Any:
     Like C{server}, with token auth on as by default; the token is
     L{TEST_TOKEN}.
     """
-    async for running in _serve(tmp_path, token=TEST_TOKEN):
+    async for running in serve(tmp_path, token=TEST_TOKEN):
         yield running
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """
-    Wait on the running reactor until C{condition()} holds; fail after
-    C{timeout} seconds.
-    """
-    from twisted.internet import reactor
-    from twisted.internet.task import deferLater
-
-    deadline = reactor.seconds() + timeout  # type: ignore[attr-defined]
-    while not condition():
-        assert reactor.seconds() < deadline, "condition not met in time"  # type: ignore[attr-defined]
-        await deferLater(reactor, 0.02, lambda: None)
-
-
-def python_tool(name: str) -> str:
-    """
-    The path of console script C{name} installed beside this interpreter;
-    fails (never skips) when it is missing.
-    """
-    candidate = Path(sys.executable).parent / name
-    found = str(candidate) if candidate.exists() else shutil.which(name)
-    if not found:
-        pytest.fail(f"{name} is not installed; run the README's test command")
-    return found
-
-
-@dataclass
-class ChildServer:
-    process: subprocess.Popen[str]
-    url: str
-    log: list[str]
-    token: str | None = None
-
-    @property
-    def ws_url(self) -> str:
-        return "ws" + self.url[4:] + "ws"
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """
-        The host and port it listens on, for raw sockets.
-        """
-        parts = urlsplit(self.url)
-        assert parts.hostname is not None
-        assert parts.port is not None
-        return parts.hostname, parts.port
-
-    @property
-    def port(self) -> int:
-        return self.address[1]
-
-    def health(self) -> dict[str, Any]:
-        """
-        The C{data} of its C{GET /api/health} answer.
-        """
-        with urllib.request.urlopen(self.url + "api/health", timeout=5) as response:
-            data: dict[str, Any] = json.load(response)["data"]
-            return data
-
-
-def rss_bytes(pid: int) -> int:
-    """
-    The resident memory of process C{pid}.
-    """
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
-
-
-_LISTENING = re.compile(r"listening on (http://\S+/)")
-_TOKEN_URL = re.compile(r"\?token=(\S+)")
-
-
-def start_child_server(
-    args: list[str], cwd: Path, timeout: float = 20.0, auth: bool = False
-) -> ChildServer:
-    """
-    Run C{args} (a command starting the server on C{tcp:0}) and wait for the
-    line that says where it listens.
-
-    Unless C{auth}, C{--auth none} is added to C{args}; with it, the token
-    is read from the URL the server logs.
-    """
-    if not auth:
-        args = [*args, "--auth", "none"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    process = subprocess.Popen(
-        args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-    )
-    assert process.stdout is not None
-    log: list[str] = []
-    deadline = time.monotonic() + timeout
-    url = None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        log.append(line)
-        match = _LISTENING.search(line)
-        if match:
-            url = match.group(1)
-        token = _TOKEN_URL.search(line)
-        if url is not None and (token is not None or not auth):
-            threading.Thread(target=_drain, args=(process.stdout, log), daemon=True).start()
-            return ChildServer(process, url, log, token.group(1) if token else None)
-    process.kill()
-    raise AssertionError("server did not start:\n" + "".join(log))
-
-
-def _drain(stream: IO[str], log: list[str]) -> None:
-    """
-    Keep reading the child's output into C{log}, so a chatty server never
-    blocks on a full pipe.
-    """
-    for line in stream:
-        log.append(line)
-
-
-def twistd_cluso(*options: str, listen: str = "tcp:0:interface=127.0.0.1") -> list[str]:
-    """
-    The command line of C{twistd -n cluso} (foreground, no pid file)
-    listening on C{listen}, followed by C{options}.
-    """
-    return [python_tool("twistd"), "--pidfile=", "-n", "cluso", "--listen", listen, *options]
-
-
-def start_twistd(cwd: Path, *options: str, auth: bool = False) -> ChildServer:
-    """
-    L{start_child_server} on C{twistd -n cluso} with C{options}, on a free
-    loopback port.
-    """
-    return start_child_server(twistd_cluso(*options), cwd=cwd, auth=auth)
-
-
-def list_sources(root: Path) -> subprocess.CompletedProcess[str]:
-    """
-    What C{twistd cluso --list-sources} prints for C{root}.
-    """
-    return subprocess.run(
-        [python_tool("twistd"), "--pidfile=", "cluso", "--list-sources", "--root", str(root)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def stop_child_server(child: ChildServer, timeout: float = 10.0) -> int:
-    child.process.terminate()
-    try:
-        return child.process.wait(timeout)
-    finally:
-        if child.process.poll() is None:
-            child.process.kill()
 
 
 @pytest.fixture

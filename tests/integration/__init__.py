@@ -1,0 +1,3 @@
+"""
+The integration tier; see tests/conftest.py.
+"""

@@ -1,0 +1,3 @@
+"""
+The system tier; see tests/conftest.py.
+"""

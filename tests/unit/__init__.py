@@ -1,0 +1,3 @@
+"""
+The unit tier; see tests/conftest.py.
+"""

@@ -1,0 +1,140 @@
+"""
+The ping sweep: liveness from pongs and messages, dropping silent peers,
+and sweeping many sessions without holding the reactor.
+"""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.task import Clock
+
+from cluso_router.router.liveness import PingSweeper
+from cluso_router.router.router import Router
+from cluso_router.testing import FakeSession
+
+
+def run_sweep(clock: Clock, sweeper: PingSweeper) -> None:
+    done: list[object] = []
+    sweeper.sweep().addCallback(done.append)
+    while not done:
+        clock.advance(0)
+
+
+def test_heard_sessions_are_pinged_and_silent_ones_aborted() -> None:
+    """
+    A session heard from since the last sweep gets a ping and must be heard
+    from again; one not heard from is aborted and unregistered.
+    """
+    clock = Clock()
+    router = Router(clock=clock)
+    sweeper = PingSweeper(router, interval=30, clock=clock)
+    lively, silent = FakeSession(), FakeSession()
+    router.register_session(lively)
+    router.register_session(silent)
+
+    run_sweep(clock, sweeper)
+    assert (lively.pings, silent.pings) == (1, 1)
+    assert not lively.heard
+    assert not silent.heard
+
+    lively.heard = True
+    run_sweep(clock, sweeper)
+    assert lively.pings == 2
+    assert silent.aborted
+    assert router.session(silent.connection_id) is None
+    assert router.session(lively.connection_id) is lively
+    assert sweeper.dropped == 1
+
+
+def test_sweeps_run_on_the_injected_clock_every_interval() -> None:
+    """
+    Started as a service, the sweeper sweeps once per interval on its clock.
+    """
+    clock = Clock()
+    router = Router(clock=clock)
+    sweeper = PingSweeper(router, interval=30, clock=clock)
+    session = FakeSession()
+    router.register_session(session)
+    sweeper.startService()
+    clock.advance(29)
+    assert session.pings == 0
+    clock.advance(1)
+    clock.advance(0)
+    assert session.pings == 1
+    session.heard = True
+    clock.advance(30)
+    clock.advance(0)
+    assert session.pings == 2
+    sweeper.stopService()
+    clock.advance(300)
+    assert session.pings == 2
+
+
+class FakeTimer:
+    """
+    A monotonic timer that only moves when told to.
+    """
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CostlyPingSession(FakeSession):
+    """
+    A session whose ping costs 5 microseconds of the fake timer, about what
+    framing and writing a real one costs.
+    """
+
+    def __init__(self, timer: FakeTimer) -> None:
+        super().__init__()
+        self._timer = timer
+
+    def ping(self) -> None:
+        self._timer.now += 5e-6
+        super().ping()
+
+
+def test_sweep_of_10000_sessions_yields_in_short_slices() -> None:
+    """
+    Sweeping 10,000 sessions (50 ms of pinging) is split into reactor turns
+    of at most the 5 ms slice (plus one ping), so no turn holds the reactor
+    for more than about 10 ms.
+    """
+    clock = Clock()
+    timer = FakeTimer()
+    router = Router(clock=clock)
+    sweeper = PingSweeper(router, interval=30, clock=clock, timer=timer)
+    for _ in range(10_000):
+        router.register_session(CostlyPingSession(timer))
+    run_sweep(clock, sweeper)
+    assert sum(s.pings for s in router.sessions()) == 10_000  # type: ignore[attr-defined]
+    assert sweeper.longest_slice_seconds <= 0.005 + 5e-6 + 1e-9
+    assert sweeper.slices >= 10
+    assert sweeper.last_sweep_seconds == pytest.approx(0.05)
+
+
+def test_stopping_the_sweeper_stops_a_sweep_in_progress() -> None:
+    """
+    A sweep still going when the service stops pings no one after the stop.
+    """
+    clock = Clock()
+    timer = FakeTimer()
+    router = Router(clock=clock)
+    sweeper = PingSweeper(router, interval=30, clock=clock, timer=timer)
+
+    class StoppingSession(CostlyPingSession):
+        def ping(self) -> None:
+            super().ping()
+            sweeper.stopService()
+
+    sessions = [CostlyPingSession(timer) for _ in range(5_000)]
+    sessions.insert(2_000, StoppingSession(timer))
+    for session in sessions:
+        router.register_session(session)
+    sweeper.startService()
+    clock.advance(30)
+    clock.advance(60)
+    assert sum(s.pings for s in sessions) == 2_001
