@@ -23,6 +23,7 @@ from cluso_router.config import DEFAULT_LISTEN, ServerConfig
 from cluso_router.interfaces import IBackplane
 from cluso_router.router.broadcaster import Broadcaster
 from cluso_router.router.event import DeliveryReport
+from cluso_router.router.history import MemoryHistory
 from cluso_router.router.liveness import PingSweeper
 from cluso_router.router.router import Router
 from cluso_router.security import AccessPolicy, is_loopback_address
@@ -161,7 +162,15 @@ class ClusoService(MultiService):
             from twisted.internet import reactor
         self.config = config
         self.reactor = reactor
-        self.router = Router(cwd=config.root, clock=reactor)
+        self.router = Router(
+            cwd=config.root,
+            clock=reactor,
+            history=MemoryHistory(
+                reactor,
+                max_bytes=config.history_max_bytes,
+                max_event_bytes=config.history_event_max_bytes,
+            ),
+        )
         self.backplane = self._backplane(config, reactor)
         self.broadcaster = EventBroadcaster(self.backplane)
         self.file_changes = FileChangeLedger(self.broadcaster, clock=reactor)
@@ -192,6 +201,7 @@ class ClusoService(MultiService):
             config.max_body,
             policy=self.policy,
             public_paths=[b"metrics"] if config.metrics_public else [],
+            path_limits={b"/api/events/": config.max_publish_body or config.max_body},
         )
         self.site.timeOut = config.limits.handshake_timeout
         self.web, self.endpoint = listening_service(reactor, config.listen, self.site, config.token)
