@@ -152,8 +152,9 @@ class ClusoService(MultiService):
     The whole server. Its parts are public attributes so plugins and
     embedding code can reach the router and the broadcaster.
 
-    Children stop in reverse order: the sources first, then the port
-    closes, then every connection is closed with 1001 by the router.
+    Children stop in reverse order: walks over the workspace are stopped,
+    then the sources, then the port closes, then every connection is closed
+    with 1001 by the router.
     """
 
     def __init__(self, config: ServerConfig, reactor: Any = None) -> None:
@@ -212,6 +213,7 @@ class ClusoService(MultiService):
         self.sweeper.setServiceParent(self)
         self.web.setServiceParent(self)
         self.sources.setServiceParent(self)
+        self.workspace_api.setServiceParent(self)
 
     def _backplane(self, config: ServerConfig, reactor: Any) -> IBackplane:
         if config.redis is None:

@@ -21,7 +21,7 @@ from cluso_router.sources.search.ripgrep import MAX_LINE_CHARS, JsonResults
 from cluso_router.sources.search.routes import call
 from cluso_router.testing import WebSocketTestClient, connect_client
 from cluso_router.web import ApiError
-from cluso_router.workspace.glob import GlobFilter, expand
+from cluso_router.workspace.glob import GlobFilter, expand_braces
 
 
 def require_rg() -> None:
@@ -399,7 +399,7 @@ def test_globs_choose_by_last_match_and_expand_braces() -> None:
     The last glob matching a path decides; with only exclusions, other
     paths are chosen; C{{a,b}} alternatives expand.
     """
-    assert expand("src/*.{ts,tsx}") == ["src/*.ts", "src/*.tsx"]
+    assert expand_braces("src/*.{ts,tsx}") == ["src/*.ts", "src/*.tsx"]
     chosen = GlobFilter(["**/*.{py,md}", "!tests/", "tests/keep.py"])
     paths = ["a.py", "docs/x.md", "tests/t.py", "tests/keep.py", "c.js"]
     assert [p for p in paths if chosen(p)] == ["a.py", "docs/x.md", "tests/keep.py"]
