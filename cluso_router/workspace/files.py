@@ -283,7 +283,7 @@ class FileOperations:
             if not os.path.lexists(target.path):
                 raise _missing()
             if os.path.isdir(target.path) and not os.path.islink(target.path):
-                await self._run(shutil.rmtree, target.path)
+                await self._walk(remove_tree, target.path, WalkBudget())
                 event: FileEvent = "unlinkDir"
             else:
                 os.unlink(target.path)
@@ -541,6 +541,53 @@ def _list_entries(workspace: Workspace, directory: str, given: str) -> list[dict
 
 def _name_order(node: dict[str, Any]) -> tuple[bool, str, str]:
     return (not node["isDirectory"], node["name"].casefold(), node["name"])
+
+
+def remove_tree(path: str, budget: WalkBudget) -> None:
+    """
+    Delete the directory C{path} and everything below it: a loop, not
+    recursion (a chain deeper than Python's recursion limit goes too), and
+    relative to open directory descriptors opened without following
+    symlinks, so a directory swapped for a symlink mid-way cannot send it
+    outside (as C{shutil.rmtree} guards against).
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+    def opened(fd: int) -> list[str]:
+        """
+        Unlink everything in C{fd} but directories; return their names.
+        """
+        with os.scandir(fd) as entries:
+            listed = list(entries)
+        budget.spend(len(listed) + 1)
+        directories = []
+        for entry in listed:
+            if entry.is_dir(follow_symlinks=False):
+                directories.append(entry.name)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+        return directories
+
+    # Each level: its descriptor, its name in the level above, and its
+    # subdirectories still to delete.
+    stack: list[tuple[int, str, list[str]]] = [(os.open(path, flags), "", [])]
+    try:
+        stack[0][2].extend(opened(stack[0][0]))
+        while stack:
+            fd, name, directories = stack[-1]
+            if directories:
+                child = directories.pop()
+                stack.append((os.open(child, flags, dir_fd=fd), child, []))
+                stack[-1][2].extend(opened(stack[-1][0]))
+                continue
+            stack.pop()
+            os.close(fd)
+            if stack:
+                os.rmdir(name, dir_fd=stack[-1][0])
+    finally:
+        for fd, _, _ in stack:
+            os.close(fd)
+    os.rmdir(path)
 
 
 class _TreeWalk:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from cluso_router.router.procedures import ProcedureError
-from cluso_router.workspace.files import FileOperations
+from cluso_router.workspace.files import FileOperations, remove_tree
 from cluso_router.workspace.glob import WalkBudget, glob_paths, relative_pattern
 from cluso_router.workspace.paths import Workspace
 
@@ -61,12 +62,23 @@ def test_repeated_double_stars_cost_what_one_costs(tmp_path: Path) -> None:
     assert repeated < max(1.0, 40 * single)
 
 
-def test_a_1500_level_chain_is_walked_without_recursion(tmp_path: Path) -> None:
+@pytest.fixture
+def deep(tmp_path: Path) -> Iterator[Path]:
     """
-    Globs and trees over a chain deeper than Python's recursion limit
-    answer instead of failing.
+    A 1,500-level chain, removed afterwards without recursion (pytest's own
+    clean-up of old temporary directories would otherwise fail on it).
     """
-    chain(tmp_path, 1500)
+    yield chain(tmp_path, 1500)
+    if (tmp_path / "d").exists():
+        remove_tree(str(tmp_path / "d"), WalkBudget())
+
+
+def test_a_1500_level_chain_is_walked_and_removed_without_recursion(deep: Path) -> None:
+    """
+    Globs, trees and directory removal over a chain deeper than Python's
+    recursion limit work instead of failing.
+    """
+    tmp_path = deep
     assert glob(tmp_path, "**/x") == ["/".join(["d"] * 1500) + "/x"]
     files = FileOperations(Workspace(str(tmp_path)), run_blocking=_inline)
     tree = _result(files.get_tree(".", 2000))
@@ -76,6 +88,9 @@ def test_a_1500_level_chain_is_walked_without_recursion(tmp_path: Path) -> None:
         node = node["children"][0]
         depth += 1
     assert depth == 1501
+    top = tmp_path / "d"
+    remove_tree(str(top), WalkBudget())
+    assert not top.exists()
 
 
 def test_a_walk_over_its_budget_fails_with_a_clear_error(tmp_path: Path) -> None:
@@ -143,7 +158,6 @@ def _inline(f: Any, *args: Any, **kwargs: Any) -> Any:
 
 def _result(coroutine: Any) -> Any:
     from twisted.internet.defer import ensureDeferred
-
     from twisted.python.failure import Failure
 
     results: list[Any] = []
