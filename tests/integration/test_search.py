@@ -460,3 +460,34 @@ async def test_search_routes_are_in_the_openapi_document(search_server: Any) -> 
     assert "pattern" in json.dumps(paths["/api/files/search"]["post"]["requestBody"])
     # Only running sources mount routes: this server runs no validation source.
     assert "/api/validate" not in paths
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_starts_cannot_pass_the_limit_together(search_server: Any) -> None:
+    """
+    Sixty regular-expression searches asked for at once (each awaits
+    ripgrep's check of its pattern before it runs) take at most the eight
+    slots there are; the others are refused with too_many_searches.
+    """
+    root = root_of(search_server)
+    write(root, {f"f{n}.txt": "needle\n" * 100 for n in range(20)})
+    client = await subscribed_client(search_server)
+    for n in range(60):
+        client.send_json(
+            {
+                "type": "invoke",
+                "id": 1000 + n,
+                "channel": "search.start",
+                "data": {"query": "need.e", "regex": True},
+            }
+        )
+    replies = []
+    while len(replies) < 60:
+        message = await client.next_message()
+        if message.get("type") == "response" and isinstance(message.get("id"), int):
+            replies.append(message)
+    accepted = [r for r in replies if "error" not in r]
+    refused = [r for r in replies if r.get("code") == "too_many_searches"]
+    assert 1 <= len(accepted) <= 8
+    assert len(accepted) + len(refused) == 60
+    await client.close()
