@@ -198,7 +198,7 @@ class FileOperations:
             raise ProcedureError("Missing required field: content")
         text = _text(content, "content", prefix)
         with _failing(prefix, "open", given):
-            target = _file_target(self.workspace.resolve(given))
+            target = self.workspace.writable(_file_target(self.workspace.resolve(given)))
             written: _Written = await self._run(_write_atomic, target.path, _utf8(text))
         self._announce(self._created(written.made_dirs))
         self._announce([(target.relative, "change" if written.existed else "add")])
@@ -209,7 +209,7 @@ class FileOperations:
         given = _required(path, "path")
         text = _text("" if content is None else content, "content", prefix)
         with _failing(prefix, "open", given):
-            target = _file_target(self.workspace.resolve(given))
+            target = self.workspace.writable(_file_target(self.workspace.resolve(given)))
             try:
                 written: _Written = await self._run(
                     _write_atomic, target.path, _utf8(text), exclusive=True
@@ -235,7 +235,7 @@ class FileOperations:
         new_given = _required(new_path, "newPath")
         with _failing("Failed to rename file", "rename", old_given):
             source = self.workspace.resolve(old_given, follow=False)
-            dest = self.workspace.resolve(new_given, follow=False)
+            dest = self.workspace.writable(self.workspace.resolve(new_given, follow=False))
             if source.is_root or dest.is_root:
                 raise PathRefused("Cannot rename the workspace root")
             if not os.path.lexists(source.path):
@@ -255,7 +255,9 @@ class FileOperations:
         dest_given = _required(dest_path, "destPath")
         with _failing("Failed to copy file", "copyfile", src_given):
             source = self.workspace.resolve(src_given)
-            dest = _file_target(self.workspace.resolve(dest_given, follow=False))
+            dest = self.workspace.writable(
+                _file_target(self.workspace.resolve(dest_given, follow=False))
+            )
             if os.path.isdir(source.path):
                 raise ProcedureError(f"Cannot copy directory with copyFile: {src_given}")
             try:
@@ -269,7 +271,7 @@ class FileOperations:
     async def create_directory(self, path: Any = None) -> dict[str, Any]:
         given = _required(path, "path")
         with _failing("Failed to create directory", "mkdir", given):
-            target = self.workspace.resolve(given)
+            target = self.workspace.writable(self.workspace.resolve(given))
             made = _make_dirs(target.path)
         self._announce(self._created(made))
         return {"path": given}

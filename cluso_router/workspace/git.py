@@ -84,6 +84,20 @@ def git_event(broadcaster: Broadcaster, type: GitEventType, message: str) -> Del
 
 
 DEFAULT_TIMEOUT: Final = 30.0
+#: What git says outside a repository (and what the git API answers then).
+NOT_A_REPOSITORY: Final = "fatal: not a git repository (or any of the parent directories): .git\n"
+#: Given to every git command: quoted paths off for parsing, and nothing
+#: that could run a program chosen by what a client wrote.
+SAFE_CONFIG: Final = (
+    "-c",
+    "core.quotepath=off",
+    "-c",
+    "safe.bareRepository=explicit",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "protocol.ext.allow=never",
+)
 NETWORK_TIMEOUT: Final = 300.0
 
 _REF_CHARACTERS: Final = re.compile(r"[\s~^:?*\[\]\\;&|`$()'\"<>]|\.\.")
@@ -174,9 +188,42 @@ class _Collect(ProcessProtocol):
                 self.transport.signalProcess("KILL")
 
 
+def hooks_path(hooks: str, git_dir: str, workspace: str) -> str:
+    """
+    The hooks directory git may use: the repository's own when it lies in
+    the git directory (which no client can write: the files API refuses
+    C{.git}), none at all when it lies in the workspace (a
+    C{core.hooksPath} such as C{.githooks} or C{.husky}, where a client
+    could write a hook and then commit).
+    """
+    real = os.path.realpath(hooks)
+    inside_git = os.path.commonpath([real, os.path.realpath(git_dir)]) == os.path.realpath(git_dir)
+    in_workspace = os.path.commonpath([real, os.path.realpath(workspace)]) == os.path.realpath(
+        workspace
+    )
+    if in_workspace and not inside_git:
+        log.warn(
+            "Git hooks in {hooks} are not run: clients can write there (core.hooksPath "
+            "inside the workspace)",
+            hooks=hooks,
+        )
+        return os.devnull
+    return real
+
+
 class GitRunner:
     """
     Runs C{git <args>} in C{cwd}. The only place a git process is started.
+
+    The repository is found once (with C{safe.bareRepository=explicit}, so a
+    directory that merely looks like a bare repository never counts) and
+    then pinned with C{GIT_DIR} and C{GIT_WORK_TREE}: nothing written into
+    the workspace later changes which repository, and so which
+    configuration, git uses. Every invocation also turns off what would run
+    programs from places clients can write: C{core.fsmonitor}, hooks in a
+    hooks directory inside the workspace (see L{hooks_path}), and the
+    C{ext::} transport. While no repository is found every command answers
+    git's own "not a git repository" without running.
 
     @param clock: schedules the deadline (a L{task.Clock} in tests).
     @param git: the executable; C{git} on C{PATH} by default.
@@ -195,19 +242,54 @@ class GitRunner:
         self._clock: Any = clock if clock is not None else self._reactor
         self.timeout = timeout
         self.git = git or next(iter(which("git")), None)
+        #: The pinned repository's environment and hooks path, once found.
+        self.repository: dict[str, str] | None = None
+        self.hooks_path = os.devnull
 
     async def run(self, *args: str, timeout: float | None = None) -> GitResult:
         """
-        Run git and collect its output; a non-zero exit is a result, not an
-        error. Fails with L{ProcedureError} when git is missing or the
-        deadline passes (the process is killed and reaped first).
+        Run git in the pinned repository and collect its output; a non-zero
+        exit is a result, not an error. Fails with L{ProcedureError} when
+        git is missing or the deadline passes (the process is killed and
+        reaped first).
         """
         if self.git is None:
             raise ProcedureError("git is not installed (no git executable on PATH)", "no_git")
+        repository = await self._pinned()
+        if repository is None:
+            return GitResult(128, "", NOT_A_REPOSITORY)
+        argv = ["-c", f"core.hooksPath={self.hooks_path}", *args]
+        return await self._spawn(argv, {**git_environment(), **repository}, timeout, args)
+
+    async def _pinned(self) -> dict[str, str] | None:
+        """
+        The repository's environment: found with the first command, then
+        kept. Not found is not kept, so a C{git init} later is seen.
+        """
+        if self.repository is not None:
+            return self.repository
+        discover = ("rev-parse", "--absolute-git-dir", "--show-toplevel", "--git-path", "hooks")
+        found = await self._spawn(list(discover), git_environment(), None, discover)
+        lines = found.stdout.splitlines()
+        if found.code != 0 or len(lines) != 3:
+            return None
+        git_dir, top, hooks = lines
+        self.repository = {"GIT_DIR": git_dir, "GIT_WORK_TREE": top}
+        self.hooks_path = hooks_path(os.path.join(top, hooks), git_dir, self.cwd)
+        return self.repository
+
+    async def _spawn(
+        self,
+        args: list[str],
+        env: dict[str, str],
+        timeout: float | None,
+        shown: tuple[str, ...],
+    ) -> GitResult:
+        assert self.git is not None
         limit = self.timeout if timeout is None else timeout
-        argv = [self.git, "-c", "core.quotepath=off", *args]
+        argv = [self.git, *SAFE_CONFIG, *args]
         collector = _Collect()
-        self._reactor.spawnProcess(collector, self.git, argv, env=git_environment(), path=self.cwd)
+        self._reactor.spawnProcess(collector, self.git, argv, env=env, path=self.cwd)
         deadline = self._clock.callLater(limit, collector.kill)
         try:
             await collector.ended
@@ -216,7 +298,10 @@ class GitRunner:
                 deadline.cancel()
         if collector.killed:
             log.warn("git {args} killed after {limit}s", args=" ".join(args[:2]), limit=limit)
-            raise ProcedureError(f"git {args[0]} timed out after {limit:g} s", "timeout")
+            raise ProcedureError(
+                f"git {args[-1] if args[0] == '-c' else args[0]} timed out after {limit:g} s",
+                "timeout",
+            )
         return GitResult(
             collector.code,
             b"".join(collector.stdout).decode("utf-8", "replace"),

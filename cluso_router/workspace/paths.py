@@ -63,6 +63,10 @@ def check_text(value: str, what: str = "path") -> None:
         raise PathRefused(f"Invalid {what}: not valid Unicode: {shown(value)}")
 
 
+#: What a bare git repository has at its top.
+REPOSITORY_NAMES: Final = frozenset({"HEAD", "config", "objects", "refs"})
+
+
 @dataclass(frozen=True)
 class Target:
     """
@@ -142,6 +146,24 @@ class Workspace:
         entry = os.path.join(os.path.realpath(parent), name)
         self._check_blocked(entry)
         return Target(given, entry, self.relative(entry))
+
+    def writable(self, target: Target) -> Target:
+        """
+        C{target}, if clients may create or replace it: not a name that
+        would make the root look like a bare git repository (C{HEAD},
+        C{config}, C{objects}, C{refs} at the top of a root without a
+        C{.git} of its own), so no write can change which repository git
+        sees, or what its configuration runs.
+
+        @raise PathRefused: with the reason.
+        """
+        first = target.relative.split("/", 1)[0]
+        if first in REPOSITORY_NAMES and not os.path.lexists(os.path.join(self.root, ".git")):
+            raise PathRefused(
+                f"Refused to write {first} at the root: with it the root could look like a "
+                "git repository"
+            )
+        return target
 
     def _check_blocked(self, absolute: str) -> None:
         for part in self.relative(absolute).split("/"):

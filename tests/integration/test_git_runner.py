@@ -15,7 +15,7 @@ from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import Clock
 
 from cluso_router.router.procedures import ProcedureError
-from cluso_router.workspace.git import GitRunner
+from cluso_router.workspace.git import SAFE_CONFIG, GitRunner
 
 
 def script(tmp_path: Path, name: str, body: str) -> str:
@@ -55,23 +55,33 @@ def alive(pid: int) -> bool:
 @pytest_twisted.ensureDeferred
 async def test_arguments_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """
-    git gets '-c core.quotepath=off' before the arguments, runs in the
-    workspace, never prompts or starts an editor, and ignores a GIT_DIR
-    inherited from the caller.
+    git gets the safe options before the arguments (quoted paths off,
+    implicit bare repositories refused, no fsmonitor, no ext:: transport,
+    hooks only from the repository's own directory), runs in the workspace
+    on the repository pinned when it was found, never prompts or starts an
+    editor, and ignores a GIT_DIR inherited from the caller.
     """
     from twisted.internet import reactor
 
     monkeypatch.setenv("GIT_DIR", "/elsewhere/.git")
     fake = script(tmp_path, "git", 'printf "%s\\n" "$@"; pwd; env\n')
     runner = GitRunner(str(tmp_path), reactor=reactor, git=fake)
+    runner.repository = {"GIT_DIR": "/pinned/.git", "GIT_WORK_TREE": "/pinned"}
     result = await runner.run("status", "--porcelain")
     lines = result.stdout.splitlines()
-    assert lines[:4] == ["-c", "core.quotepath=off", "status", "--porcelain"]
-    assert lines[4] == str(tmp_path)
-    env = dict(line.split("=", 1) for line in lines[5:] if "=" in line)
+    assert lines[:12] == [
+        *SAFE_CONFIG,
+        "-c",
+        f"core.hooksPath={os.devnull}",
+        "status",
+        "--porcelain",
+    ]
+    assert lines[12] == str(tmp_path)
+    env = dict(line.split("=", 1) for line in lines[13:] if "=" in line)
     assert env["GIT_TERMINAL_PROMPT"] == "0"
     assert env["GIT_EDITOR"] == ":"
-    assert "GIT_DIR" not in env
+    assert env["GIT_DIR"] == "/pinned/.git"
+    assert env["GIT_WORK_TREE"] == "/pinned"
     assert result.code == 0
 
 
@@ -90,6 +100,7 @@ async def test_failure_text_is_stderr_then_stdout(tmp_path: Path) -> None:
     }
     for name, (body, message) in cases.items():
         runner = GitRunner(str(tmp_path), reactor=reactor, git=script(tmp_path, name, body))
+        runner.repository = {"GIT_DIR": str(tmp_path / ".git"), "GIT_WORK_TREE": str(tmp_path)}
         with pytest.raises(ProcedureError) as info:
             await runner.check("x")
         assert info.value.message == message
@@ -108,6 +119,7 @@ async def test_a_hung_git_is_killed_at_the_deadline_and_reaped(tmp_path: Path) -
     clock = Clock()
     runner = GitRunner(str(tmp_path), reactor=reactor, clock=clock, timeout=5)
     runner.git = hung
+    runner.repository = {"GIT_DIR": str(tmp_path / ".git"), "GIT_WORK_TREE": str(tmp_path)}
     call = ensureDeferred(runner.run("fetch"))
     while not pidfile.exists() or not pidfile.read_text().strip():
         await _sleep(0.01)
@@ -137,6 +149,7 @@ async def test_the_answer_does_not_wait_for_a_grandchild_holding_the_pipes(
     hung = script(tmp_path, "git", f"sleep 60 &\necho $! > {pidfile}\nwait\n")
     clock = Clock()
     runner = GitRunner(str(tmp_path), reactor=reactor, clock=clock, timeout=1, git=hung)
+    runner.repository = {"GIT_DIR": str(tmp_path / ".git"), "GIT_WORK_TREE": str(tmp_path)}
     call = ensureDeferred(runner.run("push"))
     while not pidfile.exists() or not pidfile.read_text().strip():
         await _sleep(0.01)
