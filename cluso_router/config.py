@@ -20,6 +20,7 @@ from cluso_router.security import (
     normalize_origin,
 )
 from cluso_router.web.bodylimit import DEFAULT_MAX_BODY
+from cluso_router.workspace.files import DEFAULT_MAX_READ_BYTES
 from cluso_router.ws.limits import Limits
 
 DEFAULT_LISTEN = "tcp:3000:interface=127.0.0.1"
@@ -47,6 +48,8 @@ class ServerConfig:
     #: Largest C{POST /api/events/<channel>} body; C{None}: the largest
     #: WebSocket message (the limit of a client's C{send}).
     max_publish_body: int | None = None
+    #: Largest file the files API's C{read} returns.
+    max_read_bytes: int = DEFAULT_MAX_READ_BYTES
     #: Bytes of events kept for recovery, in all channels.
     history_max_bytes: int = DEFAULT_HISTORY_BYTES
     #: Events whose JSON is larger are delivered but not kept.
@@ -80,7 +83,12 @@ class ServerConfig:
             raise ValueError("max body must be a positive number of bytes")
         if self.max_publish_body is None:
             object.__setattr__(self, "max_publish_body", self.limits.max_message_bytes)
-        for name in ("max_publish_body", "history_max_bytes", "history_event_max_bytes"):
+        for name in (
+            "max_publish_body",
+            "max_read_bytes",
+            "history_max_bytes",
+            "history_event_max_bytes",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.replace('_', '-')} must not be negative")
         if self.auth not in ("token", "none"):

@@ -196,6 +196,7 @@ class ClusoService(MultiService):
             self.file_changes,
             self.root_resource,
             reactor,
+            max_read_bytes=config.max_read_bytes,
         )
         self.site = build_site(
             self.root_resource,

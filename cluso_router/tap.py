@@ -27,6 +27,7 @@ from cluso_router.sources import (
     source_options,
 )
 from cluso_router.web.bodylimit import DEFAULT_MAX_BODY
+from cluso_router.workspace.files import DEFAULT_MAX_READ_BYTES
 from cluso_router.ws.limits import Limits
 
 
@@ -83,6 +84,13 @@ class Options(usage.Options):
             None,
             None,
             "Largest POST /api/events/<channel> body in bytes (default: --max-message-size).",
+            int,
+        ],
+        [
+            "max-read-bytes",
+            None,
+            DEFAULT_MAX_READ_BYTES,
+            "Largest file POST /api/files/read returns, in bytes; a larger one is refused.",
             int,
         ],
         [
@@ -271,6 +279,7 @@ class Options(usage.Options):
                 ignore=tuple(self["ignore"]),
                 max_body=self["max-body"],
                 max_publish_body=self["max-publish-body"],
+                max_read_bytes=self["max-read-bytes"],
                 history_max_bytes=self["history-max-bytes"],
                 history_event_max_bytes=self["history-event-max-bytes"],
                 auth=self["auth"],

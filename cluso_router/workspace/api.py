@@ -14,7 +14,7 @@ from cluso_router.router.broadcaster import Broadcaster
 from cluso_router.router.router import Router
 from cluso_router.web.routes import install_openapi, install_operations
 from cluso_router.workspace.file_routes import file_operations
-from cluso_router.workspace.files import FileOperations
+from cluso_router.workspace.files import DEFAULT_MAX_READ_BYTES, FileOperations
 from cluso_router.workspace.git import GIT, GitOperations, GitRunner
 from cluso_router.workspace.git_routes import git_operations
 from cluso_router.workspace.ledger import FILES, FileChangeLedger
@@ -47,6 +47,7 @@ def install_workspace_api(
     file_changes: FileChangeLedger,
     web_root: Resource,
     reactor: Any,
+    max_read_bytes: int = DEFAULT_MAX_READ_BYTES,
 ) -> WorkspaceApi:
     """
     Build the operations for the workspace at C{root}, claim the C{files}
@@ -56,7 +57,7 @@ def install_workspace_api(
     C{broadcaster}.
     """
     workspace = Workspace(root)
-    files = FileOperations(workspace, file_changes, reactor=reactor)
+    files = FileOperations(workspace, file_changes, reactor=reactor, max_read_bytes=max_read_bytes)
     git = GitOperations(
         GitRunner(workspace.root, reactor=reactor), workspace, broadcaster, file_changes
     )

@@ -47,6 +47,9 @@ TEMP_SUFFIX: Final = ".cluso-tmp"
 """Suffix of the temporary files behind atomic writes; watchers ignore them."""
 
 DEFAULT_TREE_DEPTH: Final = 10
+#: Largest file C{read} returns: its content is held two or three times
+#: (bytes, text, JSON) while answering.
+DEFAULT_MAX_READ_BYTES: Final = 10 * 1024 * 1024
 DEFAULT_TREE_IGNORE: Final = (".git", "node_modules", ".next", "dist")
 
 
@@ -75,8 +78,10 @@ class FileOperations:
         changes: FileChangeLedger | None = None,
         reactor: Any = None,
         run_blocking: Runner | None = None,
+        max_read_bytes: int = DEFAULT_MAX_READ_BYTES,
     ) -> None:
         self.workspace = workspace
+        self.max_read_bytes = max_read_bytes
         self._changes = changes
         if run_blocking is None:
             reactor = reactor if reactor is not None else default_reactor()
@@ -120,7 +125,12 @@ class FileOperations:
         given = _required(path, "path")
         with _failing("Failed to read file", "open", given):
             target = self.workspace.resolve(given)
-            content: str = await self._run(_read_text, self.workspace, target.path)
+            try:
+                content: str = await self._run(
+                    _read_text, self.workspace, target.path, self.max_read_bytes
+                )
+            except _TooLarge as e:
+                raise ProcedureError(f"Failed to read file: {e}") from None
         return {"path": given, "content": content, "encoding": "utf-8"}
 
     async def exists(self, path: Any = None) -> bool:
@@ -401,29 +411,43 @@ class _Written:
     made_dirs: list[str] = field(default_factory=list)
 
 
-def _read_regular(workspace: Workspace, path: str) -> bytes:
+def _read_regular(workspace: Workspace, path: str, limit: int) -> bytes:
     """
-    The bytes of a regular file. Opening never blocks (a FIFO is refused,
-    not waited on), and the opened file must still lie inside the
-    workspace, so a symlink swapped in after the check reads nothing.
+    The bytes of a regular file of at most C{limit} bytes. Opening never
+    blocks (a FIFO is refused, not waited on), and the opened file must
+    still lie inside the workspace, so a symlink swapped in after the check
+    reads nothing.
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         _check_opened(workspace, fd)
-        mode = os.fstat(fd).st_mode
-        if statmod.S_ISDIR(mode):
+        st = os.fstat(fd)
+        if statmod.S_ISDIR(st.st_mode):
             raise IsADirectoryError(errno.EISDIR, "illegal operation on a directory")
-        if not statmod.S_ISREG(mode):
+        if not statmod.S_ISREG(st.st_mode):
             raise OSError(errno.EINVAL, "not a regular file")
+        if st.st_size > limit:
+            raise _TooLarge(st.st_size, limit)
     except BaseException:
         os.close(fd)
         raise
     with os.fdopen(fd, "rb") as f:
-        return f.read()
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise _TooLarge(len(data), limit)
+    return data
 
 
-def _read_text(workspace: Workspace, path: str) -> str:
-    return _read_regular(workspace, path).decode("utf-8", "replace")
+class _TooLarge(Exception):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(
+            f"the file is larger than the {limit} bytes a read may return "
+            f"(--max-read-bytes); it has {size}"
+        )
+
+
+def _read_text(workspace: Workspace, path: str, limit: int) -> str:
+    return _read_regular(workspace, path, limit).decode("utf-8", "replace")
 
 
 def _check_opened(workspace: Workspace, fd: int) -> None:

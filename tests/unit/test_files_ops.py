@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 
 from cluso_router.router.procedures import ProcedureError
@@ -477,12 +478,12 @@ async def test_cwd(files: Files) -> None:
 @pytest_twisted.ensureDeferred
 async def test_large_reads_do_not_block_the_reactor(files: Files) -> None:
     """
-    A 16 MiB read runs in a thread: the reactor keeps firing timers while
+    An 8 MiB read runs in a thread: the reactor keeps firing timers while
     it is in progress.
     """
     from twisted.internet import reactor, task
 
-    (files.root / "big").write_bytes(b"x" * (16 * 1024 * 1024))
+    (files.root / "big").write_bytes(b"x" * (8 * 1024 * 1024))
     ticks = []
     loop = task.LoopingCall(lambda: ticks.append(1))
     loop.clock = reactor
@@ -491,5 +492,20 @@ async def test_large_reads_do_not_block_the_reactor(files: Files) -> None:
     ticks_before = len(ticks)
     result = await read
     loop.stop()
-    assert len(result["content"]) == 16 * 1024 * 1024
+    assert len(result["content"]) == 8 * 1024 * 1024
     assert len(ticks) > ticks_before
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_read_larger_than_the_limit_is_refused_before_reading(tmp_path: Path) -> None:
+    """
+    A file above max_read_bytes is refused with a message naming the
+    limit and its option, without its content being read; at the limit it
+    is read whole.
+    """
+    (tmp_path / "big.bin").write_bytes(b"x" * 1001)
+    (tmp_path / "ok.txt").write_bytes(b"y" * 1000)
+    files = FileOperations(Workspace(str(tmp_path)), reactor=reactor, max_read_bytes=1000)
+    with pytest.raises(ProcedureError, match=r"larger than the 1000 bytes.*--max-read-bytes"):
+        await files.read_file("big.bin")
+    assert (await files.read_file("ok.txt"))["content"] == "y" * 1000
