@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import os
 import re
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from twisted.internet.defer import Deferred, DeferredLock
-from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.defer import DeferredLock
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
-from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.python.procutils import which
 
+from cluso_router._process import spawn
 from cluso_router._reactor import default_reactor
 from cluso_router._time import TIMESTAMP_SCHEMA
 from cluso_router.router.broadcaster import Broadcaster
@@ -151,43 +148,6 @@ def git_environment() -> dict[str, str]:
     return env
 
 
-class _Collect(ProcessProtocol):
-    def __init__(self) -> None:
-        self.stdout: list[bytes] = []
-        self.stderr: list[bytes] = []
-        self.code = 0
-        self.killed = False
-        self.ended: Deferred[None] = Deferred()
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.closeStdin()
-
-    def outReceived(self, data: bytes) -> None:
-        self.stdout.append(data)
-
-    def errReceived(self, data: bytes) -> None:
-        self.stderr.append(data)
-
-    def processExited(self, reason: Failure) -> None:
-        status: Any = reason.value
-        # A signal death has no exit code; report it as the shell does, negated.
-        self.code = status.exitCode if status.exitCode is not None else -(status.signal or 1)
-        if self.killed and self.transport is not None:
-            # A grandchild (ssh, a hook) may still hold the pipes open; the
-            # answer must not wait for it.
-            self.transport.loseConnection()
-
-    def processEnded(self, reason: Failure) -> None:
-        self.ended.callback(None)
-
-    def kill(self) -> None:
-        self.killed = True
-        if self.transport is not None:
-            with suppress(ProcessExitedAlready):
-                self.transport.signalProcess("KILL")
-
-
 def hooks_path(hooks: str, git_dir: str, workspace: str) -> str:
     """
     The hooks directory git may use: the repository's own when it lies in
@@ -283,29 +243,26 @@ class GitRunner:
         args: list[str],
         env: dict[str, str],
         timeout: float | None,
-        shown: tuple[str, ...],
+        label: tuple[str, ...],
     ) -> GitResult:
         assert self.git is not None
         limit = self.timeout if timeout is None else timeout
-        argv = [self.git, *SAFE_CONFIG, *args]
-        collector = _Collect()
-        self._reactor.spawnProcess(collector, self.git, argv, env=env, path=self.cwd)
-        deadline = self._clock.callLater(limit, collector.kill)
+        child = spawn(self._reactor, [self.git, *SAFE_CONFIG, *args], self.cwd, env=env)
+        deadline = self._clock.callLater(limit, child.kill)
         try:
-            await collector.ended
+            result = await child.ended
         finally:
             if deadline.active():
                 deadline.cancel()
-        if collector.killed:
-            log.warn("git {args} killed after {limit}s", args=" ".join(args[:2]), limit=limit)
-            raise ProcedureError(
-                f"git {args[-1] if args[0] == '-c' else args[0]} timed out after {limit:g} s",
-                "timeout",
-            )
+        if result.overflowed:
+            raise ProcedureError(f"git {label[0]} printed more than the server reads", "too_large")
+        if result.killed:
+            log.warn("git {args} killed after {limit}s", args=" ".join(label[:2]), limit=limit)
+            raise ProcedureError(f"git {label[0]} timed out after {limit:g} s", "timeout")
         return GitResult(
-            collector.code,
-            b"".join(collector.stdout).decode("utf-8", "replace"),
-            b"".join(collector.stderr).decode("utf-8", "replace"),
+            result.code,
+            result.stdout.decode("utf-8", "replace"),
+            result.stderr.decode("utf-8", "replace"),
         )
 
     async def check(self, *args: str, timeout: float | None = None) -> str:
