@@ -118,7 +118,7 @@ def metric(child: ChildServer, name: str) -> float:
 
 
 def child_has_closed(child: ChildServer) -> bool:
-    return metric(child, "cluso_slow_consumer_closes") > 0
+    return metric(child, "cluso_slow_consumer_closes_total") > 0
 
 
 def test_one_event_bigger_than_the_queue_budget_closes_its_readers(child: ChildServer) -> None:
