@@ -19,6 +19,7 @@ from cluso_router.security import (
     normalize_host,
     normalize_origin,
 )
+from cluso_router.sessions import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_LIFETIME
 from cluso_router.web.bodylimit import DEFAULT_MAX_BODY
 from cluso_router.workspace.files import DEFAULT_MAX_READ_BYTES
 from cluso_router.ws.limits import Limits
@@ -58,6 +59,13 @@ class ServerConfig:
     auth: str = "token"
     #: The access token; a random one is made up when auth is on and none is given.
     token: str | None = None
+    #: The file the token is kept in when it is the per-user one
+    #: (L{cluso_router.tokenstore}); said at start.
+    token_store: str | None = None
+    #: Seconds a browser session (the cookie a C{?token=} sign-in sets) lasts.
+    session_lifetime: float = DEFAULT_SESSION_LIFETIME
+    #: Browser sessions kept at once; more end the oldest.
+    max_sessions: int = DEFAULT_MAX_SESSIONS
     #: Origins allowed besides the server's own, as C{scheme://host:port}.
     allowed_origins: tuple[str, ...] = ()
     #: Host header values allowed besides the loopback names.
@@ -91,6 +99,10 @@ class ServerConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name.replace('_', '-')} must not be negative")
+        if self.session_lifetime <= 0:
+            raise ValueError("session lifetime must be a positive number of seconds")
+        if self.max_sessions < 1:
+            raise ValueError("max sessions must be at least 1")
         if self.auth not in ("token", "none"):
             raise ValueError(f"auth must be 'token' or 'none', not {self.auth!r}")
         if self.auth == "none":

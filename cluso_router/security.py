@@ -22,9 +22,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from twisted.logger import Logger
+
+from cluso_router.sessions import SessionTable
 
 #: The environment variable a token can be given in.
 TOKEN_ENV: Final = "CLUSO_TOKEN"
@@ -33,6 +35,13 @@ TOKEN_PATTERN: Final = re.compile(r"[A-Za-z0-9._~+/=-]{8,512}")
 #: Methods that change nothing, so a foreign Origin on them is not refused.
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 UNAUTHORIZED_MESSAGE: Final = "Unauthorized: Invalid or missing API key"
+#: The WebSocket subprotocol a browser client names beside its token (the
+#: server answers with it; browsers fail a handshake offering subprotocols
+#: that gets none back).
+CLIENT_SUBPROTOCOL: Final = "cluso.v1"
+#: Prefix of the WebSocket subprotocol that carries the token,
+#: percent-encoded, for browsers, which cannot set headers on a WebSocket.
+TOKEN_SUBPROTOCOL_PREFIX: Final = "cluso.token."
 #: Distinct refusal reasons logged (once each) before logging stops.
 _MAX_LOGGED_REFUSALS: Final = 256
 
@@ -78,10 +87,23 @@ def load_token(
 
 def cookie_name(port: int) -> str:
     """
-    The auth cookie's name for a server on C{port}. Browsers send a host's
-    cookies to every port on it, so each port gets its own name.
+    The session cookie's name for a server on C{port}. Browsers send a
+    host's cookies to every port on it, so each port gets its own name
+    (and the cookie holds a session id, never the token).
     """
-    return f"cluso-token-{port}"
+    return f"cluso-session-{port}"
+
+
+def subprotocol_tokens(header: str) -> list[str]:
+    """
+    The tokens offered as C{cluso.token.<percent-encoded token>} in a
+    C{Sec-WebSocket-Protocol} header.
+    """
+    return [
+        unquote(offer[len(TOKEN_SUBPROTOCOL_PREFIX) :])
+        for offer in (part.strip() for part in header.split(","))
+        if offer.startswith(TOKEN_SUBPROTOCOL_PREFIX)
+    ]
 
 
 def parse_cookies(header: str) -> dict[str, str]:
@@ -201,6 +223,8 @@ class AccessPolicy:
     @param allowed_hosts: Host names (or C{name:port}) allowed besides the
         loopback names.
     @param refusals: where refusals are counted, by reason.
+    @param sessions: the browser sessions a session cookie may name (a
+        table on the global reactor when not given).
     """
 
     log = Logger()
@@ -211,8 +235,10 @@ class AccessPolicy:
         allowed_origins: Iterable[str] = (),
         allowed_hosts: Iterable[str] = (),
         refusals: Counter[str] | None = None,
+        sessions: SessionTable | None = None,
     ) -> None:
         self._digest = None if token is None else _digest(token)
+        self.sessions = sessions if sessions is not None else SessionTable()
         self.allowed_origins = frozenset(normalize_origin(o) for o in allowed_origins)
         self.allowed_hosts = frozenset(normalize_host(h) for h in allowed_hosts)
         self.refusals: Counter[str] = refusals if refusals is not None else Counter()
@@ -260,8 +286,10 @@ class AccessPolicy:
 
     def authenticated(self, view: RequestView) -> bool:
         """
-        Whether C{view} carries the token, as C{Authorization: Bearer},
-        C{X-API-Key}, the auth cookie or the C{token} query argument.
+        Whether C{view} carries the token (as C{Authorization: Bearer},
+        C{X-API-Key}, the C{token} query argument, or for a WebSocket
+        handshake a C{cluso.token.} subprotocol), or the cookie of a live
+        browser session.
         """
         if self._digest is None:
             return True
@@ -272,13 +300,16 @@ class AccessPolicy:
             candidates.append(credentials.strip())
         if "x-api-key" in headers:
             candidates.append(headers["x-api-key"].strip())
-        if "cookie" in headers:
-            cookie = parse_cookies(headers["cookie"]).get(cookie_name(view.local_port))
-            if cookie is not None:
-                candidates.append(cookie)
         if view.query_token is not None:
             candidates.append(view.query_token)
-        return any(self.token_matches(c) for c in candidates)
+        if view.websocket and "sec-websocket-protocol" in headers:
+            candidates.extend(subprotocol_tokens(headers["sec-websocket-protocol"]))
+        if any(self.token_matches(c) for c in candidates):
+            return True
+        if "cookie" in headers:
+            session = parse_cookies(headers["cookie"]).get(cookie_name(view.local_port))
+            return session is not None and self.sessions.valid(session)
+        return False
 
     def check(self, view: RequestView, public: bool = False) -> Refusal | None:
         """
@@ -293,9 +324,7 @@ class AccessPolicy:
         """
         host = view.headers.get("host")
         if not self.host_allowed(host):
-            return self.refuse(
-                Refusal(403, f"Forbidden: host {host!r} is not allowed", "host"), host or ""
-            )
+            return self.refuse(Refusal(403, host_refused_message(host), "host"), host or "")
         origin = view.headers.get("origin")
         if (
             origin is not None
@@ -326,6 +355,21 @@ class AccessPolicy:
                 message=refusal.message,
             )
         return refusal
+
+
+def host_refused_message(host: str | None) -> str:
+    """
+    Why a request with Host C{host} is refused, and the option that would
+    let it in.
+    """
+    split = split_host(host) if host else None
+    if split is None:
+        return f"Forbidden: host {host!r} is not allowed"
+    name = split[0] if ":" not in split[0] else f"[{split[0]}]"
+    return (
+        f"Forbidden: host {host!r} is not allowed. If you reach this server by that name "
+        f"on purpose (a devbox, a port forward, a proxy), start it with --allow-host {name}"
+    )
 
 
 def _digest(token: str) -> bytes:

@@ -6,8 +6,10 @@ L{MultiService}.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
+from urllib.parse import quote
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
@@ -27,6 +29,7 @@ from cluso_router.router.history import MemoryHistory
 from cluso_router.router.liveness import PingSweeper
 from cluso_router.router.router import Router
 from cluso_router.security import AccessPolicy, is_loopback_address
+from cluso_router.sessions import SessionTable
 from cluso_router.sources import SourceContext, SourcesService
 from cluso_router.sources.ai.channel import ai_chunk
 from cluso_router.sources.lsp.channel import diagnostics_updated
@@ -80,24 +83,64 @@ class EventBroadcaster(Broadcaster):
         return git_event(self, type, message)
 
 
+#: The mode of a UNIX socket the server creates, unless its endpoint
+#: string gives one (C{unix:PATH:mode=660}).
+UNIX_SOCKET_MODE: Final = "600"
+_RULE: Final = "=" * 72
+
+
+def sign_in_banner(url: str, token: str, dashboard: bool, token_store: str | None) -> str:
+    """
+    The block printed at start that tells how to sign a browser in: the
+    dashboard reads the token from the URL's fragment (never sent to the
+    server, so never in any log); a C{--ui} app needs the C{?token=}
+    sign-in, which trades the token for a session cookie.
+    """
+    quoted = quote(token, safe="")
+    link = f"{url}#token={quoted}" if dashboard else f"{url}?token={quoted}"
+    kept = (
+        f"The token is kept in {token_store} (--rotate-token makes a new one)."
+        if token_store is not None
+        else "The token is the one given with --token, --token-file or CLUSO_TOKEN."
+    )
+    return "\n".join(
+        [
+            "",
+            _RULE,
+            "  cluso-router is ready. To sign in from a browser, open:",
+            "",
+            f"      {link}",
+            "",
+            f"  {kept}",
+            '  Scripts send it as the header "Authorization: Bearer <token>".',
+            _RULE,
+        ]
+    )
+
+
 @implementer(IStreamServerEndpoint)
 class AnnouncingEndpoint:
     """
     An endpoint that, once listening, remembers its port and logs where the
-    server is (and, with a token, the URL that signs a browser in).
+    server is (and, with auth on, the block that says how to sign in).
 
     With C{loopback_only}, a port reachable from other machines is closed
     again and the listen fails: C{--auth none} must not serve the network.
+
+    @param sign_in: makes the sign-in block from the server's URL.
     """
 
     log = Logger()
 
     def __init__(
-        self, endpoint: IStreamServerEndpoint, loopback_only: bool, token: str | None
+        self,
+        endpoint: IStreamServerEndpoint,
+        loopback_only: bool,
+        sign_in: Callable[[str], str] | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._loopback_only = loopback_only
-        self._token = token
+        self._sign_in = sign_in
         self.port: IListeningPort | None = None
 
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
@@ -123,23 +166,43 @@ class AnnouncingEndpoint:
             url=url,
             ws_url="ws" + url[4:] + "ws",
         )
-        if self._token is not None:
-            self.log.info(
-                "Open {url}?token={token} to sign in from a browser", url=url, token=self._token
-            )
+        if self._sign_in is not None:
+            self.log.info("{banner}", banner=self._sign_in(url))
         return port
 
 
+def private_unix_endpoint(description: str) -> str:
+    """
+    C{description} with C{mode=600} added when it is a UNIX socket without
+    a mode of its own: Twisted's default, C{666}, lets every user of the
+    machine connect.
+    """
+    kind, *arguments = re.split(r"(?<!\\):", description)
+    if kind.strip().lower() != "unix":
+        return description
+    if any(argument.partition("=")[0].strip() == "mode" for argument in arguments):
+        return description
+    return f"{description}:mode={UNIX_SOCKET_MODE}"
+
+
 def listening_service(
-    reactor: Any, description: str, factory: IProtocolFactory, token: str | None
+    reactor: Any,
+    description: str,
+    factory: IProtocolFactory,
+    token: str | None,
+    sign_in: Callable[[str], str] | None = None,
 ) -> tuple[StreamServerEndpointService, AnnouncingEndpoint]:
     """
-    A service listening on endpoint C{description} with C{factory}; failing
-    to listen (the port is taken) raises from its C{startService}, so the
-    server does not start half-way.
+    A service listening on endpoint C{description} (a UNIX socket there is
+    its owner's only, unless the description sets its mode) with
+    C{factory}; failing to listen (the port is taken) raises from its
+    C{startService}, so the server does not start half-way. Without a
+    C{token} it listens on loopback addresses only.
     """
     endpoint = AnnouncingEndpoint(
-        serverFromString(reactor, description), loopback_only=token is None, token=token
+        serverFromString(reactor, private_unix_endpoint(description)),
+        loopback_only=token is None,
+        sign_in=sign_in,
     )
     service = StreamServerEndpointService(endpoint, factory)
     service._raiseSynchronously = True
@@ -181,6 +244,7 @@ class ClusoService(MultiService):
             config.allowed_origins,
             config.allowed_hosts,
             refusals=self.router.refusals,
+            sessions=SessionTable(reactor, config.session_lifetime, config.max_sessions),
         )
         self.root_resource = build_root(
             self.router, self.backplane, limits=config.limits, policy=self.policy
@@ -188,7 +252,7 @@ class ClusoService(MultiService):
         registry = metrics_registry(self.router, self.sweeper)
         registry.register(BackplaneCollector(self.backplane))
         self.root_resource.putChild(b"metrics", MetricsResource(registry))
-        mount_static(self.root_resource, config.ui)
+        public_pages = mount_static(self.root_resource, config.ui)
         self.workspace_api: WorkspaceApi = install_workspace_api(
             config.root,
             self.router,
@@ -202,11 +266,14 @@ class ClusoService(MultiService):
             self.root_resource,
             config.max_body,
             policy=self.policy,
-            public_paths=[b"metrics"] if config.metrics_public else [],
+            public_paths=public_pages | ({b"metrics"} if config.metrics_public else set()),
             path_limits={b"/api/events/": config.max_publish_body or config.max_body},
+            head_deadline=config.limits.handshake_timeout,
         )
         self.site.timeOut = config.limits.handshake_timeout
-        self.web, self.endpoint = listening_service(reactor, config.listen, self.site, config.token)
+        self.web, self.endpoint = listening_service(
+            reactor, config.listen, self.site, config.token, self._sign_in_banner()
+        )
         self.sources = SourcesService(self.source_context, config.sources, config.source_options)
         self.router.setServiceParent(self)
         if isinstance(self.backplane, RedisBackplane):
@@ -215,6 +282,21 @@ class ClusoService(MultiService):
         self.web.setServiceParent(self)
         self.sources.setServiceParent(self)
         self.workspace_api.setServiceParent(self)
+
+    def stopService(self) -> Deferred[None] | None:
+        """
+        End every browser session first, so no cookie outlives the server,
+        then stop the children.
+        """
+        self.policy.sessions.revoke_all()
+        return super().stopService()  # type: ignore[no-any-return]
+
+    def _sign_in_banner(self) -> Callable[[str], str] | None:
+        config = self.config
+        token = config.token
+        if token is None:
+            return None
+        return lambda url: sign_in_banner(url, token, config.ui is None, config.token_store)
 
     def _backplane(self, config: ServerConfig, reactor: Any) -> IBackplane:
         if config.redis is None:

@@ -9,15 +9,19 @@ import sys
 from typing import Any
 
 from twisted.application.service import IService
+from twisted.logger import ILogObserver
 from twisted.python import usage
+from twisted.python.components import Componentized
 from twisted.python.reflect import accumulateClassList
 
+from cluso_router._logfile import private_log_observer, twistd_log_file
 from cluso_router.backplane.redis import DEFAULT_PREFIX
 from cluso_router.config import DEFAULT_LISTEN, ServerConfig
 from cluso_router.router.history import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENT_BYTES
 from cluso_router.router.liveness import DEFAULT_PING_INTERVAL
 from cluso_router.security import load_token
 from cluso_router.service import ClusoService
+from cluso_router.sessions import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_LIFETIME
 from cluso_router.sources import (
     ALL_SOURCES,
     Discovery,
@@ -26,6 +30,7 @@ from cluso_router.sources import (
     discover_sources,
     source_options,
 )
+from cluso_router.tokenstore import stored_token, token_path
 from cluso_router.web.bodylimit import DEFAULT_MAX_BODY
 from cluso_router.workspace.files import DEFAULT_MAX_READ_BYTES
 from cluso_router.ws.limits import Limits
@@ -119,11 +124,26 @@ class Options(usage.Options):
             "token",
             None,
             None,
-            "The access token (default: $CLUSO_TOKEN, else a random one, printed at start "
+            "The access token (default: $CLUSO_TOKEN, else the per-user one kept in "
+            "$XDG_STATE_HOME/cluso-router/token, made on first start; printed at start "
             "inside the URL to open). Other users can see it in the process list; prefer "
             "--token-file or CLUSO_TOKEN.",
         ],
         ["token-file", None, None, "Read the access token from this file."],
+        [
+            "session-lifetime",
+            None,
+            DEFAULT_SESSION_LIFETIME,
+            "Seconds a browser signed in with ?token= stays signed in (its session cookie).",
+            float,
+        ],
+        [
+            "max-sessions",
+            None,
+            DEFAULT_MAX_SESSIONS,
+            "Browser sessions kept at once; signing in beyond ends the oldest.",
+            int,
+        ],
         [
             "max-connections",
             None,
@@ -194,6 +214,12 @@ class Options(usage.Options):
     optFlags = [
         ["list-sources", None, "Print the event sources found, then exit."],
         ["metrics-public", None, "Serve /metrics without the access token."],
+        [
+            "rotate-token",
+            None,
+            "Replace the per-user token (in $XDG_STATE_HOME/cluso-router/token) with a "
+            "new one; signed-in browsers and scripts must sign in again.",
+        ],
     ]
 
     #: The event sources found when these options were made.
@@ -266,6 +292,7 @@ class Options(usage.Options):
             except UnknownSource as e:
                 raise usage.UsageError(str(e)) from None
         try:
+            token, token_store = self._token()
             self["config"] = ServerConfig(
                 root=root,
                 listen=self["listen"],
@@ -283,9 +310,10 @@ class Options(usage.Options):
                 history_max_bytes=self["history-max-bytes"],
                 history_event_max_bytes=self["history-event-max-bytes"],
                 auth=self["auth"],
-                token=load_token(self["token"], self["token-file"])
-                if self["auth"] == "token"
-                else None,
+                token=token,
+                token_store=token_store,
+                session_lifetime=self["session-lifetime"],
+                max_sessions=self["max-sessions"],
                 allowed_origins=tuple(self["allow-origin"]),
                 allowed_hosts=tuple(self["allow-host"]),
                 metrics_public=bool(self["metrics-public"]),
@@ -303,6 +331,27 @@ class Options(usage.Options):
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+
+    def _token(self) -> tuple[str | None, str | None]:
+        """
+        The token and, when it is the per-user one, the file it is kept in:
+        C{--token}, C{--token-file} or C{CLUSO_TOKEN} first, else the
+        per-user token (made, or with C{--rotate-token} replaced, here).
+        """
+        if self["auth"] != "token":
+            if self["rotate-token"]:
+                raise ValueError("--rotate-token needs token auth (not --auth none)")
+            return None, None
+        token = load_token(self["token"], self["token-file"])
+        if token is not None:
+            if self["rotate-token"]:
+                raise ValueError(
+                    "--rotate-token replaces the per-user token; it cannot be combined "
+                    "with --token, --token-file or CLUSO_TOKEN"
+                )
+            return token, None
+        path = token_path()
+        return stored_token(path, rotate=bool(self["rotate-token"])), str(path)
 
     def describe_sources(self, root: str) -> str:
         """
@@ -365,5 +414,26 @@ def _source_options(
     return flags, parameters, accepted, problems
 
 
+class _LoggingToPrivateFile(ClusoService):
+    """
+    The service as C{twistd cluso} runs it when twistd is to log to a file:
+    its application is given an observer writing that file with mode
+    C{0600} (twistd's own would be readable by every user, and the log
+    holds the sign-in URL).
+    """
+
+    def __init__(self, config: ServerConfig, log_file: str) -> None:
+        super().__init__(config)
+        self._log_file = log_file
+
+    def setServiceParent(self, parent: Any) -> None:
+        if isinstance(parent, Componentized) and parent.getComponent(ILogObserver) is None:
+            parent.setComponent(ILogObserver, private_log_observer(self._log_file))
+        super().setServiceParent(parent)
+
+
 def makeService(options: Options) -> IService:
+    log_file = twistd_log_file(getattr(options, "parent", None))
+    if log_file is not None:
+        return _LoggingToPrivateFile(options["config"], log_file)
     return ClusoService(options["config"])

@@ -10,6 +10,7 @@ fast tier to run while working.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if tier is None:
             raise pytest.UsageError(f"{item.nodeid} is outside tests/unit, integration, system")
         item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """
+    Every test, and every server it starts, keeps its per-user state (the
+    token kept across restarts) in a temporary C{XDG_STATE_HOME}, never in
+    the real home directory.
+    """
+    state = tmp_path_factory.mktemp("xdg-state")
+    saved = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(state)
+    yield state
+    if saved is None:
+        del os.environ["XDG_STATE_HOME"]
+    else:
+        os.environ["XDG_STATE_HOME"] = saved
 
 
 @pytest_twisted.async_yield_fixture

@@ -4,9 +4,11 @@ upgrade, which arrives as an HTTP request first).
 
 L{AuthGuard} wraps the site's root resource, so no route can forget the
 check. It also answers CORS preflights, sets CORS headers for allowed
-origins only, and trades a C{?token=} in a page URL for an C{HttpOnly},
-C{SameSite=Strict} cookie, redirecting to the same URL without it so the
-token leaves the address bar and the browser history.
+origins only, sets the headers every answer carries (L{SECURITY_HEADERS}),
+and trades a C{?token=} in a page URL for an C{HttpOnly},
+C{SameSite=Strict} cookie holding a new browser session id, redirecting
+to the same path without the token so it leaves the address bar and the
+browser history.
 """
 
 from __future__ import annotations
@@ -14,61 +16,119 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 from typing import Final
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote_from_bytes, unquote_plus
 
 from twisted.web.http import combinedLogFormatter
+from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request
 
-from cluso_router.security import AccessPolicy, Refusal, RequestView, cookie_name
+from cluso_router.security import (
+    UNAUTHORIZED_MESSAGE,
+    AccessPolicy,
+    Refusal,
+    RequestView,
+    cookie_name,
+)
+from cluso_router.sessions import SessionTable
+from cluso_router.web.pages import (
+    SECURITY_HEADERS,
+    host_refused_page,
+    sign_in_page,
+    wants_html,
+    write_page,
+)
 from cluso_router.web.resources import envelope, write_envelope
 
 ALLOWED_METHODS: Final = b"GET, POST, PUT, PATCH, DELETE, OPTIONS"
 ALLOWED_HEADERS: Final = b"Content-Type, Authorization, X-API-Key, X-Requested-With"
-_TOKEN_IN_TEXT: Final = re.compile(r"(token=)[^&\s\"']*", re.IGNORECASE)
+#: A C{name=value} pair anywhere in a log line (URL, query, Referer).
+_ARGUMENT: Final = re.compile(r"(?P<name>[^\s\"'?&;=/]+)=(?P<value>[^\s\"'&;#]*)")
+#: Characters left as they are in a redirect's path and query.
+_PATH_SAFE: Final = "/%:@!$&'()*+,;="
+_QUERY_SAFE: Final = _PATH_SAFE + "?"
 
 
 def request_view(request: Request) -> RequestView:
     """
     What the policy needs from a twisted.web request.
     """
-    headers: dict[str, str] = {}
-    for name, values in request.requestHeaders.getAllRawHeaders():
+    host = request.getHost()
+    return head_view(request.method, request.uri, request.requestHeaders, getattr(host, "port", 0))
+
+
+def head_view(method: bytes, uri: bytes, headers: Headers, local_port: int) -> RequestView:
+    """
+    What the policy needs from a request's head (its request line and
+    headers), which is all there is before the body is read.
+    """
+    values: dict[str, str] = {}
+    for name, raw in headers.getAllRawHeaders():
         key = name.decode("latin-1").lower()
         separator = "; " if key == "cookie" else ", "
-        headers[key] = separator.join(v.decode("latin-1") for v in values)
-    host = request.getHost()
+        values[key] = separator.join(v.decode("latin-1") for v in raw)
     return RequestView(
-        method=request.method.decode("latin-1").upper(),
-        headers=headers,
-        query_token=query_token(request.uri),
-        local_port=getattr(host, "port", 0),
-        websocket=headers.get("upgrade", "").lower() == "websocket",
+        method=method.decode("latin-1").upper(),
+        headers=values,
+        query_token=query_token(uri),
+        local_port=local_port,
+        websocket=values.get("upgrade", "").lower() == "websocket",
     )
 
 
 def query_token(uri: bytes) -> str | None:
-    query = urlsplit(uri.decode("latin-1")).query
+    """
+    The C{token} query argument of C{uri}. Names are compared decoded, as
+    URLs define them (C{%74oken} is C{token}); so are they when redacted.
+    """
+    query = uri.decode("latin-1").partition("?")[2]
     for name, value in parse_qsl(query, keep_blank_values=True):
         if name == "token":
             return value
     return None
 
 
+def _without_token_arguments(query: str) -> str:
+    kept = (part for part in query.split("&") if part)
+    return "&".join(part for part in kept if unquote_plus(part.partition("=")[0]) != "token")
+
+
 def without_token(uri: bytes) -> bytes:
     """
-    C{uri} with any C{token} query argument removed.
+    C{uri} with every C{token} query argument removed, the others as they were.
     """
-    parts = urlsplit(uri.decode("latin-1"))
-    query = [(n, v) for n, v in parse_qsl(parts.query, keep_blank_values=True) if n != "token"]
-    return urlunsplit(parts._replace(query=urlencode(query))).encode("latin-1")
+    path, _, query = uri.decode("latin-1").partition("?")
+    query = _without_token_arguments(query)
+    return (path + ("?" + query if query else "")).encode("latin-1")
+
+
+def same_origin_location(uri: bytes) -> bytes:
+    """
+    Where to send a browser after its sign-in at C{uri}: the same path and
+    query without the token, as a path on this server and nothing else
+    (C{//evil.example/x} must not become a link to another host, nor may
+    an absolute-form request URI).
+    """
+    path, _, query = uri.partition(b"?")
+    if not path.startswith(b"/"):
+        path = b"/"
+    location = "/" + quote_from_bytes(path, safe=_PATH_SAFE).lstrip("/")
+    query_text = _without_token_arguments(quote_from_bytes(query, safe=_QUERY_SAFE))
+    return (location + ("?" + query_text if query_text else "")).encode("ascii")
 
 
 def redact(text: str) -> str:
     """
-    C{text} with the value of every C{token=} replaced.
+    C{text} with the value of every C{token} argument replaced, whatever
+    the case or percent-encoding of its name.
     """
-    return _TOKEN_IN_TEXT.sub(r"\1[redacted]", text)
+
+    def hide(match: re.Match[str]) -> str:
+        if unquote_plus(match["name"]).strip().lower() == "token":
+            return f"{match['name']}=[redacted]"
+        return match[0]
+
+    return _ARGUMENT.sub(hide, text)
 
 
 def redacting_log_formatter(timestamp: str, request: Request) -> str:
@@ -80,45 +140,58 @@ def redacting_log_formatter(timestamp: str, request: Request) -> str:
 
 class _Answer(Resource):
     """
-    A fixed answer decided by the guard, whatever the path below.
+    A refusal decided by the guard, whatever the path below: the JSON
+    envelope, or for a browser loading a page a short page saying what to
+    do.
     """
 
     isLeaf = True
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, refusal: Refusal) -> None:
         super().__init__()
-        self._status = status
-        self._message = message
+        self._refusal = refusal
 
     def render(self, request: Request) -> bytes:
-        if self._status == 401:
+        refusal = self._refusal
+        if refusal.status == 401:
             request.setHeader(b"www-authenticate", b'Bearer realm="cluso"')
-        return write_envelope(request, self._status, envelope(error=self._message))
+        if wants_html(request):
+            if refusal.reason == "token":
+                return write_page(request, refusal.status, sign_in_page())
+            if refusal.reason == "host":
+                host = request.getHeader(b"host")
+                host_text = None if host is None else host.decode("latin-1")
+                return write_page(
+                    request, refusal.status, host_refused_page(host_text, refusal.message)
+                )
+        return write_envelope(request, refusal.status, envelope(error=refusal.message))
 
 
-class _TokenRedirect(Resource):
+class _SignIn(Resource):
     """
-    Set the auth cookie and send the browser to the URL without the token.
+    Open a browser session, set its cookie, and send the browser to the
+    same path without the token.
     """
 
     isLeaf = True
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, sessions: SessionTable) -> None:
         super().__init__()
-        self._token = token
+        self._sessions = sessions
 
     def render(self, request: Request) -> bytes:
         host = request.getHost()
         request.addCookie(
             cookie_name(getattr(host, "port", 0)),
-            self._token,
+            self._sessions.open(),
             path="/",
+            max_age=str(int(self._sessions.lifetime)),
             httpOnly=True,
             sameSite="strict",
             secure=request.isSecure() or None,
         )
         request.setResponseCode(302)
-        request.setHeader(b"location", without_token(request.uri) or b"/")
+        request.setHeader(b"location", same_origin_location(request.uri))
         request.setHeader(b"cache-control", b"no-store")
         return b""
 
@@ -166,6 +239,8 @@ class AuthGuard(Resource):
         return self.wrapped.render(request)  # type: ignore[no-any-return]
 
     def _admit(self, path: bytes, request: Request) -> Resource | None:
+        for name, value in SECURITY_HEADERS:
+            request.setHeader(name, value)
         view = request_view(request)
         origin = view.headers.get("origin")
         allowed_origin = origin is not None and self.policy.origin_allowed(origin, view.local_port)
@@ -175,29 +250,35 @@ class AuthGuard(Resource):
             assert origin is not None
             request.setHeader(b"access-control-allow-origin", origin.encode("latin-1"))
             request.setHeader(b"access-control-allow-credentials", b"true")
+        public_page = path in self.public_paths and not view.websocket
         refusal = self.policy.check(
             view,
-            public=path in self.public_paths
+            public=public_page
             or (
                 view.websocket
                 and path in self.handshake_paths
                 and "sec-websocket-protocol" in view.headers
             ),
         )
+        token = view.query_token
+        matches = token is not None and self.policy.token_matches(token)
+        wrong_link = public_page and token is not None and not matches
+        if refusal is None and wrong_link and self.policy.auth_required:
+            # A public page opened with a wrong sign-in link says so.
+            refusal = self.policy.refuse(Refusal(401, UNAUTHORIZED_MESSAGE, "token"), "")
         if refusal is not None:
-            return _refused(refusal)
+            return _Answer(refusal)
         if view.method == "OPTIONS" and not view.websocket:
             return self._preflight(origin, allowed_origin)
-        token = view.query_token
-        if token is not None and not view.websocket and self.policy.token_matches(token):
+        if matches and not view.websocket:
             if view.method in ("GET", "HEAD"):
-                return _TokenRedirect(token)
+                return _SignIn(self.policy.sessions)
             request.uri = without_token(request.uri)
         return None
 
     def _preflight(self, origin: str | None, allowed: bool) -> Resource:
         if origin is not None and not allowed:
-            return _refused(
+            return _Answer(
                 self.policy.refuse(
                     Refusal(403, f"Forbidden: origin {origin!r} is not allowed", "origin"), origin
                 )
@@ -214,7 +295,3 @@ class _Preflight(Resource):
         request.setHeader(b"access-control-allow-headers", ALLOWED_HEADERS)
         request.setHeader(b"access-control-max-age", b"86400")
         return b""
-
-
-def _refused(refusal: Refusal) -> Resource:
-    return _Answer(refusal.status, refusal.message)

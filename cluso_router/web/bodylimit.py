@@ -1,7 +1,8 @@
 """
 A request body limit that holds before the body is read: 413 as soon as a
 C{Content-Length} says too much, or as soon as a chunked body grows past
-the limit, with nothing of it kept.
+the limit, with nothing of it kept. The same early answer serves the
+channel (L{cluso_router.web.channel}) to refuse a body without credentials.
 """
 
 from __future__ import annotations
@@ -54,8 +55,10 @@ class LimitedRequest(Request):
         return limit
 
     def gotLength(self, length: int | None) -> None:
+        if self._refused:
+            return
         if length is not None and length > self._limit():
-            self._refuse()
+            self._refuse_too_large()
             return
         super().gotLength(length)
 
@@ -64,7 +67,7 @@ class LimitedRequest(Request):
             return
         self._received += len(data)
         if self._received > self._limit():
-            self._refuse()
+            self._refuse_too_large()
             return
         super().handleContentChunk(data)
 
@@ -77,20 +80,32 @@ class LimitedRequest(Request):
             self._drain.cancel()
         super().connectionLost(reason)
 
-    def _refuse(self) -> None:
+    def _refuse_too_large(self) -> None:
+        self.refuse(
+            b"413 Payload Too Large",
+            f"Request body too large: the limit is {self._limit()} bytes",
+        )
+
+    def refuse(self, status: bytes, message: str, headers: bytes = b"") -> None:
+        """
+        Answer C{status} (code and reason) with C{message} in the JSON
+        envelope now, before the body is read, and drop the rest of the
+        request. C{headers} are extra header lines, each ending in CRLF.
+        """
         self._refused = True
         if self.content is not None:
             self.content.close()
             self.content = None
         # No "100 Continue" after the answer: the client must not send the body.
         self.requestHeaders.removeHeader(b"expect")
-        body = dumps(envelope(error=f"Request body too large: the limit is {self._limit()} bytes"))
+        body = dumps(envelope(error=message))
         transport: Any = self.channel.transport
         transport.write(
-            b"HTTP/1.1 413 Payload Too Large\r\n"
-            b"Content-Type: application/json; charset=utf-8\r\n"
-            b"Content-Length: %d\r\n"
-            b"Connection: close\r\n\r\n" % len(body) + body
+            b"HTTP/1.1 %s\r\n" % status
+            + b"Content-Type: application/json; charset=utf-8\r\n"
+            + headers
+            + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+            + body
         )
         if ITCPTransport.providedBy(transport):
             transport.loseWriteConnection()

@@ -14,6 +14,7 @@ from cluso_router.router.router import Router
 from cluso_router.security import AccessPolicy
 from cluso_router.web.auth import AuthGuard, redacting_log_formatter
 from cluso_router.web.bodylimit import DEFAULT_MAX_BODY, LimitedRequest
+from cluso_router.web.channel import DEFAULT_HEAD_DEADLINE, ClusoChannel
 from cluso_router.web.health import health_resource
 from cluso_router.web.history import ChannelsResource
 from cluso_router.web.publish import PublishResource
@@ -76,19 +77,26 @@ def build_site(
     public_paths: Collection[bytes] = (),
     handshake_paths: Collection[bytes] = (b"ws",),
     path_limits: Mapping[bytes, int] | None = None,
+    head_deadline: float = DEFAULT_HEAD_DEADLINE,
 ) -> Site:
     """
     The site serving C{root}; request bodies above C{max_body} bytes get
-    413, as do bodies above C{path_limits[prefix]} on paths with that prefix.
-    With a C{policy}, every request passes it first (see L{AuthGuard}:
-    C{public_paths} skip the token, C{handshake_paths} are WebSocket
-    endpoints built by L{build_root} with the same policy, which check the
-    token at the handshake). The access log never shows a token.
+    413, as do bodies above C{path_limits[prefix]} on paths with that
+    prefix, and a request's head (its request line and headers) must arrive
+    within C{head_deadline} seconds of its first byte. With a C{policy},
+    every request passes it first (see L{AuthGuard}: C{public_paths} skip
+    the token, C{handshake_paths} are WebSocket endpoints built by
+    L{build_root} with the same policy, which check the token at the
+    handshake), and a body without credentials is refused unread. The
+    access log never shows a token.
     """
     if policy is not None:
         root = AuthGuard(root, policy, public_paths, handshake_paths)
     site = Site(root, requestFactory=LimitedRequest, logFormatter=redacting_log_formatter)
+    site.protocol = ClusoChannel  # type: ignore[assignment]
     site.max_body = max_body  # type: ignore[attr-defined]
     site.path_limits = dict(path_limits or {})  # type: ignore[attr-defined]
+    site.head_deadline = head_deadline  # type: ignore[attr-defined]
+    site.policy = policy  # type: ignore[attr-defined]
     site.displayTracebacks = False
     return site

@@ -5,6 +5,11 @@ dashboard at C{/}, or instead of the dashboard a built single-page app
 
 Only GET and HEAD are answered; anything not found is the JSON 404 of the
 rest of the site, never a directory listing.
+
+The dashboard and the client are public (they hold no secret, and the
+dashboard must load to read the token from a C{#token=} sign-in link);
+every request they make needs the token. A C{--ui} app is not: it is
+served to signed-in browsers only.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.static import File
 
+from cluso_router.web.pages import DASHBOARD_CSP
 from cluso_router.web.resources import Directory, NotFound, envelope, write_envelope
 from cluso_router.web.site import SiteRoot
 
@@ -60,10 +66,16 @@ class StaticFile(Resource):
 
     isLeaf = True
 
-    def __init__(self, path: Path, cache_control: bytes | None = b"no-cache") -> None:
+    def __init__(
+        self,
+        path: Path,
+        cache_control: bytes | None = b"no-cache",
+        content_security_policy: bytes | None = None,
+    ) -> None:
         super().__init__()
         self._path = path
         self._cache_control = cache_control
+        self._content_security_policy = content_security_policy
 
     def render(self, request: Request) -> bytes | int:
         if request.method not in (b"GET", b"HEAD"):
@@ -76,6 +88,8 @@ class StaticFile(Resource):
         sender.encoding = None
         if self._cache_control is not None:
             request.setHeader(b"cache-control", self._cache_control)
+        if self._content_security_policy is not None:
+            request.setHeader(b"content-security-policy", self._content_security_policy)
         result: bytes | int = sender.render(request)
         return result
 
@@ -86,10 +100,12 @@ class FileSet(Directory):
     start-up so no request path ever reaches the file system.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, content_security_policy: bytes | None = None) -> None:
         super().__init__(
             {
-                entry.name.encode("utf-8"): StaticFile(entry)
+                entry.name.encode("utf-8"): StaticFile(
+                    entry, content_security_policy=content_security_policy
+                )
                 for entry in sorted(directory.iterdir())
                 if entry.is_file() and not entry.name.startswith(".")
             }
@@ -138,16 +154,19 @@ class SinglePageApp(Resource):
         return StaticFile(real, cache_control=None)
 
 
-def mount_static(root: SiteRoot, ui: str | None = None) -> None:
+def mount_static(root: SiteRoot, ui: str | None = None) -> frozenset[bytes]:
     """
     Serve the browser client at C{/client/}, and at C{/} the dashboard, or
-    the single-page app in C{ui} when given.
+    the single-page app in C{ui} when given. Return the first path
+    segments to serve without the token.
 
     C{root} is the site root from L{cluso_router.web.site.build_root}.
     """
     root.putChild(b"client", FileSet(STATIC_ROOT / "client"))
     if ui is not None:
         root.fallback = SinglePageApp(Path(ui))
-        return
-    root.putChild(b"", StaticFile(STATIC_ROOT / "dashboard" / "index.html"))
-    root.putChild(b"dashboard", FileSet(STATIC_ROOT / "dashboard"))
+        return frozenset({b"client"})
+    index = STATIC_ROOT / "dashboard" / "index.html"
+    root.putChild(b"", StaticFile(index, content_security_policy=DASHBOARD_CSP))
+    root.putChild(b"dashboard", FileSet(STATIC_ROOT / "dashboard", DASHBOARD_CSP))
+    return frozenset({b"", b"client", b"dashboard"})

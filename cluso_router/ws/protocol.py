@@ -20,7 +20,7 @@ from twisted.logger import Logger
 from cluso_router._version import __version__
 from cluso_router.interfaces import IPublisher
 from cluso_router.router.router import Router
-from cluso_router.security import AccessPolicy, RequestView
+from cluso_router.security import CLIENT_SUBPROTOCOL, AccessPolicy, RequestView
 from cluso_router.ws.context import ConnectionContext
 from cluso_router.ws.json import codec as messages
 from cluso_router.ws.json.handler import JsonHandler
@@ -89,6 +89,8 @@ class ClusoServerProtocol(WebSocketServerProtocol):
         site, which checks HTTP requests first) and the connection limit,
         and pick WAMP when the client offers it. A WAMP client may leave
         the token out of the handshake: it authenticates in WAMP instead.
+        A browser client that sends its token as a subprotocol also offers
+        C{cluso.v1}, the answer, so the token is never echoed back.
         """
         context = self.factory.context
         policy = context.policy
@@ -109,7 +111,9 @@ class ClusoServerProtocol(WebSocketServerProtocol):
         if context.router.connection_count >= context.limits.max_connections:
             context.router.refusals["capacity"] += 1
             raise ConnectionDeny(503, "Service Unavailable: too many connections")
-        return SUBPROTOCOL if wamp else None
+        if wamp:
+            return SUBPROTOCOL
+        return CLIENT_SUBPROTOCOL if CLIENT_SUBPROTOCOL in request.protocols else None
 
     def onOpen(self) -> None:
         self._forget_handshake()

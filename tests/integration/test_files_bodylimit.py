@@ -78,7 +78,7 @@ def parse(response: bytes) -> tuple[bytes, dict[str, Any]]:
     return head.split(b"\r\n")[0], json.loads(body)
 
 
-HEAD = b"POST /api/files/write HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+HEAD = b"POST /api/files/write HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
 
 
 @pytest_twisted.ensureDeferred

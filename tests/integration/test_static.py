@@ -20,7 +20,7 @@ from urllib.parse import urljoin
 import pytest
 import pytest_twisted
 import treq
-from support.servers import start_service
+from support.servers import TEST_TOKEN, start_service
 
 from cluso_router.config import ServerConfig
 from cluso_router.tap import Options
@@ -250,6 +250,46 @@ async def test_ui_only_get_and_head(ui_server: str) -> None:
     code, _, body = await fetch(ui_server + "projects/1", "HEAD")
     assert code == 200
     assert body == b""
+
+
+@pytest_twisted.ensureDeferred
+async def test_ui_needs_the_session_cookie_of_a_sign_in(tmp_path: Path, ui_dir: Path) -> None:
+    """
+    With token auth, a --ui app is served to signed-in browsers only (unlike
+    the dashboard, which is public): a browser without credentials gets the
+    sign-in page, the ?token= sign-in sets a session cookie, and with it the
+    app's pages and its plain fetch calls to the API work; the client module
+    stays public.
+    """
+    root = tmp_path / "root"
+    root.mkdir()
+    running = start_service(root, token=TEST_TOKEN, ui=str(ui_dir))
+    try:
+        html = {"Accept": "text/html"}
+        code, headers, body = await fetch(running.url + "projects/1", headers=html)
+        assert code == 401
+        assert header(headers, "content-type") == "text/html; charset=utf-8"
+        assert b"the app" not in body
+        code, _, _ = await fetch(running.url + "client/cluso-client.js")
+        assert code == 200
+
+        code, headers, _ = await fetch(
+            running.url + f"projects/1?token={TEST_TOKEN}", allow_redirects=False
+        )
+        assert code == 302
+        assert header(headers, "location") == "/projects/1"
+        cookie = header(headers, "set-cookie")
+        assert cookie is not None
+        jar = {"Cookie": cookie.split(";", 1)[0]}
+        code, headers, body = await fetch(running.url + "projects/1", headers={**html, **jar})
+        assert code == 200
+        assert body == b"<!doctype html><title>the app</title>"
+        assert header(headers, "content-security-policy") == "frame-ancestors 'none'"
+        code, _, body = await fetch(running.url + "api/health", headers=jar)
+        assert code == 200
+        assert json.loads(body)["data"]["status"] == "ok"
+    finally:
+        await running.service.stopService()
 
 
 def test_ui_option_is_checked(tmp_path: Path, ui_dir: Path) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pytest
 
@@ -161,7 +161,7 @@ def rss_bytes(pid: int) -> int:
 _LISTENING = re.compile(r"listening on (http://\S+/)")
 
 
-_TOKEN_URL = re.compile(r"\?token=(\S+)")
+_TOKEN_URL = re.compile(r"[?#]token=(\S+)")
 
 
 def start_child_server(
@@ -195,7 +195,7 @@ def start_child_server(
         token = _TOKEN_URL.search(line)
         if url is not None and (token is not None or not auth):
             threading.Thread(target=_drain, args=(process.stdout, log), daemon=True).start()
-            return ChildServer(process, url, log, token.group(1) if token else None)
+            return ChildServer(process, url, log, unquote(token.group(1)) if token else None)
     process.kill()
     raise AssertionError("server did not start:\n" + "".join(log))
 

@@ -10,6 +10,7 @@ import base64
 import http.client as httplib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -77,6 +78,13 @@ def handshake(child: ChildServer, headers: dict[str, str], path: str = "/ws") ->
     """
     The HTTP status a WebSocket opening handshake with C{headers} gets.
     """
+    return int(handshake_head(child, headers, path).split(b" ", 2)[1])
+
+
+def handshake_head(child: ChildServer, headers: dict[str, str], path: str = "/ws") -> bytes:
+    """
+    The head of the answer to a WebSocket opening handshake with C{headers}.
+    """
     port = child.port
     lines = {
         "Host": f"127.0.0.1:{port}",
@@ -90,12 +98,12 @@ def handshake(child: ChildServer, headers: dict[str, str], path: str = "/ws") ->
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall((request + "\r\n").encode("latin-1"))
         head = b""
-        while b"\r\n" not in head:
+        while b"\r\n\r\n" not in head:
             chunk = sock.recv(4096)
             if not chunk:
                 break
             head += chunk
-    return int(head.split(b" ", 2)[1])
+    return head.partition(b"\r\n\r\n")[0]
 
 
 def bearer(token: str = TOKEN) -> dict[str, str]:
@@ -121,11 +129,17 @@ def test_cross_origin_handshake_is_refused(child: ChildServer, origin: str) -> N
     hijack the socket with the developer's cookie.
     """
     assert handshake(child, {"Origin": origin, **bearer()}) == 403
-    assert handshake(child, {"Origin": origin, "Cookie": cookie(child)}) == 403
+    assert handshake(child, {"Origin": origin, "Cookie": sign_in(child)}) == 403
 
 
-def cookie(child: ChildServer, token: str = TOKEN) -> str:
-    return f"cluso-token-{child.port}={token}"
+def sign_in(child: ChildServer, token: str = TOKEN) -> str:
+    """
+    Sign in as a browser does, with C{?token=}; the C{Cookie} header value
+    the browser then sends.
+    """
+    status, received, _ = http(child, "GET", f"/?token={token}")
+    assert status == 302
+    return received["set-cookie"].split(";", 1)[0]
 
 
 def test_own_and_allowed_origins_are_accepted(child: ChildServer) -> None:
@@ -161,6 +175,34 @@ def test_foreign_host_is_refused(child: ChildServer, method: str, path: str) -> 
     assert json.loads(body)["success"] is False
 
 
+def test_foreign_host_is_told_which_option_admits_it(child: ChildServer) -> None:
+    """
+    A request for a host name the server does not answer to (a devbox, a
+    port forward) is told to start the server with C{--allow-host NAME}:
+    in the JSON envelope for API clients, in a short page (no script) for
+    a browser; the name is escaped in the page.
+    """
+    host = "devbox.local:3000"
+    status, received, body = http(child, "GET", "/api/health", {"Host": host, **bearer()})
+    assert status == 403
+    assert received["content-type"].startswith("application/json")
+    error = json.loads(body)["error"]
+    assert "devbox.local:3000" in error
+    assert "--allow-host devbox.local" in error
+
+    page = {"Host": "<b>x</b>.local", "Accept": "text/html,application/xhtml+xml"}
+    status, received, body = http(child, "GET", "/", page)
+    assert status == 403
+    assert received["content-type"] == "text/html; charset=utf-8"
+    text = body.decode()
+    assert "--allow-host" in text
+    assert "&lt;b&gt;x&lt;/b&gt;.local" in text
+    assert "<b>x</b>" not in text
+    assert "<script" not in text
+    assert "script-src" not in received["content-security-policy"]
+    assert received["content-security-policy"].startswith("default-src 'none'")
+
+
 def test_allowed_and_loopback_hosts_pass(child: ChildServer) -> None:
     """
     C{localhost}, loopback addresses and --allow-host names pass the Host check.
@@ -188,58 +230,172 @@ def test_missing_or_wrong_token_is_refused(child: ChildServer, headers: dict[str
 
 
 @pytest.mark.parametrize(
-    "how", ["bearer", "x-api-key", "cookie", "query"], ids=lambda how: str(how)
+    "how", ["bearer", "x-api-key", "session", "query", "subprotocol"], ids=lambda how: str(how)
 )
 def test_token_is_accepted_in_each_form(child: ChildServer, how: str) -> None:
     """
     The token works as C{Authorization: Bearer}, as the original server's
-    C{X-API-Key}, as the auth cookie, and in the handshake's query string.
+    C{X-API-Key}, in the handshake's query string and, for browsers, in a
+    C{cluso.token.} WebSocket subprotocol; the session cookie a sign-in
+    sets works too.
     """
     headers = {
         "bearer": bearer(),
         "x-api-key": {"X-API-Key": TOKEN},
-        "cookie": {"Cookie": f"other=1; {cookie(child)}"},
+        "session": {"Cookie": f"other=1; {sign_in(child)}"},
         "query": {},
+        "subprotocol": {"Sec-WebSocket-Protocol": f"cluso.v1, cluso.token.{TOKEN}"},
     }[how]
     path = "/ws?token=" + TOKEN if how == "query" else "/ws"
     assert handshake(child, headers, path) == 101
-    if how != "query":
+    if how not in ("query", "subprotocol"):
         status, _, body = http(child, "GET", "/api/health", headers)
         assert status == 200
         assert json.loads(body)["data"]["status"] == "ok"
 
 
+def test_token_subprotocol_is_answered_with_the_client_subprotocol(child: ChildServer) -> None:
+    """
+    A browser's handshake offering C{cluso.v1} and its token as a
+    subprotocol is answered C{cluso.v1}, never with the token; a wrong
+    token there is refused like any other; WAMP still gets C{wamp.2.json}.
+    """
+    head = handshake_head(child, {"Sec-WebSocket-Protocol": f"cluso.v1, cluso.token.{TOKEN}"})
+    assert head.startswith(b"HTTP/1.1 101")
+    answered = [
+        line.split(b":", 1)[1].strip()
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-protocol:")
+    ]
+    assert answered == [b"cluso.v1"]
+    assert TOKEN.encode() not in head
+    wrong = {"Sec-WebSocket-Protocol": "cluso.v1, cluso.token.wrong-token-1234"}
+    assert handshake(child, wrong) == 401
+    wamp = handshake_head(child, {"Sec-WebSocket-Protocol": "wamp.2.json"})
+    assert b"wamp.2.json" in wamp
+
+
 def test_cookie_of_another_port_is_not_accepted(child: ChildServer) -> None:
     """
-    Each port has its own cookie name: a token cookie from a server on
+    Each port has its own cookie name: a session cookie from a server on
     another port of the same host does not authenticate here.
     """
-    port = child.port
-    headers = {"Cookie": f"cluso-token-{port + 1}={TOKEN}"}
+    session = sign_in(child).split("=", 1)[1]
+    headers = {"Cookie": f"cluso-session-{child.port + 1}={session}"}
     assert http(child, "GET", "/api/health", headers)[0] == 401
 
 
-def test_token_in_page_url_becomes_a_cookie(child: ChildServer) -> None:
+def test_token_in_page_url_becomes_a_session_cookie(child: ChildServer) -> None:
     """
     Opening a page with C{?token=} sets an C{HttpOnly; SameSite=Strict}
-    cookie and redirects to the same URL without the token; the cookie
-    then opens the API and the WebSocket. A wrong token sets nothing.
+    cookie holding a new session id (never the token), expiring, and
+    redirects to the same URL without the token; the cookie then opens the
+    API and the WebSocket. A made-up session id and a wrong token open
+    nothing and set nothing.
     """
     status, received, _ = http(child, "GET", f"/api/health?x=1&token={TOKEN}&y=2")
     assert status == 302
     assert received["location"] == "/api/health?x=1&y=2"
     set_cookie = received["set-cookie"]
-    assert set_cookie.startswith(cookie(child) + ";")
+    name, _, value = set_cookie.split(";", 1)[0].partition("=")
+    assert name == f"cluso-session-{child.port}"
+    assert TOKEN not in set_cookie
+    assert len(value) >= 32
     assert "HttpOnly" in set_cookie
     assert "samesite=strict" in set_cookie.lower()
     assert "Path=/" in set_cookie
+    assert "Max-Age=43200" in set_cookie
     jar = {"Cookie": set_cookie.split(";", 1)[0]}
     assert http(child, "GET", received["location"], jar)[0] == 200
     assert handshake(child, {**jar, "Origin": f"http://127.0.0.1:{child.port}"}) == 101
+    assert sign_in(child) != jar["Cookie"]
 
+    forged = {"Cookie": f"cluso-session-{child.port}={TOKEN}"}
+    assert http(child, "GET", "/api/health", forged)[0] == 401
     status, received, _ = http(child, "GET", "/?token=wrong-token-456")
     assert status == 401
     assert "set-cookie" not in received
+
+
+def test_a_browser_without_credentials_gets_a_sign_in_page(child: ChildServer) -> None:
+    """
+    A browser loading a page without credentials gets a small HTML page
+    (401) that says where to find the sign-in address, holding no script
+    and no secret; API clients keep getting the JSON 401. The dashboard
+    itself, holding no secret either, loads without credentials and asks
+    for them itself.
+    """
+    browser = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    status, received, body = http(child, "GET", "/api/health", browser)
+    assert status == 401
+    assert received["content-type"] == "text/html; charset=utf-8"
+    page = body.decode()
+    assert "#token=" in page
+    assert "cluso-router/token" in page
+    assert "<script" not in page
+    assert TOKEN not in page
+    status, received, body = http(child, "GET", "/api/health", {"Accept": "*/*"})
+    assert status == 401
+    assert json.loads(body)["error"] == "Unauthorized: Invalid or missing API key"
+    for path in ("/", "/dashboard/dashboard.js", "/client/cluso-client.js"):
+        status, _, body = http(child, "GET", path, browser)
+        assert status == 200, path
+        assert TOKEN.encode() not in body
+
+
+def test_dashboard_is_served_with_a_strict_content_security_policy(child: ChildServer) -> None:
+    """
+    The dashboard page may run only its own scripts and styles and connect
+    only to its own server, may not be framed, sniffed or leak its URL as
+    a referrer; and it has no inline script or style the policy would
+    block. Every answer of the server refuses framing and sniffing.
+    """
+    status, received, body = http(child, "GET", "/")
+    assert status == 200
+    policy = dict(
+        part.strip().split(" ", 1) for part in received["content-security-policy"].split(";")
+    )
+    assert policy["default-src"] == "'none'"
+    assert policy["script-src"] == "'self'"
+    assert policy["style-src"] == "'self'"
+    assert policy["connect-src"] == "'self'"
+    assert policy["frame-ancestors"] == "'none'"
+    assert received["x-frame-options"] == "DENY"
+    assert received["x-content-type-options"] == "nosniff"
+    assert received["referrer-policy"] == "no-referrer"
+    page = body.decode()
+    assert re.findall(r"<script[^>]*>", page) == [
+        '<script type="module" src="dashboard/dashboard.js">'
+    ]
+    assert "<style" not in page
+    assert " style=" not in page
+    assert not re.search(r"<[^>]*\son[a-z]+\s*=", page)
+    status, received, _ = http(child, "GET", "/api/health", bearer())
+    assert received["x-frame-options"] == "DENY"
+    assert received["x-content-type-options"] == "nosniff"
+    assert received["content-security-policy"] == "frame-ancestors 'none'"
+
+
+@pytest.mark.parametrize(
+    ("target", "location"),
+    [
+        ("//evil.example/x", "/evil.example/x"),
+        ("///evil.example", "/evil.example"),
+        ("/\\evil.example/x", "/%5Cevil.example/x"),
+        ("/%2F%2Fevil.example", "/%2F%2Fevil.example"),
+    ],
+)
+def test_sign_in_redirects_only_to_a_path_on_this_server(
+    child: ChildServer, target: str, location: str
+) -> None:
+    """
+    Whatever the path of a sign-in URL, the redirect goes to a path of
+    this server: never to a protocol-relative or absolute URL a browser
+    would take to another host.
+    """
+    status, received, _ = http(child, "GET", f"{target}?token={TOKEN}")
+    assert status == 302
+    assert received["location"] == location
 
 
 def test_state_changing_request_from_foreign_origin_is_refused(child: ChildServer) -> None:
@@ -249,9 +405,10 @@ def test_state_changing_request_from_foreign_origin_is_refused(child: ChildServe
     but carries no CORS header, so the page cannot read it.
     """
     body = b'{"n": 1}'
-    evil = {"Origin": "http://evil.example", "Cookie": cookie(child)}
+    session = sign_in(child)
+    evil = {"Origin": "http://evil.example", "Cookie": session}
     assert http(child, "POST", "/api/events/demo", evil, body)[0] == 403
-    allowed = {"Origin": ALLOWED_ORIGIN, "Cookie": cookie(child)}
+    allowed = {"Origin": ALLOWED_ORIGIN, "Cookie": session}
     assert http(child, "POST", "/api/events/demo", allowed, body)[0] == 200
     status, received, _ = http(child, "GET", "/api/health", evil)
     assert status == 200
@@ -328,9 +485,10 @@ def test_unsafe_or_bad_options_are_refused(tmp_path: Path, args: list[str], mess
 
 def test_token_is_logged_once_inside_the_url_to_open(tmp_path: Path) -> None:
     """
-    The start log shows the token once, in a ready-to-open URL; requests
-    carrying it in headers, cookies or query strings (redirected, refused
-    or upgraded) never put it in the log again.
+    The start log shows the token once, in a ready-to-open URL inside a
+    block of its own; requests carrying it in headers, cookies or query
+    strings (redirected, refused or upgraded, its name percent-encoded or
+    not) never put it in the log again.
     """
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN + "\n")
@@ -339,10 +497,17 @@ def test_token_is_logged_once_inside_the_url_to_open(tmp_path: Path) -> None:
     server = start_twistd(root, "--sources", "", "--token-file", str(token_file), auth=True)
     try:
         assert server.token == TOKEN
-        assert f"{server.url}?token={TOKEN}" in "".join(server.log)
+        started = "".join(server.log)
+        assert f"{server.url}#token={TOKEN}" in started
+        assert "=" * 72 in started
+        assert "To sign in from a browser, open:" in started
         http(server, "GET", f"/?token={TOKEN}")
+        http(server, "GET", f"/?%74oken={TOKEN}")
+        http(server, "GET", f"/api/health?x=1&%74%6F%6B%65%6E={TOKEN}")
         http(server, "GET", "/api/health", {"Referer": f"{server.url}?token={TOKEN}"})
+        http(server, "GET", "/api/health", {"Referer": f"{server.url}?t%6Fken={TOKEN}"})
         http(server, "POST", f"/api/events/x?token={TOKEN}", {}, b"{}")
+        http(server, "POST", f"/api/events/x?%74oken={TOKEN}", {}, b"{}")
         http(server, "POST", "/api/events/x?token=not-the-token", {}, b"{}")
         http(server, "GET", "/api/health", bearer())
         http(server, "GET", "/api/health", {"X-API-Key": TOKEN, "Origin": "http://evil.example"})
@@ -352,7 +517,9 @@ def test_token_is_logged_once_inside_the_url_to_open(tmp_path: Path) -> None:
         stop_child_server(server)
     log = "".join(server.log)
     assert log.count(TOKEN) == 1, log
-    assert "token=[redacted]" in log
+    assert "?token=[redacted]" in log
+    assert "?%74oken=[redacted]" in log
+    assert "&%74%6F%6B%65%6E=[redacted]" in log
 
 
 def test_handshake_checks_apply_to_an_embedded_endpoint(tmp_path: Path) -> None:

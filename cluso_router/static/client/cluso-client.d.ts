@@ -27,13 +27,35 @@ export interface ClientOptions {
   jitter?: number;
   /** Sends kept while disconnected (256). */
   maxQueuedSends?: number;
-  /** WebSocket constructor (default: globalThis.WebSocket). */
-  WebSocket?: new (url: string) => WebSocket;
+  /** WebSocket constructor (default: globalThis.WebSocket); given the subprotocols when a token is sent. */
+  WebSocket?: new (url: string, protocols?: string[]) => WebSocket;
   /** Random source for the jitter (default: Math.random). */
   random?: () => number;
+  /**
+   * The access token, sent as a WebSocket subprotocol and by fetch() as a Bearer header:
+   * a string, a function read at each connection, or null for none (cookie only).
+   * Default: the token this tab signed in with (signIn()), when the server is the page's own origin.
+   */
+  token?: string | (() => string | null) | null;
 }
 
-export declare const DEFAULT_OPTIONS: Readonly<Required<Omit<ClientOptions, "WebSocket" | "random">>>;
+export declare const DEFAULT_OPTIONS: Readonly<Required<Omit<ClientOptions, "WebSocket" | "random" | "token">>>;
+
+/** The sessionStorage key under which a signed-in tab keeps the token ("cluso.token"). */
+export declare const TOKEN_STORAGE_KEY: string;
+/** The subprotocol offered beside the token ("cluso.v1"); the server answers with it. */
+export declare const CLIENT_SUBPROTOCOL: string;
+/**
+ * Take the token from a `#token=…` link into sessionStorage and out of the address bar;
+ * returns the token this tab now holds, or null.
+ */
+export declare function signIn(): string | null;
+/** The token this tab signed in with, or null. */
+export declare function storedToken(): string | null;
+/** Forget the token this tab signed in with. */
+export declare function forgetToken(): void;
+/** ["cluso.v1", "cluso.token.<token, percent-encoded>"]: the subprotocols that carry a token. */
+export declare function websocketProtocols(token: string): string[];
 
 export interface ServerGreeting {
   connectionId: string;
@@ -148,6 +170,8 @@ export declare class ClusoClient {
   readonly isConnected: boolean;
   readonly server: ServerGreeting | null;
   connect(): Promise<void>;
+  /** fetch() a path relative to the server's base URL, with the token as a Bearer header. */
+  fetch(path: string, init?: RequestInit): Promise<Response>;
   subscribe<C extends keyof ChannelPayloads>(
     channel: C,
     callback: (data: ChannelPayloads[C], meta: EventMeta) => void,

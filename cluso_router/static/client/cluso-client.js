@@ -11,6 +11,11 @@
  * invoke() settles on the reply, a top-level error, a timeout or a lost
  * connection; after any close the client reconnects with exponential backoff
  * and jitter and subscribes every channel again, until close().
+ *
+ * The token goes with every connection as a WebSocket subprotocol (browsers
+ * cannot set headers there) and with client.fetch() as a Bearer header: the
+ * `token` option, or else the one this tab signed in with (signIn() takes it
+ * from a `#token=…` link) when the server is the page's own.
  */
 
 /** Connection states reported to status listeners. */
@@ -34,6 +39,56 @@ export const DEFAULT_OPTIONS = Object.freeze({
 });
 
 const WS_OPEN = 1;
+
+/** The sessionStorage key under which a signed-in tab keeps the token. */
+export const TOKEN_STORAGE_KEY = "cluso.token";
+/** The subprotocol offered beside the token; the server answers with it. */
+export const CLIENT_SUBPROTOCOL = "cluso.v1";
+const TOKEN_SUBPROTOCOL_PREFIX = "cluso.token.";
+
+function tabStorage() {
+  try {
+    return globalThis.sessionStorage ?? null;
+  } catch {
+    return null; // storage disabled for this page
+  }
+}
+
+/**
+ * Sign this tab in from a `#token=…` link: keep the token in sessionStorage
+ * (this tab only, gone when it closes) and take it out of the address bar and
+ * the history. A fragment is never sent to the server, so the token is in no
+ * log. Returns the token the tab now holds, or null.
+ */
+export function signIn() {
+  const { location, history } = globalThis;
+  if (location?.hash) {
+    const params = new URLSearchParams(location.hash.slice(1));
+    const token = params.get("token");
+    if (token !== null) {
+      params.delete("token");
+      const rest = params.toString();
+      history?.replaceState(history.state, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
+      if (token) tabStorage()?.setItem(TOKEN_STORAGE_KEY, token);
+    }
+  }
+  return storedToken();
+}
+
+/** The token this tab signed in with, or null. */
+export function storedToken() {
+  return tabStorage()?.getItem(TOKEN_STORAGE_KEY) ?? null;
+}
+
+/** Forget the token this tab signed in with. */
+export function forgetToken() {
+  tabStorage()?.removeItem(TOKEN_STORAGE_KEY);
+}
+
+/** The WebSocket subprotocols that carry `token`: ["cluso.v1", "cluso.token.<token, percent-encoded>"]. */
+export function websocketProtocols(token) {
+  return [CLIENT_SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX + encodeURIComponent(token)];
+}
 
 /** A failed call or refused request; `code` is the server's snake_case code or one of the client's own. */
 export class ClusoError extends Error {
@@ -83,8 +138,17 @@ function callSafely(fn, args, onError) {
   }
 }
 
+/** The http(s) base URL (ending in "/") of the server whose WebSocket is at `wsUrl`. */
+function httpBase(wsUrl) {
+  const url = new URL(wsUrl);
+  const scheme = url.protocol === "wss:" ? "https:" : "http:";
+  return `${scheme}//${url.host}${url.pathname.replace(/\/ws$/, "")}/`.replace(/\/+$/, "/");
+}
+
 export class ClusoClient {
   #url;
+  #httpBase;
+  #sameOrigin;
   #options;
   #WebSocket;
   #ws = null;
@@ -107,11 +171,15 @@ export class ClusoClient {
 
   /**
    * @param {string} [serverUrl] http(s):// base of the server or its ws(s):// endpoint.
-   * @param {object} [options] see DEFAULT_OPTIONS; also `WebSocket` (a constructor)
-   *   and `random` (a function like Math.random, for the backoff jitter).
+   * @param {object} [options] see DEFAULT_OPTIONS; also `WebSocket` (a constructor),
+   *   `random` (a function like Math.random, for the backoff jitter) and `token`
+   *   (a string, a function returning one, or null for none; by default the
+   *   token this tab signed in with, when the server is the page's own origin).
    */
   constructor(serverUrl, options = {}) {
     this.#url = websocketUrl(serverUrl ?? defaultServerUrl());
+    this.#httpBase = httpBase(this.#url);
+    this.#sameOrigin = globalThis.location?.origin === new URL(this.#httpBase).origin;
     this.#options = { ...DEFAULT_OPTIONS, random: Math.random, ...options };
     this.#WebSocket = this.#options.WebSocket ?? globalThis.WebSocket;
     if (typeof this.#WebSocket !== "function") {
@@ -123,6 +191,17 @@ export class ClusoClient {
   /** The WebSocket URL this client connects to. */
   get url() {
     return this.#url;
+  }
+
+  /**
+   * fetch() `path` (relative to the server's base URL) with the client's
+   * token as `Authorization: Bearer`, unless `init.headers` has one.
+   */
+  fetch(path, init = {}) {
+    const headers = new Headers(init.headers);
+    const token = this.#token();
+    if (token && !headers.has("authorization")) headers.set("authorization", `Bearer ${token}`);
+    return globalThis.fetch(new URL(path, this.#httpBase), { ...init, headers });
   }
 
   /** One of Status. */
@@ -286,6 +365,13 @@ export class ClusoClient {
     return new ClusoError("client is closed", "closed");
   }
 
+  #token() {
+    const { token } = this.#options;
+    if (typeof token === "function") return token() || null;
+    if (token !== undefined) return token || null;
+    return this.#sameOrigin ? storedToken() : null;
+  }
+
   #ensureConnecting() {
     if (this.#status === Status.IDLE) this.#open();
   }
@@ -296,7 +382,8 @@ export class ClusoClient {
     if (this.#status === Status.IDLE) this.#setStatus(Status.CONNECTING, {});
     let ws;
     try {
-      ws = new this.#WebSocket(this.#url);
+      const token = this.#token();
+      ws = token ? new this.#WebSocket(this.#url, websocketProtocols(token)) : new this.#WebSocket(this.#url);
     } catch (error) {
       this.#reportError(error);
       this.#scheduleReconnect({ code: 1006, reason: String(error) });

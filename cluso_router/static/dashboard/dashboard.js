@@ -1,7 +1,7 @@
 // The live dashboard served at "/": one panel per built-in channel, fed by
 // cluso-client.js over the page's own server. No build step, no dependencies.
 
-import { ClusoClient, Status } from "../client/cluso-client.js";
+import { ClusoClient, Status, forgetToken, signIn, storedToken } from "../client/cluso-client.js";
 
 const LIST_LIMIT = 200;
 const LOG_LIMIT = 50;
@@ -50,12 +50,10 @@ function describeError(procedure, error) {
   }
 }
 
-// Tokens in the address bar would end up in history and screenshots.
-const here = new URL(location.href);
-if (here.searchParams.has("token")) {
-  here.searchParams.delete("token");
-  history.replaceState(null, "", here.pathname + here.search + here.hash);
-}
+// The sign-in link carries the token in its fragment (#token=…), which never reaches the
+// server: keep it for this tab, out of the address bar, history and screenshots. The client
+// sends it with every connection and fetch; a ?token= sign-in leaves a session cookie instead.
+signIn();
 
 const base = new URL(".", location.href);
 const client = new ClusoClient(base.href, { initialDelay: 500, maxDelay: 5000 });
@@ -105,6 +103,11 @@ function say(text) {
 
 retryButton.addEventListener("click", () => client.connect().catch(() => {}));
 
+// A sign-in link opened in a tab already showing the dashboard only changes the fragment.
+addEventListener("hashchange", () => {
+  if (signIn()) client.connect().catch(() => {});
+});
+
 client.onStatus((status, detail) => {
   statusEl.dataset.status = status;
   retryButton.hidden = status !== Status.RECONNECTING;
@@ -122,15 +125,24 @@ client.onStatus((status, detail) => {
   }
 });
 
-/** Say why the connection keeps failing: refused credentials or a server that is down. */
+const SIGN_IN_HELP =
+  "Open the sign-in address the server printed when it started (http://…/#token=…). A server " +
+  "started without --token, --token-file or CLUSO_TOKEN keeps its token in " +
+  "$XDG_STATE_HOME/cluso-router/token (by default ~/.local/state/cluso-router/token).";
+
+/** Say why the connection keeps failing: missing or refused credentials, or a server that is down. */
 async function explainDisconnection() {
   try {
-    const response = await fetch(new URL("api/health", base), { cache: "no-store" });
-    if (response.status === 401 || response.status === 403) {
-      say(
-        `The server refused this page (HTTP ${response.status}). Open the address the server ` +
-          "printed when it started, with its ?token=…, to sign in.",
-      );
+    const hadToken = storedToken() !== null;
+    const response = await client.fetch("api/health", { cache: "no-store" });
+    if (response.status === 401 && hadToken) {
+      forgetToken();
+      say(`The server refused the token this tab signed in with (a wrong link, or its token changed). ${SIGN_IN_HELP}`);
+    } else if (response.status === 401) {
+      say(`Not signed in. ${SIGN_IN_HELP}`);
+    } else if (response.status === 403) {
+      const { error } = await response.json().catch(() => ({}));
+      say(`The server refused this page (HTTP 403)${error ? `: ${error}` : "."}`);
     } else if (client.status !== Status.OPEN) {
       say(`The server answers HTTP (status ${response.status}) but the WebSocket does not connect yet.`);
     }

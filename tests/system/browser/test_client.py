@@ -89,6 +89,62 @@ def test_websocket_url(page: Any, server: Server) -> None:
     ]
 
 
+def test_signs_in_from_the_link_fragment_without_a_cookie(page: Any, shared_server: Server) -> None:
+    """
+    A page opened with C{#token=} signs in with C{signIn()}: the token goes
+    to sessionStorage and out of the address bar, the client offers it as
+    a subprotocol (answered C{cluso.v1}) and C{client.fetch} as a Bearer
+    header; no cookie is involved. A client of another origin's server is
+    never given this tab's token.
+    """
+    server = shared_server
+    page.goto(f"{server.url}client/cluso-client.d.ts#token={server.token}&x=1")
+    assert page.context.cookies() == []
+    result = run(
+        page,
+        """
+        const token = C.signIn();
+        const { WebSocket, record } = H.recordingWebSocket();
+        const client = new C.ClusoClient(undefined, { WebSocket });
+        await client.connect();
+        const socket = record.sockets[0];
+        const health = await client.fetch("api/health");
+        const seen = [];
+        class Capture {
+          constructor(url, protocols) {
+            seen.push(protocols ?? null);
+            throw new Error("not connecting");
+          }
+        }
+        const other = new C.ClusoClient("http://127.0.0.1:9/", { WebSocket: Capture });
+        other.onError(() => {});
+        const attempt = other.connect().catch(() => "closed");
+        other.close();
+        await attempt;
+        client.close();
+        return {
+          token,
+          hash: location.hash,
+          stored: sessionStorage.getItem(C.TOKEN_STORAGE_KEY),
+          protocol: socket.protocol,
+          health: health.status,
+          seen,
+          offered: C.websocketProtocols("a/b+c"),
+        };
+        """,
+    )
+    assert result == {
+        "token": server.token,
+        "hash": "#x=1",
+        "stored": server.token,
+        "protocol": "cluso.v1",
+        "health": 200,
+        "seen": [None],
+        "offered": ["cluso.v1", "cluso.token.a%2Fb%2Bc"],
+    }
+    assert page.context.cookies() == []
+
+
 def test_subscribe_shares_one_server_subscription(page: Any, server: Server) -> None:
     """
     Two callbacks on a channel make one server subscription; removing one
@@ -277,16 +333,17 @@ def test_reconnects_and_resubscribes_after_server_restart(
 ) -> None:
     """
     When the server stops, the client reports reconnecting; when it is back
-    on the same port, the client reconnects by itself, subscribes every
+    on the same port, the client reconnects by itself (with its token: the
+    page's session cookie died with the old server), subscribes every
     channel again and receives events on them.
     """
     server = signed_in(page, launch(args=["--sources", ""]))
     page.evaluate(
-        f"""async () => {{
+        f"""async (token) => {{
             const C = await import("/client/cluso-client.js");
             const H = await import("{HARNESS_URL}");
             const {{ WebSocket, record }} = H.recordingWebSocket();
-            const options = {{ WebSocket, initialDelay: 100, maxDelay: 400 }};
+            const options = {{ WebSocket, initialDelay: 100, maxDelay: 400, token }};
             const client = new C.ClusoClient(undefined, options);
             const state = {{ record, statuses: [], got: [] }};
             client.onStatus((s) => state.statuses.push(s));
@@ -296,7 +353,8 @@ def test_reconnects_and_resubscribes_after_server_restart(
             state.firstId = client.server.connectionId;
             window.state = state;
             window.client = client;
-        }}"""
+        }}""",
+        server.token,
     )
     wait_for_subscribers(server, "demo.two", 1)
     server.stop()

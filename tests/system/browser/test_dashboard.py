@@ -17,7 +17,7 @@ from typing import Any
 from .support import Server
 
 CHANNELS = ["files", "git", "diagnostics", "search", "validation", "ai-response"]
-_SIGN_IN = re.compile(r"Open (http://\S+\?token=\S+) to sign in")
+_SIGN_IN = re.compile(r"^\s*(http://\S+/#token=\S+)$", re.MULTILINE)
 
 
 def open_dashboard(page: Any, server: Server) -> None:
@@ -39,6 +39,15 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) 
         time.sleep(0.05)
 
 
+def wait_in_page(page: Any, expression: str, timeout: float = 10.0) -> None:
+    """
+    Wait until C{expression} is true in the page. (Playwright's
+    C{wait_for_function} evaluates its polls inside the page, which the
+    dashboard's content security policy forbids, as it should.)
+    """
+    wait_until(lambda: page.evaluate(expression), expression, timeout)
+
+
 def wait_for_watcher(server: Server) -> None:
     """
     Wait until the file watcher says it watches the root.
@@ -52,14 +61,17 @@ def git(root: Path, *args: str) -> None:
 
 def test_dashboard_loads_and_connects(page: Any, launch: Callable[..., Server]) -> None:
     """
-    Opened through the URL the server prints, the dashboard drops the token
-    from the address bar, connects, names the root, has a panel with a
+    Opened through the URL the server prints, the dashboard keeps the token
+    for this tab only (no cookie), drops it from the address bar, connects
+    under its content security policy, names the root, has a panel with a
     count for every built-in channel, and says in words what each empty
     panel will show.
     """
     server = launch()
     open_dashboard(page, server)
     assert page.url == server.url
+    assert page.evaluate("sessionStorage.getItem('cluso.token')") == server.token
+    assert page.context.cookies() == []
     assert page.inner_text("#status") == "Connected"
     assert page.inner_text("#server-cwd") == str(server.root.resolve())
     for channel in CHANNELS:
@@ -250,10 +262,10 @@ def test_panels_render_published_events(page: Any, launch: Callable[..., Server]
         {"diagnostics": [diagnostic("a.py", 1, "one"), diagnostic("a.py", 2, "two")]},
     )
     server.post("api/events/diagnostics", {"diagnostics": [diagnostic("b.py", 3, "three")]})
-    page.wait_for_function("document.querySelectorAll('#diagnostics-table tbody tr').length === 3")
+    wait_in_page(page, "document.querySelectorAll('#diagnostics-table tbody tr').length === 3")
     assert page.inner_text("#diagnostics-state") == "3 problems in 2 files."
     server.post("api/events/diagnostics", {"diagnostics": [], "cleared": True, "file": "a.py"})
-    page.wait_for_function("document.querySelectorAll('#diagnostics-table tbody tr').length === 1")
+    wait_in_page(page, "document.querySelectorAll('#diagnostics-table tbody tr').length === 1")
     assert "b.py:3:1" in page.inner_text("#diagnostics-table")
 
     server.post(
@@ -280,3 +292,28 @@ def test_panels_render_published_events(page: Any, launch: Callable[..., Server]
     answer = page.wait_for_selector('#ai-answers li[data-stream="s1"][data-finished="true"]')
     assert answer.query_selector("pre.answer").inner_text() == "Hello, world!"
     assert page.inner_text("#panel-ai [data-count]") == "3 events"
+
+
+def test_dashboard_without_credentials_says_how_to_sign_in(
+    page: Any, launch: Callable[..., Server]
+) -> None:
+    """
+    Opened without a token, the dashboard loads (it holds no secret) and
+    says how to sign in; given a token the server does not accept, it
+    forgets that token and says so; the right sign-in link then connects,
+    also when it only changes the fragment of the page already open.
+    """
+    server = launch(args=["--sources", ""])
+    page.goto(server.url)
+    notice = page.wait_for_selector("#notice:not([hidden])")
+    assert notice.inner_text().startswith("Not signed in.")
+    assert "#token=" in notice.inner_text()
+    assert "cluso-router/token" in notice.inner_text()
+
+    page.goto(server.url + "#token=not-the-token-123")
+    wait_in_page(page, "document.getElementById('notice').innerText.includes('refused the token')")
+    assert page.evaluate("sessionStorage.getItem('cluso.token')") is None
+    assert page.url == server.url
+
+    page.goto(server.url + "#token=" + server.token)
+    page.wait_for_selector('#status[data-status="open"]')
