@@ -186,6 +186,8 @@ class ClusoService(MultiService):
             self.file_changes,
             self.root_resource,
             reactor,
+            config.backups,
+            config.ignore,
         )
         self.site = build_site(
             self.root_resource,

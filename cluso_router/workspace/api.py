@@ -1,10 +1,11 @@
 """
-The files and git API of a server: one operations layer over the
+The files, git and backup API of a server: one operations layer over the
 workspace, served as HTTP routes and as C{invoke} procedures.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,8 @@ from twisted.web.resource import Resource
 from cluso_router.router.broadcaster import Broadcaster
 from cluso_router.router.router import Router
 from cluso_router.web.routes import install_openapi, install_operations
+from cluso_router.workspace.backup_routes import backup_operations
+from cluso_router.workspace.backups import BACKUP, BackupOperations, BackupSettings
 from cluso_router.workspace.file_routes import file_operations
 from cluso_router.workspace.files import FileOperations
 from cluso_router.workspace.git import GIT, GitOperations, GitRunner
@@ -26,6 +29,7 @@ class WorkspaceApi:
     workspace: Workspace
     files: FileOperations
     git: GitOperations
+    backups: BackupOperations
 
 
 def install_workspace_api(
@@ -35,21 +39,37 @@ def install_workspace_api(
     file_changes: FileChangeLedger,
     web_root: Resource,
     reactor: Any,
+    backup_settings: BackupSettings | None = None,
+    ignore: Sequence[str] = (),
 ) -> WorkspaceApi:
     """
-    Build the operations for the workspace at C{root}, claim the C{files}
-    and C{git} channels they publish on, mount their routes and
+    Build the operations for the workspace at C{root}, claim the C{files},
+    C{git} and C{backup} channels they publish on, mount their routes and
     C{/api/openapi.json} below C{web_root}, and register their procedures.
-    File changes are announced through C{file_changes}, git events through
-    C{broadcaster}.
+    File changes are announced through C{file_changes}, git and backup
+    events through C{broadcaster}. Backups are kept as C{backup_settings}
+    say (by default in the user's data directory) and leave out the
+    C{ignore} patterns.
     """
     workspace = Workspace(root)
     files = FileOperations(workspace, file_changes, reactor=reactor)
     git = GitOperations(
         GitRunner(workspace.root, reactor=reactor), workspace, broadcaster, file_changes
     )
-    for spec in (FILES, GIT):
+    backups = BackupOperations(
+        workspace,
+        backup_settings or BackupSettings(),
+        broadcaster,
+        file_changes,
+        ignore,
+        reactor=reactor,
+    )
+    for spec in (FILES, GIT, BACKUP):
         router.claims.claim(spec, "workspace")
-    install_operations(web_root, router, [*file_operations(files), *git_operations(git)])
+    install_operations(
+        web_root,
+        router,
+        [*file_operations(files), *git_operations(git), *backup_operations(backups)],
+    )
     install_openapi(web_root)
-    return WorkspaceApi(workspace, files, git)
+    return WorkspaceApi(workspace, files, git, backups)
