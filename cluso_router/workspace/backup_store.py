@@ -340,7 +340,9 @@ class BackupStore:
 
         A file that vanished since the walk is left out; one that grew past
         the budget meanwhile fails the snapshot. Nothing of a failed
-        snapshot stays behind.
+        snapshot stays behind. Each copy is synced to disk, then the
+        manifest, before the backup is renamed into place, so a backup
+        that is listed survives a crash (a restore relies on its undo).
         """
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         partial = os.path.join(self.directory, f".{backup_id}.partial")
@@ -374,20 +376,22 @@ class BackupStore:
             raise
         return manifest
 
-    def open_verified(self, manifest: Manifest, entry: ManifestEntry) -> bytes:
-        """
-        The bytes stored for C{entry}, checked against its size and checksum.
-
-        @raise DamagedBackup: when they differ or the file is missing.
-        """
+    def _open_stored(self, manifest: Manifest, entry: ManifestEntry) -> int:
         try:
-            fd = os.open(
+            return os.open(
                 self.stored_file(manifest.id, entry.path),
                 os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
             )
         except OSError:
             raise DamagedBackup(manifest.id, f"{entry.path} is missing") from None
-        with os.fdopen(fd, "rb") as f:
+
+    def read_verified(self, manifest: Manifest, entry: ManifestEntry) -> bytes:
+        """
+        The bytes stored for C{entry}, checked against its size and checksum.
+
+        @raise DamagedBackup: when they differ or the file is missing.
+        """
+        with os.fdopen(self._open_stored(manifest, entry), "rb") as f:
             data = f.read(entry.size + 1)
         if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
             raise DamagedBackup(manifest.id, f"{entry.path} does not match its checksum")
@@ -402,12 +406,7 @@ class BackupStore:
         """
         size = 0
         for done, entry in enumerate(manifest.entries, 1):
-            path = self.stored_file(manifest.id, entry.path)
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except OSError:
-                raise DamagedBackup(manifest.id, f"{entry.path} is missing") from None
-            with os.fdopen(fd, "rb") as f:
+            with os.fdopen(self._open_stored(manifest, entry), "rb") as f:
                 digest, stored = _hash(f)
             if stored != entry.size or digest != entry.sha256:
                 raise DamagedBackup(manifest.id, f"{entry.path} does not match its checksum")

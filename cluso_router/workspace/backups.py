@@ -266,7 +266,7 @@ class BackupOperations:
         entry = manifest.entry(relative)
         if entry is None:
             raise ProcedureError(f"Failed to read backup file: {relative} is not in {backup_id}")
-        return self.store.open_verified(manifest, entry)
+        return self.store.read_verified(manifest, entry)
 
     # changing
 
