@@ -18,9 +18,12 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.threads import deferToThread
+from twisted.python.usage import UsageError
 
 from cluso_router.router.procedures import ProcedureError
 from cluso_router.service import EventBroadcaster
+from cluso_router.tap import Options
 from cluso_router.testing import RecordingPublisher
 from cluso_router.workspace.backup_store import BACKUP_ID, MANIFEST_NAME, default_backup_dir
 from cluso_router.workspace.backup_walk import Budget
@@ -28,7 +31,7 @@ from cluso_router.workspace.backups import (
     PROGRESS_STEPS,
     BackupOperations,
     BackupSettings,
-    _in_thread,
+    backup_key,
 )
 from cluso_router.workspace.ledger import FileChangeLedger
 from cluso_router.workspace.paths import Workspace
@@ -631,6 +634,8 @@ async def test_large_snapshots_and_restores_report_progress(make: Make) -> None:
     assert files == sorted(files)
     assert (progress[-1]["files"], progress[-1]["bytes"]) == (251, backup["totalBytes"])
     assert progress[-1]["totalFiles"] == 251
+    assert {backup_key(e) for e in progress} == {f"progress:create:{backup['id']}"}
+    assert backup_key(b.backup_events("created")[0]) is None
 
     b.published.published.clear()
     await b.ops.restore(backup["id"])
@@ -673,7 +678,6 @@ async def test_concurrent_restores_and_snapshots_run_one_at_a_time(make: Make) -
     running at the same time, and all succeed; the second restore's undo
     snapshot holds the result of the first.
     """
-    from twisted.internet import reactor
 
     running = 0
     most = 0
@@ -688,7 +692,7 @@ async def test_concurrent_restores_and_snapshots_run_one_at_a_time(make: Make) -
             finally:
                 running -= 1
 
-        return _in_thread(reactor, job)
+        return deferToThread(job)
 
     b = make(run_blocking=tracked)
     write(b.root, {"a.txt": "one", **{f"pad{n}.txt": "x" * 4096 for n in range(50)}})
@@ -731,3 +735,35 @@ def test_the_default_storage_follows_xdg_data_home(tmp_path: Path) -> None:
         BackupSettings(str(tmp_path / "file"))
     with pytest.raises(ValueError, match="at least 1 file"):
         Budget(max_files=0)
+
+
+def test_the_backup_options_reach_the_server_config(tmp_path: Path) -> None:
+    """
+    --backup-dir, --backup-max-files, --backup-max-bytes and --backup-keep
+    become the server's backup settings; without them the defaults apply
+    (storage under XDG_DATA_HOME); a budget below one is a usage error.
+    """
+    options = Options()
+    options.parseOptions(
+        [
+            "--root",
+            str(tmp_path),
+            "--backup-dir",
+            str(tmp_path / "store"),
+            "--backup-max-files",
+            "5",
+            "--backup-max-bytes",
+            "100",
+            "--backup-keep",
+            "3",
+        ]
+    )
+    assert options["config"].backups == BackupSettings(
+        str(tmp_path / "store"), Budget(max_files=5, max_bytes=100), keep=3
+    )
+    options = Options()
+    options.parseOptions(["--root", str(tmp_path)])
+    assert options["config"].backups == BackupSettings()
+    assert options["config"].backups.directory == default_backup_dir()
+    with pytest.raises(UsageError, match="at least 1 file"):
+        Options().parseOptions(["--root", str(tmp_path), "--backup-max-files", "0"])
