@@ -267,12 +267,18 @@ class Manifest:
 class BackupStore:
     """
     The backups of one root, under C{base}.
+
+    Listing keeps the manifests it parsed, by id and the identity of the
+    file (inode, size, time), so listing many large backups parses each
+    manifest once, and a manifest changed on disk is read again; restores
+    and reads always read it again.
     """
 
     def __init__(self, base: str, root: str) -> None:
         self.base = os.path.abspath(base)
         self.root = root
         self.directory = os.path.join(self.base, project_key(root))
+        self._listed: dict[str, tuple[tuple[int, int, int], Manifest]] = {}
 
     def path_of(self, backup_id: str) -> str:
         return os.path.join(self.directory, backup_id)
@@ -318,11 +324,23 @@ class BackupStore:
         left out.
         """
         found = []
+        listed = {}
         for backup_id in self.ids():
             try:
-                found.append(self.load(backup_id))
-            except ProcedureError as e:
-                log.warn("Backup {id} left out of the list: {why}", id=backup_id, why=e.message)
+                st = os.stat(os.path.join(self.path_of(backup_id), MANIFEST_NAME))
+                identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+                cached = self._listed.get(backup_id)
+                if cached is not None and cached[0] == identity:
+                    manifest = cached[1]
+                else:
+                    manifest = self.load(backup_id)
+            except (OSError, ProcedureError) as e:
+                why = e.message if isinstance(e, ProcedureError) else str(e)
+                log.warn("Backup {id} left out of the list: {why}", id=backup_id, why=why)
+                continue
+            listed[backup_id] = (identity, manifest)
+            found.append(manifest)
+        self._listed = listed
         return sorted(found, key=lambda m: (m.created_at, m.id), reverse=True)
 
     def snapshot(

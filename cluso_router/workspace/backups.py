@@ -256,7 +256,7 @@ class BackupOperations:
         if not isinstance(file, str):
             raise ProcedureError("Invalid file path")
         wanted = posixpath.normpath(file)
-        if wanted.startswith(("..", "/")) or "\x00" in wanted:
+        if wanted.startswith(("..", "/")):
             raise ProcedureError("Invalid file path")
         data: bytes = await self._run(self._read_stored, checked, wanted)
         return {"content": data.decode("utf-8", "replace")}
@@ -305,10 +305,11 @@ class BackupOperations:
                     f"Restore refused: the current state could not be saved first. {_why(e)}",
                     "backup_too_large" if isinstance(e, BudgetExceeded) else "restore_refused",
                 ) from None
+            saved = {entry.path: entry.sha256 for entry in undo.entries}
             seen = {
-                c.relative: Seen(entry.sha256, c.size, c.mtime_ns)
+                c.relative: Seen(saved[c.relative], c.size, c.mtime_ns)
                 for c in candidates
-                if (entry := undo.entry(c.relative)) is not None
+                if c.relative in saved
             }
             wanted = set(targets)
             prune_paths = (
