@@ -25,12 +25,13 @@ import os
 import stat as statmod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Final
-
-from pathspec import GitIgnoreSpec
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from cluso_router.workspace.files import TEMP_SUFFIX
 from cluso_router.workspace.paths import PathRefused, check_text, is_blocked
+
+if TYPE_CHECKING:
+    from pathspec import GitIgnoreSpec
 
 SKIPPED_NAMES: Final = frozenset({"__pycache__", ".ds_store"})
 VIRTUALENV_MARKER: Final = "pyvenv.cfg"
@@ -132,7 +133,17 @@ class Candidate:
     mtime_ns: int
 
 
-_Rules = tuple[tuple[str, GitIgnoreSpec], ...]
+_Rules: TypeAlias = "tuple[tuple[str, GitIgnoreSpec], ...]"
+
+
+def _spec(lines: Iterable[str]) -> GitIgnoreSpec:
+    """
+    Git's ignore rules from C{lines}; pathspec is imported here, when a
+    snapshot is taken, so importing the server (plugins do) stays light.
+    """
+    from pathspec import GitIgnoreSpec
+
+    return GitIgnoreSpec.from_lines(list(lines))
 
 
 def _read_lines(path: str) -> list[str]:
@@ -154,7 +165,7 @@ class SnapshotWalk:
 
     def __init__(self, root: str, extra: Iterable[str] = (), skip: Iterable[str] = ()) -> None:
         self.root = root
-        self._extra = GitIgnoreSpec.from_lines(list(extra))
+        self._extra = _spec(extra)
         self._skip = frozenset(skip)
 
     def files(self, budget: Budget, also: Iterable[str] = ()) -> list[Candidate]:
@@ -189,7 +200,7 @@ class SnapshotWalk:
 
     def _base_rules(self) -> _Rules:
         lines = _read_lines(os.path.join(self.root, ".git", "info", "exclude"))
-        return (("", GitIgnoreSpec.from_lines(lines)),) if lines else ()
+        return (("", _spec(lines)),) if lines else ()
 
     def _walk(self) -> Iterator[Candidate]:
         pending: list[tuple[str, str, _Rules]] = [(self.root, "", self._base_rules())]
@@ -203,7 +214,7 @@ class SnapshotWalk:
             if any(e.name == ".gitignore" for e in entries):
                 lines = _read_lines(os.path.join(directory, ".gitignore"))
                 if lines:
-                    rules = (*rules, (prefix, GitIgnoreSpec.from_lines(lines)))
+                    rules = (*rules, (prefix, _spec(lines)))
             subdirectories = []
             for entry in entries:
                 if left_out(entry.name):
