@@ -28,6 +28,7 @@ from cluso_router.testing import RecordingPublisher
 from cluso_router.workspace.backup_store import BACKUP_ID, MANIFEST_NAME, default_backup_dir
 from cluso_router.workspace.backup_walk import Budget
 from cluso_router.workspace.backups import (
+    BACKUP,
     PROGRESS_STEPS,
     BackupOperations,
     BackupSettings,
@@ -597,6 +598,9 @@ async def test_events_of_create_restore_delete_and_cleanup(make: Make) -> None:
     assert restored["type"] == "restored"
     assert restored["changed"] == result["changed"]
     assert (restored["changedCount"], restored["unchanged"], restored["pruned"]) == (4, 0, False)
+    described = set(BACKUP.schema["properties"])
+    for event in (created, restored, *BACKUP.examples):
+        assert set(BACKUP.schema["required"]) <= set(event) <= described
 
     b.published.published.clear()
     await b.ops.delete(backup["id"])
@@ -636,6 +640,8 @@ async def test_large_snapshots_and_restores_report_progress(make: Make) -> None:
     assert progress[-1]["totalFiles"] == 251
     assert {backup_key(e) for e in progress} == {f"progress:create:{backup['id']}"}
     assert backup_key(b.backup_events("created")[0]) is None
+    described = set(BACKUP.schema["properties"])
+    assert all(set(e) <= described for e in b.events("backup"))
 
     b.published.published.clear()
     await b.ops.restore(backup["id"])
