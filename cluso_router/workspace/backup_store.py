@@ -513,6 +513,7 @@ def _take(candidate: Candidate, files_dir: str) -> ManifestEntry | None:
         dest = os.open(dest_path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(dest, "r+b") as out:
             if _clone(source, dest):
+                out.seek(0)
                 digest, size = _hash(out)
             else:
                 digest, size = _copy(source, out)
