@@ -203,9 +203,8 @@ def _child(node: Resource, segment: str) -> Resource | None:
     if template is None:
         child: Resource | None = node.getStaticEntity(segment.encode())
         return child
-    variable = getattr(node, "variable", None)
-    if variable is not None and variable[0] == template[1]:
-        return variable[1]  # type: ignore[no-any-return]
+    if isinstance(node, Directory) and node.variable and node.variable[0] == template[1]:
+        return node.variable[1]
     return None
 
 
@@ -409,9 +408,9 @@ def _walk(resource: Resource, path: str) -> Iterator[tuple[str, Resource]]:
     yield path, resource
     for name, child in sorted(getattr(resource, "children", {}).items()):
         yield from _walk(child, f"{path}/{name.decode('utf-8', 'replace')}")
-    variable = getattr(resource, "variable", None)
-    if variable is not None:
-        yield from _walk(variable[1], f"{path}/{{{variable[0]}}}")
+    if isinstance(resource, Directory) and resource.variable is not None:
+        name, child = resource.variable
+        yield from _walk(child, f"{path}/{{{name}}}")
 
 
 def openapi_document(root: Resource) -> dict[str, Any]:
