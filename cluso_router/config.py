@@ -21,6 +21,7 @@ from cluso_router.security import (
 )
 from cluso_router.sessions import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_LIFETIME
 from cluso_router.web.bodylimit import DEFAULT_MAX_BODY
+from cluso_router.workspace.backups import BackupSettings
 from cluso_router.workspace.files import DEFAULT_MAX_READ_BYTES
 from cluso_router.ws.limits import Limits
 
@@ -78,6 +79,8 @@ class ServerConfig:
     redis: str | None = None
     #: Prefix of every Redis key and pub/sub channel of this deployment.
     redis_prefix: str = DEFAULT_PREFIX
+    #: Where project backups are kept, and how much.
+    backups: BackupSettings = field(default_factory=BackupSettings)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", os.path.realpath(self.root))

@@ -260,6 +260,8 @@ class ClusoService(MultiService):
             self.file_changes,
             self.root_resource,
             reactor,
+            config.backups,
+            config.ignore,
             max_read_bytes=config.max_read_bytes,
         )
         self.site = build_site(

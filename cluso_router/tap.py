@@ -32,6 +32,8 @@ from cluso_router.sources import (
 )
 from cluso_router.tokenstore import stored_token, token_path
 from cluso_router.web.bodylimit import DEFAULT_MAX_BODY
+from cluso_router.workspace.backup_walk import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, Budget
+from cluso_router.workspace.backups import DEFAULT_KEEP, BackupSettings
 from cluso_router.workspace.files import DEFAULT_MAX_READ_BYTES
 from cluso_router.ws.limits import Limits
 
@@ -211,6 +213,37 @@ class Options(usage.Options):
             "deployments can share one Redis.",
         ],
     ]
+    optParameters += [
+        [
+            "backup-dir",
+            None,
+            None,
+            "Where project backups are kept (default: $XDG_DATA_HOME/cluso-router/backups, "
+            "else ~/.local/share/cluso-router/backups).",
+        ],
+        [
+            "backup-max-files",
+            None,
+            DEFAULT_MAX_FILES,
+            "Most files one backup may hold; a larger snapshot is refused.",
+            int,
+        ],
+        [
+            "backup-max-bytes",
+            None,
+            DEFAULT_MAX_BYTES,
+            "Most bytes one backup may hold; a larger snapshot is refused.",
+            int,
+        ],
+        [
+            "backup-keep",
+            None,
+            DEFAULT_KEEP,
+            "Backups kept per project; the oldest beyond are deleted after each new one "
+            "(0 keeps all).",
+            int,
+        ],
+    ]
     optFlags = [
         ["list-sources", None, "Print the event sources found, then exit."],
         ["metrics-public", None, "Serve /metrics without the access token."],
@@ -328,6 +361,7 @@ class Options(usage.Options):
                 ),
                 redis=self["redis"],
                 redis_prefix=self["redis-prefix"],
+                backups=self._backup_settings(),
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
@@ -352,6 +386,12 @@ class Options(usage.Options):
             return token, None
         path = token_path()
         return stored_token(path, rotate=bool(self["rotate-token"])), str(path)
+
+    def _backup_settings(self) -> BackupSettings:
+        budget = Budget(self["backup-max-files"], self["backup-max-bytes"])
+        if self["backup-dir"] is None:
+            return BackupSettings(budget=budget, keep=self["backup-keep"])
+        return BackupSettings(self["backup-dir"], budget, self["backup-keep"])
 
     def describe_sources(self, root: str) -> str:
         """

@@ -28,6 +28,20 @@ from support.servers import (
 TIERS = ("unit", "integration", "system")
 
 
+@pytest.fixture(autouse=True)
+def private_data_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """
+    Point C{XDG_DATA_HOME} (where servers keep backups by default) at a
+    fresh directory for every test, so no test, and no server it starts in
+    this process or as a child, writes into the user's data directory.
+    """
+    data_home = tmp_path_factory.mktemp("data-home")
+    monkeypatch.setenv("XDG_DATA_HOME", str(data_home))
+    return data_home
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         parts = Path(str(item.path)).parts

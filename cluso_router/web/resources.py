@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import unquote
+from weakref import WeakKeyDictionary
 
 from twisted.internet.defer import CancelledError, maybeDeferred
 from twisted.logger import Logger
@@ -140,10 +142,28 @@ class NotFound(Resource):
         return write_envelope(request, 404, envelope(error=f"Not found: {path}"))
 
 
+_path_values: WeakKeyDictionary[Request, dict[str, str]] = WeakKeyDictionary()
+
+
+def path_values(request: Request) -> dict[str, str]:
+    """
+    The values of the path parameters (C{{backupId}} in
+    C{/api/backup/{backupId}}) the route tree captured for C{request}.
+    """
+    return _path_values.setdefault(request, {})
+
+
 class Directory(Resource):
     """
-    A node of the route tree: named children, JSON 404 for the rest.
+    A node of the route tree: named children, then at most one variable
+    child that takes any other non-empty segment as the value of its path
+    parameter; JSON 404 for the rest. A named child always wins over the
+    variable one, so C{/api/backup/cleanup} is not read as a backup id.
+
+    @ivar variable: the path parameter's name and the child serving it.
     """
+
+    variable: tuple[str, Resource] | None = None
 
     def __init__(self, children: Mapping[bytes, Resource] | None = None) -> None:
         super().__init__()
@@ -151,6 +171,10 @@ class Directory(Resource):
             self.putChild(name, child)
 
     def getChild(self, path: bytes, request: Request) -> Resource:
+        if self.variable is not None and path:
+            name, child = self.variable
+            path_values(request)[name] = unquote(path.decode("utf-8", "replace"))
+            return child
         return NotFound()
 
     def render(self, request: Request) -> bytes:

@@ -7,6 +7,10 @@ An L{Operation} names the callable of the operations layer, its arguments
 it. L{install_operations} mounts it into the resource tree and registers
 the procedure; C{GET /api/openapi.json} walks the tree at request time, so
 anything mounted later, by any module, is described too.
+
+A path segment written C{{name}} is a path parameter: it matches any
+segment no named route at that place takes, and its value is the argument
+of the L{Param} with that name and C{location="path"}.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 from weakref import WeakKeyDictionary
 
 from twisted.web.resource import Resource
@@ -30,6 +34,7 @@ from cluso_router.web.resources import (
     JsonEndpoint,
     NotFound,
     envelope,
+    path_values,
     read_json,
     write_envelope,
 )
@@ -44,12 +49,19 @@ MESSAGE: Final[Schema] = {
 }
 TIMESTAMP: Final[Schema] = TIMESTAMP_SCHEMA
 
+Location = Literal["body", "path", "query"]
+_TEMPLATE: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
 
 @dataclass(frozen=True)
 class Param:
     """
     One argument: its JSON field name (the Python keyword is its snake_case
     form), schema, and other field names accepted for it.
+
+    @ivar location: where HTTP carries it: a field of the JSON body, a
+        C{{name}} segment of the path (always required), or a query
+        parameter. C{invoke} carries every argument in its C{data}.
     """
 
     name: str
@@ -57,6 +69,7 @@ class Param:
     required: bool = False
     description: str = ""
     aliases: tuple[str, ...] = ()
+    location: Location = "body"
 
     @property
     def keyword(self) -> str:
@@ -87,6 +100,10 @@ class Operation:
     read_body: bool = True
     tags: tuple[str, ...] = ()
     schemas: Mapping[str, Schema] = field(default_factory=dict)
+
+    @property
+    def body_params(self) -> tuple[Param, ...]:
+        return tuple(p for p in self.params if p.location == "body")
 
     def bind(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """
@@ -150,35 +167,80 @@ class OperationEndpoint(JsonEndpoint):
 
 
 def _http_handler(operation: Operation) -> Callable[[Request], Any]:
+    body_params = operation.body_params
+    body_names = {name for p in body_params for name in (p.name, *p.aliases)}
+
     def handle(request: Request) -> Any:
-        values: Any = {}
-        if operation.method != "GET" and operation.read_body and operation.params:
+        values: dict[str, Any] = {}
+        if operation.method != "GET" and operation.read_body and body_params:
             assert request.content is not None
             raw = request.content.read()
             request.content.seek(0)
-            if raw.strip() or any(p.required for p in operation.params):
-                values = read_json(request)
-            if not isinstance(values, dict):
-                raise ApiError("Invalid request: body must be a JSON object")
+            if raw.strip() or any(p.required for p in body_params):
+                body = read_json(request)
+                if not isinstance(body, dict):
+                    raise ApiError("Invalid request: body must be a JSON object")
+                values = {k: v for k, v in body.items() if k in body_names}
+        captured = path_values(request)
+        for param in operation.params:
+            if param.location == "path":
+                values[param.name] = captured[param.name]
+            elif param.location == "query":
+                given = (request.args or {}).get(param.name.encode())
+                if given:
+                    values[param.name] = given[0].decode("utf-8", "replace")
         return operation(values)
 
     return handle
 
 
-def _parent(root: Resource, path: str, create: bool) -> tuple[Resource | None, bytes]:
+def _child(node: Resource, segment: str) -> Resource | None:
+    """
+    The child of C{node} at C{segment}: a named child, or for C{{name}}
+    the variable child of that name.
+    """
+    template = _TEMPLATE.fullmatch(segment)
+    if template is None:
+        child: Resource | None = node.getStaticEntity(segment.encode())
+        return child
+    if isinstance(node, Directory) and node.variable and node.variable[0] == template[1]:
+        return node.variable[1]
+    return None
+
+
+def _put(node: Resource, segment: str, child: Resource) -> None:
+    template = _TEMPLATE.fullmatch(segment)
+    if template is None:
+        node.putChild(segment.encode(), child)
+        return
+    if not isinstance(node, Directory):
+        raise ValueError(f"{node!r} cannot take the path parameter {segment}")
+    if node.variable is not None and node.variable[0] != template[1]:
+        raise ValueError(f"path parameter {segment} clashes with {{{node.variable[0]}}}")
+    node.variable = (template[1], child)
+
+
+def _remove(node: Resource, segment: str) -> None:
+    if _TEMPLATE.fullmatch(segment) is None:
+        node.delEntity(segment.encode())
+    elif isinstance(node, Directory):
+        node.variable = None
+
+
+def _parent(root: Resource, path: str, create: bool) -> tuple[Resource | None, str]:
     """
     The resource that holds the last segment of C{path} below C{root}
     (made on the way as L{Directory} nodes when C{create}), and that segment.
     """
-    *parents, leaf = path.strip("/").encode().split(b"/")
+    *parents, leaf = path.strip("/").split("/")
     node = root
     for name in parents:
-        child = node.getStaticEntity(name)
+        child = _child(node, name)
         if child is None:
             if not create:
                 return None, leaf
             child = Directory()
-            node.putChild(name, child)
+            _put(node, name, child)
         node = child
     return node, leaf
 
@@ -191,9 +253,9 @@ def mount(root: Resource, operation: Operation) -> None:
     for path in operation.paths:
         node, leaf = _parent(root, path, create=True)
         assert node is not None
-        existing = node.getStaticEntity(leaf)
+        existing = _child(node, leaf)
         operations = existing.operations if isinstance(existing, OperationEndpoint) else {}
-        node.putChild(leaf, OperationEndpoint({**operations, operation.method.encode(): operation}))
+        _put(node, leaf, OperationEndpoint({**operations, operation.method.encode(): operation}))
 
 
 def unmount(root: Resource, operation: Operation) -> None:
@@ -203,16 +265,16 @@ def unmount(root: Resource, operation: Operation) -> None:
     """
     for path in operation.paths:
         node, leaf = _parent(root, path, create=False)
-        existing = node.getStaticEntity(leaf) if node is not None else None
+        existing = _child(node, leaf) if node is not None else None
         if node is None or not isinstance(existing, OperationEndpoint):
             continue
         method = operation.method.encode()
         if existing.operations.get(method) is not operation:
             continue
         rest = {m: op for m, op in existing.operations.items() if m != method}
-        node.delEntity(leaf)
+        _remove(node, leaf)
         if rest:
-            node.putChild(leaf, OperationEndpoint(rest))
+            _put(node, leaf, OperationEndpoint(rest))
 
 
 def mount_resource(root: Resource, path: str, resource: Resource) -> Callable[[], None]:
@@ -222,11 +284,11 @@ def mount_resource(root: Resource, path: str, resource: Resource) -> Callable[[]
     """
     node, leaf = _parent(root, path, create=True)
     assert node is not None
-    node.putChild(leaf, resource)
+    _put(node, leaf, resource)
 
     def unmount_resource() -> None:
-        if node.getStaticEntity(leaf) is resource:
-            node.delEntity(leaf)
+        if _child(node, leaf) is resource:
+            _remove(node, leaf)
 
     return unmount_resource
 
@@ -309,13 +371,17 @@ def operation_object(operation: Operation, method: str, path: str) -> dict[str, 
     }
     if operation.procedure:
         item["x-procedure"] = operation.procedure
-    if method != "GET" and operation.read_body and operation.params:
+    parameters = [_parameter_object(p) for p in operation.params if p.location != "body"]
+    if parameters:
+        item["parameters"] = parameters
+    body_params = operation.body_params
+    if method != "GET" and operation.read_body and body_params:
         properties = {}
-        for param in operation.params:
+        for param in body_params:
             properties[param.name] = {**param.schema}
             if param.description:
                 properties[param.name]["description"] = param.description
-        required = [p.name for p in operation.params if p.required]
+        required = [p.name for p in body_params if p.required]
         body_schema: dict[str, Any] = {"type": "object", "properties": properties}
         if required:
             body_schema["required"] = required
@@ -326,10 +392,25 @@ def operation_object(operation: Operation, method: str, path: str) -> dict[str, 
     return item
 
 
+def _parameter_object(param: Param) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "name": param.name,
+        "in": param.location,
+        "required": param.location == "path" or param.required,
+        "schema": {**param.schema},
+    }
+    if param.description:
+        item["description"] = param.description
+    return item
+
+
 def _walk(resource: Resource, path: str) -> Iterator[tuple[str, Resource]]:
     yield path, resource
     for name, child in sorted(getattr(resource, "children", {}).items()):
         yield from _walk(child, f"{path}/{name.decode('utf-8', 'replace')}")
+    if isinstance(resource, Directory) and resource.variable is not None:
+        name, child = resource.variable
+        yield from _walk(child, f"{path}/{{{name}}}")
 
 
 def openapi_document(root: Resource) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from cluso_router.web.bodylimit import DEFAULT_MAX_BODY, LimitedRequest
 from cluso_router.web.channel import DEFAULT_HEAD_DEADLINE, ClusoChannel
 from cluso_router.web.health import health_resource
 from cluso_router.web.history import ChannelsResource
+from cluso_router.web.oauth import OAuthUnsupported
 from cluso_router.web.publish import PublishResource
 from cluso_router.web.resources import Directory
 from cluso_router.ws.limits import Limits
@@ -55,6 +56,7 @@ def build_root(
             b"events": PublishResource(publisher),
             b"health": health_resource(router, _backplane(router, publisher)),
             b"channels": ChannelsResource(_backplane(router, publisher)),
+            b"oauth": OAuthUnsupported(),
         }
     )
     root = SiteRoot({b"api": api})

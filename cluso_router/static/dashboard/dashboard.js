@@ -156,6 +156,7 @@ async function explainDisconnection() {
 async function onConnected() {
   refreshGit();
   loadDiagnostics();
+  loadBackups();
   try {
     const info = await call("server.info");
     const server = $("server");
@@ -564,5 +565,198 @@ $("ai-form").addEventListener("submit", async (event) => {
     const state = pending.querySelector(".state");
     state.textContent = describeError("ai.chat", error);
     state.dataset.state = error.code === "no_such_procedure" ? "unavailable" : "error";
+  }
+});
+
+// Backups
+
+const backupPanel = $("panel-backup");
+const backupList = $("backup-list");
+const backupState = $("backup-state");
+const backupDescription = $("backup-description");
+const backupProgressRow = $("backup-progress-row");
+const backupProgress = $("backup-progress");
+let backupsGeneration = 0;
+let backupsTimer = null;
+let backupAction = false;
+showEmpty(backupList);
+
+const sized = (n) =>
+  n >= 1 << 30 ? `${(n / (1 << 30)).toFixed(1)} GiB`
+  : n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(1)} MiB`
+  : n >= 1 << 10 ? `${(n / (1 << 10)).toFixed(1)} KiB`
+  : plural(n, "byte");
+const moment = (iso) => new Date(iso).toLocaleString([], { hour12: false });
+
+function setBackupState(state, text) {
+  backupState.dataset.state = state;
+  backupState.textContent = text;
+}
+
+/** While one backup operation runs, the card starts no other. */
+function backupBusy(busy) {
+  backupPanel.dataset.busy = String(busy);
+  for (const button of backupPanel.querySelectorAll("#backup-create, .backup-actions button, .confirm button")) {
+    button.disabled = busy;
+  }
+}
+
+async function loadBackups() {
+  clearTimeout(backupsTimer);
+  const generation = ++backupsGeneration;
+  try {
+    const reply = await call("backup.list");
+    if (generation !== backupsGeneration) return;
+    const backups = Array.isArray(reply?.backups) ? reply.backups : [];
+    // A question the user has open stays open across refreshes.
+    const question = backupList.querySelector(".confirm");
+    const asked = question?.closest("li")?.dataset.id;
+    if (backups.length) backupList.replaceChildren(...backups.map(backupItem));
+    else showEmpty(backupList);
+    if (question) [...backupList.children].find((item) => item.dataset.id === asked)?.append(question);
+    backupBusy(backupPanel.dataset.busy === "true");
+    if (!backupAction) {
+      setBackupState("idle", backups.length ? `${plural(backups.length, "backup")}, newest first.` : "");
+    }
+  } catch (error) {
+    if (generation !== backupsGeneration) return;
+    setBackupState(error.code === "no_such_procedure" ? "unavailable" : "error", describeError("backup.list", error));
+  }
+}
+
+function scheduleBackupsRefresh(delay) {
+  clearTimeout(backupsTimer);
+  backupsTimer = setTimeout(loadBackups, delay);
+}
+
+function backupItem(backup) {
+  const files = Array.isArray(backup.files) ? backup.files.length : 0;
+  const item = h(
+    "li",
+    { class: "backup", dataset: { id: backup.id, automatic: String(Boolean(backup.automatic)) } },
+    h(
+      "div",
+      { class: "backup-info" },
+      h("strong", { class: "description" }, backup.description),
+      backup.automatic ? h("span", { class: "tag" }, "automatic") : null,
+      h("span", { class: "meta" }, `${moment(backup.createdAt)} · ${plural(files, "file")} · ${sized(backup.totalBytes ?? 0)}`),
+      h("code", { class: "meta" }, backup.id),
+    ),
+    h(
+      "div",
+      { class: "backup-actions" },
+      h("button", { type: "button", class: "restore", onclick: () => confirmBackup(item, backup, "restore") }, "Restore…"),
+      h("button", { type: "button", class: "delete", onclick: () => confirmBackup(item, backup, "delete") }, "Delete…"),
+    ),
+  );
+  return item;
+}
+
+/** Ask in the card itself (no browser dialog) before a restore or a deletion. */
+function confirmBackup(item, backup, action) {
+  backupList.querySelector(".confirm")?.remove();
+  const files = Array.isArray(backup.files) ? backup.files.length : 0;
+  const prune = h("input", { type: "checkbox", class: "prune" });
+  const restoring = action === "restore";
+  const box = h(
+    "div",
+    { class: "confirm", role: "alertdialog", dataset: { action } },
+    h(
+      "p",
+      {},
+      restoring
+        ? `Restore ${plural(files, "file")} from “${backup.description}”? Files that differ are overwritten. ` +
+            "The current state is saved as a backup first, so this can be undone."
+        : `Delete the backup “${backup.description}”? This cannot be undone.`,
+    ),
+    restoring ? h("label", {}, prune, " also delete files this backup does not have") : null,
+    h(
+      "button",
+      {
+        type: "button",
+        class: "confirm-yes",
+        onclick: () => {
+          box.remove();
+          if (restoring) restoreBackup(backup, prune.checked);
+          else deleteBackup(backup);
+        },
+      },
+      restoring ? "Restore now" : "Delete backup",
+    ),
+    h("button", { type: "button", class: "confirm-no", onclick: () => box.remove() }, "Cancel"),
+  );
+  item.append(box);
+  box.querySelector(".confirm-yes").focus();
+}
+
+async function backupOperation(running, procedure, data, done) {
+  backupAction = true;
+  backupBusy(true);
+  setBackupState("running", running);
+  try {
+    const reply = await call(procedure, data, { timeout: 600000 });
+    setBackupState("done", done(reply));
+    return reply;
+  } catch (error) {
+    setBackupState(error.code === "no_such_procedure" ? "unavailable" : "error", describeError(procedure, error));
+    return null;
+  } finally {
+    backupBusy(false);
+    backupProgressRow.hidden = true;
+    loadBackups();
+  }
+}
+
+$("backup-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const description = backupDescription.value.trim();
+  if (!description) return;
+  const reply = await backupOperation(
+    "Backing up…",
+    "backup.create",
+    { description },
+    (backup) => `Backed up ${plural(backup.files.length, "file")} (${sized(backup.totalBytes)}) as “${backup.description}”.`,
+  );
+  if (reply) backupDescription.value = "";
+});
+
+function restoreBackup(backup, prune) {
+  return backupOperation(`Restoring “${backup.description}”…`, "backup.restore", { backupId: backup.id, prune }, (result) => {
+    const files = result.changed.filter((change) => change.event !== "addDir").length;
+    return (
+      `Restored “${backup.description}”: ${plural(files, "file")} changed, ${result.unchanged} already as in the backup. ` +
+      `The state before is saved as backup ${result.undoId}.`
+    );
+  });
+}
+
+function deleteBackup(backup) {
+  return backupOperation(`Deleting “${backup.description}”…`, "backup.delete", { backupId: backup.id }, () => `Deleted “${backup.description}”.`);
+}
+
+$("backup-refresh").addEventListener("click", () => loadBackups());
+
+const PHASES = { copy: "Copying", verify: "Checking", write: "Writing" };
+
+client.subscribe("backup", (data, meta) => {
+  let summary = `${data.type} ${data.id}`;
+  if (data.type === "created") summary += ` (“${data.description}”, ${plural(data.fileCount ?? 0, "file")})`;
+  else if (data.type === "restored") summary += `: ${plural(data.changedCount ?? 0, "change")}`;
+  else if (data.type === "progress") summary += `: ${data.operation} ${data.phase} ${data.files}/${data.totalFiles}`;
+  counted("backup", meta, summary);
+  if (data.type === "progress") {
+    // The server steps by whichever of files and bytes is further along; so does the bar.
+    const files = data.files ?? 0;
+    const totalFiles = Math.max(data.totalFiles ?? 1, 1);
+    const size = data.bytes ?? 0;
+    const totalSize = Math.max(data.totalBytes ?? 1, 1);
+    backupProgressRow.hidden = false;
+    backupProgress.max = 1;
+    backupProgress.value = Math.min(1, Math.max(files / totalFiles, size / totalSize));
+    $("backup-progress-text").textContent =
+      `${PHASES[data.phase] ?? data.phase}: ${files} of ${plural(data.totalFiles ?? 0, "file")}, ` +
+      `${sized(size)} of ${sized(data.totalBytes ?? 0)}…`;
+  } else {
+    scheduleBackupsRefresh(150);
   }
 });

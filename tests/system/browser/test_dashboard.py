@@ -2,7 +2,8 @@
 The dashboard at / in Chromium against the real server: it signs in with
 the URL the server prints, connects, and shows file changes, search
 progress, git state and unavailable features as they happen; it reconnects
-by itself after a restart.
+by itself after a restart; its Backups card creates, restores and deletes
+backups.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from .support import Server
 
-CHANNELS = ["files", "git", "diagnostics", "search", "validation", "ai-response"]
+CHANNELS = ["files", "git", "diagnostics", "search", "validation", "ai-response", "backup"]
 _SIGN_IN = re.compile(r"^\s*(http://\S+/#token=\S+)$", re.MULTILINE)
 
 
@@ -317,3 +318,58 @@ def test_dashboard_without_credentials_says_how_to_sign_in(
 
     page.goto(server.url + "#token=" + server.token)
     page.wait_for_selector('#status[data-status="open"]')
+
+
+def test_backups_card_creates_restores_after_confirming_and_deletes(
+    page: Any, launch: Callable[..., Server]
+) -> None:
+    """
+    The Backups card creates a backup with a description; Restore asks in
+    the card first (Cancel changes nothing), then brings the file back and
+    lists the automatic snapshot of the state before, newest first; Delete
+    asks too, then removes the backup from the list.
+    """
+    server = launch(args=["--sources", ""])
+    (server.root / "notes.md").write_text("original\n")
+    open_dashboard(page, server)
+    page.wait_for_selector("#backup-list li.empty")
+    assert page.inner_text("#backup-list").startswith("No backups yet.")
+
+    page.fill("#backup-description", "Before the experiment")
+    page.click("#backup-create")
+    page.wait_for_selector('#backup-list li.backup[data-automatic="false"]')
+    assert page.inner_text("#backup-state") == (
+        "Backed up 1 file (9 bytes) as \u201cBefore the experiment\u201d."
+    )
+    assert page.input_value("#backup-description") == ""
+    manual = '#backup-list li.backup[data-automatic="false"]'
+    assert "Before the experiment" in page.inner_text(manual)
+
+    (server.root / "notes.md").write_text("experiment\n")
+    page.click(f"{manual} button.restore")
+    question = page.wait_for_selector('.confirm[data-action="restore"]')
+    assert "can be undone" in question.inner_text()
+    page.click(".confirm button.confirm-no")
+    assert page.query_selector(".confirm") is None
+    assert (server.root / "notes.md").read_text() == "experiment\n"
+
+    page.click(f"{manual} button.restore")
+    page.click('.confirm[data-action="restore"] button.confirm-yes')
+    page.wait_for_function(
+        "document.getElementById('backup-state').textContent.startsWith('Restored')"
+    )
+    assert "1 file changed" in page.inner_text("#backup-state")
+    assert (server.root / "notes.md").read_text() == "original\n"
+    page.wait_for_function("document.querySelectorAll('#backup-list li.backup').length === 2")
+    first = page.locator("#backup-list li.backup").first
+    assert first.get_attribute("data-automatic") == "true"
+    assert "automatic" in first.inner_text()
+
+    page.click('#backup-list li.backup[data-automatic="true"] button.delete')
+    page.click('.confirm[data-action="delete"] button.confirm-yes')
+    page.wait_for_function("document.querySelectorAll('#backup-list li.backup').length === 1")
+    assert page.inner_text("#backup-state").startswith("Deleted")
+    assert page.is_hidden("#backup-progress-row")
+    assert page.inner_text("#panel-backup [data-count]") != "0 events"
+    listed = server.get("api/backup/list")["data"]["backups"]
+    assert [b["description"] for b in listed] == ["Before the experiment"]
