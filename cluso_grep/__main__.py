@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Sequence
-from typing import Final
+from typing import BinaryIO, Final
 
 from cluso_grep.grep import BudgetSpent, Message, Searcher, dumps
 from cluso_grep.rustregex import PatternError, compile_pattern
@@ -42,8 +43,35 @@ VALUES: Final = frozenset({"--iglob", "--context", "--max-count", "--max-bytes",
 NUMBERS: Final = frozenset({"--context", "--max-count", "--max-bytes"})
 
 
+#: Output waits at most this long in the buffer, so the reader sees the
+#: first files listed or found soon.
+FLUSH_SECONDS: Final = 0.02
+
+
 class UsageError(Exception):
     pass
+
+
+class Output:
+    """
+    Standard output, buffered whatever C{PYTHONUNBUFFERED} says (a write
+    per line would cost a system call each), flushed at least every
+    L{FLUSH_SECONDS} while writing.
+    """
+
+    def __init__(self) -> None:
+        self._file: BinaryIO = open(sys.stdout.fileno(), "wb", 65536, closefd=False)  # noqa: SIM115
+        self._flushed = time.monotonic()
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        now = time.monotonic()
+        if now - self._flushed >= FLUSH_SECONDS:
+            self.flush()
+            self._flushed = now
+
+    def flush(self) -> None:
+        self._file.flush()
 
 
 def parse(argv: Sequence[str]) -> tuple[set[str], dict[str, list[str]], list[str]]:
@@ -90,7 +118,7 @@ def run(argv: Sequence[str]) -> int:
     except PatternError as e:
         sys.stderr.write(f"error: {e}\n")
         return 2
-    out = sys.stdout.buffer
+    out = Output()
 
     def emit(message: Message) -> None:
         out.write(dumps(message))
@@ -109,6 +137,7 @@ def run(argv: Sequence[str]) -> int:
     except BudgetSpent:
         status = BUDGET_SPENT
     out.write(dumps(searcher.summary()))
+    out.flush()
     for error in searcher.errors:
         sys.stderr.write(f"rg: {error}\n")
     if status:
@@ -125,13 +154,14 @@ def list_files(globs: Sequence[str], paths: Sequence[str], separator: bytes) -> 
     from cluso_grep.walk import Walker
 
     walker = Walker([glob[1:] for glob in globs])
-    out = sys.stdout.buffer
+    out = Output()
     listed = 0
     starts: list[str | None] = [*paths] or [None]
     for start in starts:
         for path in walker.files(start):
             out.write(os.fsencode(path) + separator)
             listed += 1
+    out.flush()
     for error in walker.errors:
         sys.stderr.write(f"rg: {error}\n")
     if walker.errors:

@@ -31,6 +31,10 @@ from pathspec import GitIgnoreSpec
 IGNORE_FILES: Final = (".rgignore", ".ignore", ".gitignore")
 #: Kinds of rules in their order of precedence.
 KINDS: Final = (*IGNORE_FILES, "exclude", "global")
+#: The entries of a directory that bring rules.
+_RULE_NAMES: Final = frozenset({*IGNORE_FILES, ".git"})
+#: Characters that make an exclusion glob more than a plain name.
+_GLOB_CHARS: Final = frozenset("*?[]/\\!")
 _EXCLUDES_FILE: Final = re.compile(
     r"""^\s*excludesfile\s*=\s*"?\s*(\S+?)\s*"?\s*$""", re.IGNORECASE | re.MULTILINE
 )
@@ -66,12 +70,12 @@ class Chain:
     def __init__(self, rules: Sequence[Rules] = ()) -> None:
         self.rules = tuple(sorted(rules, key=lambda r: (r.kind, -len(r.base))))
 
-    def below(self, directory: str) -> Chain:
+    def below(self, directory: str, names: frozenset[str] | set[str]) -> Chain:
         """
-        The chain for the entries of C{directory}: these rules and its own
-        ignore files.
+        The chain for the entries of C{directory}, which holds C{names}:
+        these rules and its own ignore files.
         """
-        found = read_rules(directory)
+        found = read_rules(directory, names) if not _RULE_NAMES.isdisjoint(names) else []
         return Chain((*self.rules, *found)) if found else self
 
     def ignored(self, path: str, is_dir: bool) -> bool | None:
@@ -82,17 +86,17 @@ class Chain:
         return None
 
 
-def read_rules(directory: str) -> list[Rules]:
+def read_rules(directory: str, names: frozenset[str] | set[str] = _RULE_NAMES) -> list[Rules]:
     """
     The ignore files in C{directory}, and the C{info/exclude} of the git
-    repository whose work tree it is.
+    repository whose work tree it is; only C{names} are looked for.
     """
     found = []
     for kind, name in enumerate(IGNORE_FILES):
-        spec = _read_spec(os.path.join(directory, name))
+        spec = _read_spec(os.path.join(directory, name)) if name in names else None
         if spec is not None:
             found.append(Rules(kind, directory, spec))
-    git_dir = _git_common_dir(directory)
+    git_dir = _git_common_dir(directory) if ".git" in names else None
     if git_dir is not None:
         spec = _read_spec(os.path.join(git_dir, "info", "exclude"))
         if spec is not None:
@@ -179,7 +183,11 @@ class Walker:
 
     def __init__(self, excluded_globs: Sequence[str] = (), cwd: str | None = None) -> None:
         self._cwd = os.path.realpath(cwd or os.getcwd())
-        self._excluded = GitIgnoreSpec.from_lines([g.casefold() for g in excluded_globs])
+        folded = [glob.casefold() for glob in excluded_globs]
+        # Plain names (the usual exclusions) are looked up; real globs matched.
+        self._excluded_names = {g for g in folded if _GLOB_CHARS.isdisjoint(g)}
+        globs = [g for g in folded if g not in self._excluded_names]
+        self._excluded = GitIgnoreSpec.from_lines(globs) if globs else None
         self.errors: list[str] = []
 
     def files(self, start: str | None = None) -> Iterator[str]:
@@ -209,13 +217,13 @@ class Walker:
         pending = [(directory, shown, chain)]
         while pending:
             directory, shown, chain = pending.pop()
-            chain = chain.below(directory)
             try:
                 with os.scandir(directory) as scan:
                     entries = sorted(scan, key=lambda e: e.name)
             except OSError as e:
                 self.errors.append(f"{shown or '.'}: {e.strerror}")
                 continue
+            chain = chain.below(directory, {entry.name for entry in entries})
             below = []
             for entry in entries:
                 relative = f"{shown}/{entry.name}" if shown else entry.name
@@ -233,9 +241,12 @@ class Walker:
             pending += reversed(below)
 
     def _chosen(self, path: str, name: str, relative: str, is_dir: bool, chain: Chain) -> bool:
-        folded = relative.casefold()
-        if self._excluded.match_file(folded + "/" if is_dir else folded):
+        if name.casefold() in self._excluded_names:
             return False
+        if self._excluded is not None:
+            folded = relative.casefold()
+            if self._excluded.match_file(folded + "/" if is_dir else folded):
+                return False
         ignored = chain.ignored(path, is_dir)
         if ignored is not None:
             return not ignored

@@ -242,9 +242,7 @@ async def ignoring_server(request: pytest.FixtureRequest, tmp_path: Path) -> Any
     """
     A server started with C{--ignore generated/ --ignore *.min.js}.
     """
-    async for running in search_service(
-        tmp_path, request.param, ignore=("generated/", "*.min.js")
-    ):
+    async for running in search_service(tmp_path, request.param, ignore=("generated/", "*.min.js")):
         yield running
 
 
