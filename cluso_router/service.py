@@ -6,6 +6,7 @@ L{MultiService}.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -38,7 +40,7 @@ from cluso_router.workspace.api import WorkspaceApi, install_workspace_api
 from cluso_router.workspace.git import GitEventType, git_event
 from cluso_router.workspace.ledger import FileChangeLedger, FileEvent, file_changed
 
-__all__ = ["DEFAULT_LISTEN", "ClusoService", "EventBroadcaster", "ServerConfig"]
+__all__ = ["DEFAULT_LISTEN", "CannotListen", "ClusoService", "EventBroadcaster", "ServerConfig"]
 
 
 class EventBroadcaster(Broadcaster):
@@ -129,19 +131,64 @@ class AnnouncingEndpoint:
         return port
 
 
+class CannotListen(Exception):
+    """
+    The server's address could not be taken; the message is one line that
+    says which address, why, and the option that chooses another.
+    """
+
+
+def cannot_listen(error: CannotListenError) -> str:
+    """
+    What to tell the user when listening failed with C{error}.
+    """
+    interface, port = error.interface, error.port
+    if not interface:
+        where = f"port {port} (every interface)"
+    else:
+        where = f"[{interface}]:{port}" if ":" in interface else f"{interface}:{port}"
+    reason = getattr(error.socketError, "errno", None)
+    if reason == errno.EADDRINUSE:
+        why = "the address is already in use (is another server running there?)"
+    elif reason == errno.EACCES:
+        why = "permission denied (ports below 1024 need privileges)"
+    else:
+        why = str(getattr(error.socketError, "strerror", None) or error.socketError)
+    other = port + 1 if isinstance(port, int) and 0 < port < 65535 else 3000
+    host = interface if interface and ":" not in interface else "127.0.0.1"
+    return (
+        f"cannot listen on {where}: {why}; choose another address with --listen, "
+        f"e.g. --listen tcp:{other}:interface={host}"
+    )
+
+
+class WebService(StreamServerEndpointService):
+    """
+    The site on its endpoint. Failing to listen raises from
+    C{privilegedStartService} (so the server does not start half-way), as
+    a L{CannotListen} when the address could not be taken.
+    """
+
+    _raiseSynchronously = True
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            raise CannotListen(cannot_listen(e)) from None
+
+
 def listening_service(
     reactor: Any, description: str, factory: IProtocolFactory, token: str | None
 ) -> tuple[StreamServerEndpointService, AnnouncingEndpoint]:
     """
-    A service listening on endpoint C{description} with C{factory}; failing
-    to listen (the port is taken) raises from its C{startService}, so the
-    server does not start half-way.
+    A service listening on endpoint C{description} with C{factory}; see
+    L{WebService}.
     """
     endpoint = AnnouncingEndpoint(
         serverFromString(reactor, description), loopback_only=token is None, token=token
     )
-    service = StreamServerEndpointService(endpoint, factory)
-    service._raiseSynchronously = True
+    service = WebService(endpoint, factory)
     service.setName("web")
     return service, endpoint
 
