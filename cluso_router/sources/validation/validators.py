@@ -46,8 +46,8 @@ class Validator:
     """
     One tool to run: its command (an argument list run in the root), what
     kind of check it is, how to read its output, which changed files make
-    it run again (C{.gitignore}-style globs; empty for any change), and how
-    long it may take.
+    it run again (C{.gitignore}-style globs; empty for any change), how
+    long it may take, and for the detected ones, how to install it.
     """
 
     name: str
@@ -56,6 +56,7 @@ class Validator:
     parser: str
     triggers: tuple[str, ...] = ()
     timeout: float = DEFAULT_TIMEOUT
+    install: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ def detect(root: str) -> list[Validator]:
                 "lint",
                 "ruff",
                 PYTHON_TRIGGERS,
+                install="pip install 'cluso-router[python]'",
             )
         )
     if "package.json" in names:
@@ -103,6 +105,7 @@ def detect(root: str) -> list[Validator]:
                     "typecheck",
                     "tsc",
                     (*SCRIPT_TRIGGERS, "tsconfig*.json"),
+                    install="npm install --save-dev typescript",
                 )
             )
         if "eslint" in packages:
@@ -113,6 +116,7 @@ def detect(root: str) -> list[Validator]:
                     "lint",
                     "eslint",
                     (*SCRIPT_TRIGGERS, "eslint.config.*", ".eslintrc*"),
+                    install="npm install --save-dev eslint",
                 )
             )
     return found
