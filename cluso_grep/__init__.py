@@ -15,3 +15,6 @@ while a child process can always be killed. It imports nothing from
 cluso-router (whose imports take seconds) and starts in a few tens of
 milliseconds.
 """
+
+#: The exit status of a search that stopped at its C{--max-bytes} budget.
+BUDGET_SPENT = 3

@@ -23,10 +23,10 @@ import time
 from collections.abc import Sequence
 from typing import BinaryIO, Final
 
+from cluso_grep import BUDGET_SPENT
 from cluso_grep.grep import BudgetSpent, Message, Searcher, dumps
 from cluso_grep.rustregex import PatternError, compile_pattern
 
-BUDGET_SPENT: Final = 3
 FLAGS: Final = frozenset(
     {
         "--no-config",

@@ -29,6 +29,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from cluso_grep import BUDGET_SPENT
 from cluso_router._process import ChildProcess, LineSplitter, ProcessResult, spawn
 from cluso_router.router.procedures import ProcedureError
 from cluso_router.sources.context import SourceContext
@@ -60,8 +61,6 @@ MAX_RUNNING: Final = 8
 #: Results found within a chunk are sent once this many are waiting, so
 #: dense matches neither delay the first event nor make huge ones.
 RESULT_BATCH: Final = 200
-#: The exit status of C{cluso_grep} when the bytes budget ran out.
-BUDGET_SPENT: Final = 3
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
@@ -405,13 +404,6 @@ class SearchService(SourceService):
         self._running: dict[str, Search] = {}
         self._finished: dict[str, Deferred[Progress]] = {}
         self._tool = tool
-
-    @property
-    def tool(self) -> ISearchTool | None:
-        """
-        The program searches run, once the source has started.
-        """
-        return self._tool
 
     def startSource(self) -> None:
         context = self.context
