@@ -55,8 +55,8 @@ class UsageError(Exception):
 class Output:
     """
     Standard output, buffered whatever C{PYTHONUNBUFFERED} says (a write
-    per line would cost a system call each), flushed at least every
-    L{FLUSH_SECONDS} while writing.
+    per line would cost a system call each), and flushed by the first write
+    that comes L{FLUSH_SECONDS} or more after the last flush.
     """
 
     def __init__(self) -> None:
