@@ -10,7 +10,11 @@ files searched per second follow. The baseline in the same run is ripgrep
 alone on the same tree (rg --json QUERY, time to exit), the least any
 ripgrep-based search can cost. Prints medians over several runs.
 
-    python bench/search.py [--files 10000] [--runs 7] [--json out.json] [--quick]
+--engine python measures the pure-Python engine (cluso_grep) that stands in
+for ripgrep where none is installed; the baseline stays ripgrep.
+
+    python bench/search.py [--files 10000] [--runs 7] [--engine auto|ripgrep|python]
+                           [--json out.json] [--quick]
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import json
 import os
 import random
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -32,6 +35,7 @@ from typing import Any
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater, react
 
+from cluso_router.sources.search.tools import find_ripgrep
 from cluso_router.testing import WebSocketTestClient, connect_client
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,10 +63,10 @@ def generate(root: Path, files: int, seed: int = 7) -> int:
     return rare
 
 
-def ripgrep_alone(root: Path, query: str) -> float:
+def ripgrep_alone(rg: str, root: Path, query: str) -> float:
     started = time.perf_counter()
     subprocess.run(
-        ["rg", "--no-config", "--json", "--ignore-case", "--fixed-strings", "--", query],
+        [rg, "--no-config", "--json", "--ignore-case", "--fixed-strings", "--", query],
         cwd=root,
         stdout=subprocess.DEVNULL,
         check=False,
@@ -70,7 +74,9 @@ def ripgrep_alone(root: Path, query: str) -> float:
     return time.perf_counter() - started
 
 
-async def start_server(reactor: Any, root: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+async def start_server(
+    reactor: Any, root: Path, log: Path, engine: str
+) -> tuple[subprocess.Popen[bytes], str]:
     """
     The server as a child process, and its URL once it listens.
     """
@@ -80,6 +86,7 @@ async def start_server(reactor: Any, root: Path, log: Path) -> tuple[subprocess.
     }
     argv = [sys.executable, "-m", "cluso_router", "--listen", "tcp:0:interface=127.0.0.1"]
     argv += ["--auth", "none", "--sources", "search", "--root", str(root)]
+    argv += ["--search-engine", engine]
     with log.open("wb") as out:
         process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
     for _ in range(300):
@@ -139,7 +146,8 @@ async def one_search(
 
 
 async def measure(reactor: Any, args: argparse.Namespace) -> None:
-    if shutil.which("rg") is None:
+    rg = find_ripgrep()
+    if rg is None:
         sys.exit("ripgrep (rg) is not installed")
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "tree"
@@ -147,15 +155,20 @@ async def measure(reactor: Any, args: argparse.Namespace) -> None:
         started = time.perf_counter()
         rare = generate(root, args.files)
         print(f"{args.files} files generated in {time.perf_counter() - started:.1f} s")
-        process, url = await start_server(reactor, root, Path(scratch) / "server.log")
-        report: dict[str, Any] = {"files": args.files, "runs": args.runs, "queries": {}}
+        process, url = await start_server(reactor, root, Path(scratch) / "server.log", args.engine)
+        report: dict[str, Any] = {
+            "files": args.files,
+            "runs": args.runs,
+            "engine": args.engine,
+            "queries": {},
+        }
         try:
             client = await connect_client("ws" + url[4:] + "ws")
             await client.next_message()
             await client.request({"type": "subscribe", "channel": "search", "id": "s"})
             for label, (query, max_results) in QUERIES.items():
                 runs = [await one_search(client, query, max_results, n) for n in range(args.runs)]
-                alone = [ripgrep_alone(root, query) for _ in range(args.runs)]
+                alone = [ripgrep_alone(rg, root, query) for _ in range(args.runs)]
                 if label == "rare":
                     assert all(r["results"] == rare for r in runs), runs
                     assert all(r["files"] == r["total"] == args.files for r in runs), runs
@@ -176,7 +189,7 @@ async def measure(reactor: Any, args: argparse.Namespace) -> None:
         finally:
             process.terminate()
             process.wait(10)
-    print(f"medians of {args.runs} runs, {args.files} files")
+    print(f"medians of {args.runs} runs, {args.files} files, engine {args.engine}")
     print(
         f"  {'query':7s} {'results':>7s} {'files':>6s} {'events':>6s} {'reply':>8s}"
         f" {'first':>8s} {'(worst)':>8s} {'done':>8s} {'files/s':>8s} {'rg alone':>8s}"
@@ -197,6 +210,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--engine", default="auto", help="the server's --search-engine")
     parser.add_argument("--json", help="also write the numbers to this file")
     parser.add_argument("--quick", action="store_true", help="1,000 files, 2 runs")
     args = parser.parse_args()

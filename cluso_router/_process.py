@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+import sysconfig
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -161,6 +163,19 @@ class ExecutableNotFound(Exception):
     def __init__(self, name: str) -> None:
         super().__init__(f"{name} is not installed (not found on PATH)")
         self.name = name
+
+
+def python_scripts_dirs() -> list[str]:
+    """
+    Where tools installed with this Python live, whether or not its
+    environment is activated: the environment's scripts directory (and
+    that of a C{pip install --user}), and the interpreter's own.
+    """
+    dirs = [sysconfig.get_path("scripts"), os.path.dirname(sys.executable)]
+    user_scheme = f"{os.name}_user"
+    if user_scheme in sysconfig.get_scheme_names():
+        dirs.append(sysconfig.get_path("scripts", user_scheme))
+    return list(dict.fromkeys(d for d in dirs if d))
 
 
 def find_executable(name: str, extra_dirs: Sequence[str] = ()) -> str:

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet.endpoints import serverFromString
+
 from cluso_router.backplane.redis import DEFAULT_PREFIX, RedisAddress
 from cluso_router.router.history import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENT_BYTES
 from cluso_router.router.liveness import DEFAULT_PING_INTERVAL
@@ -85,7 +87,9 @@ class ServerConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", os.path.realpath(self.root))
         if not os.path.isdir(self.root):
-            raise ValueError(f"root is not a directory: {self.root}")
+            problem = "not a directory" if os.path.exists(self.root) else "no such directory"
+            raise ValueError(f"--root {self.root}: {problem}")
+        check_listen(self.listen)
         if self.redis is not None:
             RedisAddress.parse(self.redis)
         if self.ping_interval <= 0:
@@ -128,3 +132,27 @@ class ServerConfig:
             object.__setattr__(self, "ui", os.path.realpath(self.ui))
             if not os.path.isfile(os.path.join(self.ui, "index.html")):
                 raise ValueError(f"UI directory has no index.html: {self.ui}")
+
+
+def check_listen(description: str) -> None:
+    """
+    Refuse an endpoint string Twisted cannot make a server endpoint of,
+    in words that name the option and show a good one.
+    """
+    from twisted.internet import reactor
+
+    try:
+        serverFromString(reactor, description)
+    except TypeError:
+        reason = "missing or unknown parameters"
+    except OSError as e:
+        reason = f"{e.strerror}: {e.filename}" if e.filename else str(e)
+    except (ValueError, KeyError, IndexError) as e:
+        reason = str(e)
+    else:
+        return
+    example = f"tcp:{description}:interface=127.0.0.1" if description.isdigit() else DEFAULT_LISTEN
+    raise ValueError(
+        f"--listen {description!r} is not a Twisted server endpoint ({reason}); "
+        f"for example --listen {example}"
+    )

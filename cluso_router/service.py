@@ -6,6 +6,7 @@ L{MultiService}.
 
 from __future__ import annotations
 
+import errno
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
@@ -15,6 +16,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -42,7 +44,7 @@ from cluso_router.workspace.api import WorkspaceApi, install_workspace_api
 from cluso_router.workspace.git import GitEventType, git_event
 from cluso_router.workspace.ledger import FileChangeLedger, FileEvent, file_changed
 
-__all__ = ["DEFAULT_LISTEN", "ClusoService", "EventBroadcaster", "ServerConfig"]
+__all__ = ["DEFAULT_LISTEN", "CannotListen", "ClusoService", "EventBroadcaster", "ServerConfig"]
 
 
 class EventBroadcaster(Broadcaster):
@@ -185,6 +187,53 @@ def private_unix_endpoint(description: str) -> str:
     return f"{description}:mode={UNIX_SOCKET_MODE}"
 
 
+class CannotListen(Exception):
+    """
+    The server's address could not be taken; the message is one line that
+    says which address, why, and the option that chooses another.
+    """
+
+
+def cannot_listen(error: CannotListenError) -> str:
+    """
+    What to tell the user when listening failed with C{error}.
+    """
+    interface, port = error.interface, error.port
+    if not interface:
+        where = f"port {port} (every interface)"
+    else:
+        where = f"[{interface}]:{port}" if ":" in interface else f"{interface}:{port}"
+    reason = getattr(error.socketError, "errno", None)
+    if reason == errno.EADDRINUSE:
+        why = "the address is already in use (is another server running there?)"
+    elif reason == errno.EACCES:
+        why = "permission denied (ports below 1024 need privileges)"
+    else:
+        why = str(getattr(error.socketError, "strerror", None) or error.socketError)
+    other = port + 1 if isinstance(port, int) and 0 < port < 65535 else 3000
+    host = interface if interface and ":" not in interface else "127.0.0.1"
+    return (
+        f"cannot listen on {where}: {why}; choose another address with --listen, "
+        f"e.g. --listen tcp:{other}:interface={host}"
+    )
+
+
+class WebService(StreamServerEndpointService):
+    """
+    The site on its endpoint. Failing to listen raises from
+    C{privilegedStartService} (so the server does not start half-way), as
+    a L{CannotListen} when the address could not be taken.
+    """
+
+    _raiseSynchronously = True
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            raise CannotListen(cannot_listen(e)) from None
+
+
 def listening_service(
     reactor: Any,
     description: str,
@@ -195,17 +244,15 @@ def listening_service(
     """
     A service listening on endpoint C{description} (a UNIX socket there is
     its owner's only, unless the description sets its mode) with
-    C{factory}; failing to listen (the port is taken) raises from its
-    C{startService}, so the server does not start half-way. Without a
-    C{token} it listens on loopback addresses only.
+    C{factory}; see L{WebService}. Without a C{token} it listens on
+    loopback addresses only.
     """
     endpoint = AnnouncingEndpoint(
         serverFromString(reactor, private_unix_endpoint(description)),
         loopback_only=token is None,
         sign_in=sign_in,
     )
-    service = StreamServerEndpointService(endpoint, factory)
-    service._raiseSynchronously = True
+    service = WebService(endpoint, factory)
     service.setName("web")
     return service, endpoint
 

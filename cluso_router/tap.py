@@ -5,7 +5,9 @@ C{twistd cluso}: command-line options and the service they build.
 from __future__ import annotations
 
 import os
+import platform
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import IService
@@ -15,6 +17,7 @@ from twisted.python.components import Componentized
 from twisted.python.reflect import accumulateClassList
 
 from cluso_router._logfile import private_log_observer, twistd_log_file
+from cluso_router._version import __version__
 from cluso_router.backplane.redis import DEFAULT_PREFIX
 from cluso_router.config import DEFAULT_LISTEN, ServerConfig
 from cluso_router.router.history import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENT_BYTES
@@ -38,9 +41,45 @@ from cluso_router.workspace.files import DEFAULT_MAX_READ_BYTES
 from cluso_router.ws.limits import Limits
 
 
+def versions() -> str:
+    """
+    What C{--version} prints: this project's version, then those it runs on.
+    """
+    import autobahn
+    import twisted
+
+    return (
+        f"cluso-router {__version__}\n"
+        f"Twisted {twisted.__version__}, Autobahn {autobahn.__version__}, "
+        f"Python {platform.python_version()}\n"
+    )
+
+
+#: How a value the coercer refuses is described, by coercer.
+_EXPECTED: dict[Callable[[str], Any], str] = {int: "a whole number", float: "a number"}
+
+
+class NamedCoerceParameter(usage.CoerceParameter):
+    """
+    Twisted's coercion of an option's value, with an error that names the
+    option ("--rate-limit: expected a number, not 'abc'") rather than only
+    the conversion that failed.
+    """
+
+    def dispatch(self, parameterName: str, value: str | None) -> None:
+        if value is None:
+            raise usage.UsageError(f"--{parameterName} needs a value")
+        try:
+            self.options.opts[parameterName] = self.coerce(value)
+        except ValueError as e:
+            expected = _EXPECTED.get(self.coerce)
+            reason = f"expected {expected}, not {value!r}" if expected else str(e)
+            raise usage.UsageError(f"--{parameterName}: {reason}") from None
+
+
 class Options(usage.Options):
     """
-    Options of C{twistd cluso} and C{python -m cluso_router}.
+    Options of C{twistd cluso} and of the C{cluso} command.
     """
 
     synopsis = "[options]"
@@ -287,9 +326,22 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
+        # usage.Options keeps a CoerceParameter per option in _dispatch; only
+        # they know which option a value belongs to, so they are swapped for
+        # ones whose errors name it.
+        for name, dispatcher in self._dispatch.items():
+            if type(dispatcher) is usage.CoerceParameter:
+                self._dispatch[name] = NamedCoerceParameter(self, dispatcher.coerce)
         self["ignore"] = []
         self["allow-origin"] = []
         self["allow-host"] = []
+
+    def opt_version(self) -> None:
+        """
+        Print cluso-router's version (and Twisted's, Autobahn's) and exit.
+        """
+        sys.stdout.write(versions())
+        raise SystemExit(0)
 
     def opt_ignore(self, pattern: str) -> None:
         """

@@ -3,16 +3,17 @@ The C{lsp} source: diagnostics from language servers on the
 C{diagnostics} channel.
 """
 
-import shutil
-
 from cluso_router.sources import SourcePlugin
-
-#: Commands of the servers started by default when installed.
-DEFAULT_COMMANDS = ("pylsp", "typescript-language-server", "gopls", "rust-analyzer")
 
 
 def server_installed(root: str) -> bool:
-    return any(shutil.which(command) for command in DEFAULT_COMMANDS)
+    """
+    Whether a default language server is installed, beside this Python or
+    on C{PATH}.
+    """
+    from cluso_router.sources.lsp.config import DEFAULT_SERVERS, find_command
+
+    return any(find_command(command[0]) for command in DEFAULT_SERVERS.values())
 
 
 def lsp_option(value: str) -> object:
@@ -34,7 +35,7 @@ lsp = SourcePlugin(
             None,
             None,
             "Language servers as LANG=COMMAND, several separated by ';' (e.g. python=pylsp); "
-            "default: the known servers found on PATH.",
+            "default: the known servers installed (beside Python, or on PATH).",
             lsp_option,
         ],
     ],

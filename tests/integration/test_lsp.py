@@ -356,3 +356,37 @@ async def test_touch_applies_the_files_api_rules(lsp_server: Any) -> None:
     manager = manager_of(service)
     assert manager.read_text(".env") is None
     assert all(server.state == "idle" for server in manager.servers)
+
+
+def test_default_servers_are_found_beside_python_and_missing_ones_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    A default server installed beside this Python is used even when that
+    directory is not on PATH (an environment used without activating it);
+    those installed nowhere are listed with how to install them.
+    """
+    from cluso_router.sources.lsp import config
+
+    beside = tmp_path / "venv-bin"
+    beside.mkdir()
+    gopls = beside / "gopls"
+    gopls.write_text("#!/bin/sh\n")
+    gopls.chmod(0o755)
+    monkeypatch.setattr(config, "python_scripts_dirs", lambda: [str(beside)])
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+
+    assert [c.language for c in config.default_configs()] == ["go"]
+    assert config.missing_defaults() == [
+        {"language": "python", "command": "pylsp", "install": "pip install 'cluso-router[python]'"},
+        {
+            "language": "typescript",
+            "command": "typescript-language-server",
+            "install": "npm install -g typescript-language-server typescript",
+        },
+        {
+            "language": "rust",
+            "command": "rust-analyzer",
+            "install": "rustup component add rust-analyzer",
+        },
+    ]

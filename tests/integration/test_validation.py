@@ -559,3 +559,34 @@ async def test_a_command_written_through_the_api_never_runs(server: Any, tmp_pat
         assert not marker.exists()
     finally:
         await v.service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_missing_detected_tool_says_what_to_install(
+    validation: Callable[..., Validation], tmp_path: Path
+) -> None:
+    """
+    The validators found by detection know how they are installed; when
+    one is missing, its failed result carries that with the reason.
+    """
+    (tmp_path / "package.json").write_text(
+        json.dumps({"devDependencies": {"typescript": "5", "eslint": "9"}})
+    )
+    (tmp_path / "app.py").write_text(GOOD)
+    hints = {v.name: v.install for v in detect(str(tmp_path))}
+    assert hints == {
+        "ruff": "pip install 'cluso-router[python]'",
+        "tsc": "npm install --save-dev typescript",
+        "eslint": "npm install --save-dev eslint",
+    }
+
+    v = validation()
+    v.service.startService()
+    missing = Validator(
+        "ruff", ("no-such-ruff-xyz",), "lint", "ruff", install="pip install 'cluso-router[python]'"
+    )
+    result = await v.service.queue("ruff").request(missing)
+    assert result["passed"] is False
+    assert result["errors"] == []
+    assert "no-such-ruff-xyz is not installed" in result["error"]
+    assert result["install"] == "pip install 'cluso-router[python]'"

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -165,18 +165,23 @@ _TOKEN_URL = re.compile(r"[?#]token=(\S+)")
 
 
 def start_child_server(
-    args: list[str], cwd: Path, timeout: float = 20.0, auth: bool = False
+    args: list[str],
+    cwd: Path,
+    timeout: float = 20.0,
+    auth: bool = False,
+    environ: Mapping[str, str] | None = None,
 ) -> ChildServer:
     """
     Run C{args} (a command starting the server on C{tcp:0}) and wait for the
     line that says where it listens.
 
     Unless C{auth}, C{--auth none} is added to C{args}; with it, the token
-    is read from the URL the server logs.
+    is read from the URL the server logs. The child gets C{environ}
+    (default: this process's environment).
     """
     if not auth:
         args = [*args, "--auth", "none"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ if environ is None else environ, PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
         args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
     )

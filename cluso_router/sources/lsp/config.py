@@ -9,10 +9,11 @@ would split it, but is run without a shell.
 from __future__ import annotations
 
 import shlex
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
+
+from cluso_router._process import ExecutableNotFound, find_executable, python_scripts_dirs
 
 #: Extensions served by each known language's server.
 KNOWN_LANGUAGES: Final[Mapping[str, tuple[str, ...]]] = {
@@ -33,6 +34,14 @@ DEFAULT_SERVERS: Final[Mapping[str, tuple[str, ...]]] = {
     "typescript": ("typescript-language-server", "--stdio"),
     "go": ("gopls",),
     "rust": ("rust-analyzer",),
+}
+
+#: How to install each default server's command.
+INSTALL: Final[Mapping[str, str]] = {
+    "pylsp": "pip install 'cluso-router[python]'",
+    "typescript-language-server": "npm install -g typescript-language-server typescript",
+    "gopls": "go install golang.org/x/tools/gopls@latest",
+    "rust-analyzer": "rustup component add rust-analyzer",
 }
 
 #: The LSP C{languageId} of a document, by extension.
@@ -102,15 +111,38 @@ def parse_lsp_option(value: str) -> LanguageServerConfig:
     return LanguageServerConfig(language, command, extensions)
 
 
+def find_command(name: str) -> str | None:
+    """
+    Where command C{name} is: beside this Python (so servers installed in
+    the server's own environment are found without activating it), else
+    on C{PATH}.
+    """
+    try:
+        return find_executable(name, python_scripts_dirs())
+    except ExecutableNotFound:
+        return None
+
+
 def default_configs() -> list[LanguageServerConfig]:
     """
-    A config for each default server whose command is on C{PATH}.
+    A config for each default server whose command is installed.
     """
     found = []
     for language, command in DEFAULT_SERVERS.items():
-        if shutil.which(command[0]):
+        if find_command(command[0]):
             found.append(LanguageServerConfig(language, command, KNOWN_LANGUAGES[language]))
     return found
+
+
+def missing_defaults() -> list[dict[str, str]]:
+    """
+    The default servers that are not installed, with how to install each.
+    """
+    return [
+        {"language": language, "command": command[0], "install": INSTALL[command[0]]}
+        for language, command in DEFAULT_SERVERS.items()
+        if not find_command(command[0])
+    ]
 
 
 def language_id(path: str) -> str:

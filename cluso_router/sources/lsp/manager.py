@@ -7,7 +7,6 @@ changes, restarted with backoff when it crashes, stopped with the service.
 from __future__ import annotations
 
 import os
-import shutil
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Final
@@ -23,7 +22,7 @@ from cluso_router.sources.context import SourceContext
 from cluso_router.sources.lifecycle import SourceService
 from cluso_router.sources.lsp.channel import DIAGNOSTICS, LSP, diagnostics_updated
 from cluso_router.sources.lsp.client import LanguageClient, converter, path_uri
-from cluso_router.sources.lsp.config import LanguageServerConfig, language_id
+from cluso_router.sources.lsp.config import LanguageServerConfig, find_command, language_id
 from cluso_router.sources.lsp.diagnostics import DiagnosticsStore, convert, uri_to_relative
 from cluso_router.sources.lsp.process import ServerProcess, spawn_server
 from cluso_router.sources.lsp.routes import diagnostics_operations
@@ -97,7 +96,7 @@ class ManagedServer:
 
     def start(self) -> None:
         self._timer = None
-        executable = shutil.which(self.config.command[0])
+        executable = find_command(self.config.command[0])
         if executable is None:
             self._give_up(f"command not found: {self.config.command[0]}")
             return
@@ -254,7 +253,13 @@ class LanguageServerManager(SourceService):
         backoff: Sequence[float] = BACKOFF,
         initialize_timeout: float = 30.0,
         max_open_documents: int = MAX_OPEN_DOCUMENTS,
+        missing: Sequence[dict[str, str]] = (),
     ) -> None:
+        """
+        @param missing: default servers that are not installed, each with
+            its C{language}, C{command} and how to C{install} it; told to
+            clients so they can say why no diagnostics come.
+        """
         super().__init__(context)
         self.workspace = Workspace(context.root)
         self.root = self.workspace.root
@@ -267,6 +272,7 @@ class LanguageServerManager(SourceService):
         self.initialize_timeout = initialize_timeout
         self.max_open_documents = max_open_documents
         self.servers = [ManagedServer(config, self) for config in configs]
+        self.missing = list(missing)
         self.store = DiagnosticsStore()
 
     def startSource(self) -> None:
@@ -297,6 +303,7 @@ class LanguageServerManager(SourceService):
         return {
             "diagnostics": self.store.snapshot(file),
             "servers": [server.status() for server in self.servers],
+            "missing": self.missing,
         }
 
     def published(self, server: str, params: Any) -> None:

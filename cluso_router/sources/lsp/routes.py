@@ -45,6 +45,18 @@ def diagnostics_operations(manager: LanguageServerManager) -> list[Operation]:
                 "properties": {
                     "diagnostics": {"type": "array", "items": DIAGNOSTIC},
                     "servers": {"type": "array", "items": {"type": "object"}},
+                    "missing": {
+                        "type": "array",
+                        "description": "Default servers not installed, and how to install each",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "language": {"type": "string"},
+                                "command": {"type": "string"},
+                                "install": {"type": "string"},
+                            },
+                        },
+                    },
                 },
             },
             tags=("diagnostics",),

@@ -53,6 +53,11 @@ SEARCH: Final = ChannelSpec(
             "done": {"type": "boolean"},
             "truncated": {"type": "boolean"},
             "cancelled": {"type": "boolean"},
+            "limit": {
+                "enum": ["maxResults", "files", "bytes", "seconds"],
+                "description": "With truncated: the limit that ended the search early "
+                "(maxResults, or a budget of the pure-Python engine)",
+            },
             "error": {"type": "string"},
             "timestamp": TIMESTAMP_SCHEMA,
         },

@@ -1,13 +1,14 @@
 """
 ripgrep's side of search: the command lines it is run with, and the
-results made from its C{--json} messages.
+results made from its C{--json} messages. The pure-Python engine
+(C{cluso_grep}) takes the same command lines and prints the same messages.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -32,17 +33,17 @@ class Pattern:
     context_lines: int = 0
 
 
-def common_args(rg: str) -> list[str | bytes]:
-    return [rg, "--no-config", "--no-require-git"]
+def common_args(command: Sequence[str]) -> list[str | bytes]:
+    return [*command, "--no-config", "--no-require-git"]
 
 
-def list_files_argv(rg: str, path: str) -> list[str | bytes]:
+def list_files_argv(command: Sequence[str], path: str) -> list[str | bytes]:
     """
     List the files under C{path} a search may cover: C{.gitignore}
     respected, hidden files skipped, blocked names (in any case) left out;
     NUL-separated, so any file name survives.
     """
-    argv = [*common_args(rg), "--files", "--null"]
+    argv = [*common_args(command), "--files", "--null"]
     for name in sorted(BLOCKED_NAMES):
         argv += ["--iglob", f"!{name}"]
     argv.append("--")
@@ -52,25 +53,37 @@ def list_files_argv(rg: str, path: str) -> list[str | bytes]:
 
 
 def search_argv(
-    rg: str, pattern: Pattern, files: Iterable[bytes], max_lines: int
+    command: Sequence[str],
+    pattern: Pattern,
+    files: Iterable[bytes],
+    max_lines: int,
+    options: Sequence[str] = (),
 ) -> list[str | bytes]:
     """
     Search exactly C{files} (from L{list_files_argv}) for C{pattern},
     reading no file past its C{max_lines}th matching line (a search never
-    needs more results than that from one file).
+    needs more results than that from one file); C{options} are the
+    program's own.
     """
-    return [*pattern_args(rg, pattern), "--max-count", str(max_lines), "--", *files]
+    return [
+        *pattern_args(command, pattern),
+        "--max-count",
+        str(max_lines),
+        *options,
+        "--",
+        *files,
+    ]
 
 
-def check_argv(rg: str, pattern: Pattern) -> list[str | bytes]:
+def check_argv(command: Sequence[str], pattern: Pattern) -> list[str | bytes]:
     """
     Search nothing, only to learn whether ripgrep accepts C{pattern}.
     """
-    return [*pattern_args(rg, pattern), "--", os.devnull]
+    return [*pattern_args(command, pattern), "--", os.devnull]
 
 
-def pattern_args(rg: str, pattern: Pattern) -> list[str | bytes]:
-    argv = [*common_args(rg), "--json"]
+def pattern_args(command: Sequence[str], pattern: Pattern) -> list[str | bytes]:
+    argv = [*common_args(command), "--json"]
     if not pattern.regex:
         argv.append("--fixed-strings")
     argv.append("--case-sensitive" if pattern.case_sensitive else "--ignore-case")
@@ -86,6 +99,12 @@ def pattern_error(stderr: str) -> str:
     """
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
     reasons = [line.removeprefix("error:").strip() for line in lines if line.startswith("error:")]
+    # Some complaints come as "rg: <reason>" followed by advice.
+    reasons = reasons or [
+        line.removeprefix("rg:").strip()
+        for line in lines
+        if line.startswith("rg:") and not line.endswith("parse error:")
+    ]
     shown = "; ".join(reasons) or (lines[-1] if lines else "rejected by ripgrep")
     return f"Invalid search pattern: {shown}"
 
@@ -98,6 +117,8 @@ class JsonResults:
     ripgrep prints a file's messages together, so a file's context lines
     are all known at its C{end} message. Files ripgrep finds to be binary
     are dropped, as a recursive ripgrep search would skip them.
+
+    @ivar stats: the C{stats} of the closing C{summary} message, once read.
     """
 
     def __init__(self, context_lines: int, on_results: Callable[[list[Result]], None]) -> None:
@@ -105,6 +126,7 @@ class JsonResults:
         self._on_results = on_results
         self._lines: dict[int, bytes] = {}
         self._matches: list[tuple[int, bytes, list[tuple[int, int]]]] = []
+        self.stats: dict[str, Any] = {}
 
     def feed(self, record: bytes) -> None:
         if not record.strip():
@@ -127,6 +149,8 @@ class JsonResults:
                 self._on_results(self._results(_arbitrary_text(data["path"])))
             self._lines.clear()
             self._matches.clear()
+        elif kind == "summary":
+            self.stats = data.get("stats", {})
 
     def _results(self, file: str) -> list[Result]:
         results = []

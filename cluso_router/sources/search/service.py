@@ -1,11 +1,13 @@
 """
-Search with progress: ripgrep over the workspace, results published on the
-C{search} channel in batches as they are found.
+Search with progress: ripgrep (or where there is none, the pure-Python
+C{cluso_grep}; see L{cluso_router.sources.search.tools}) over the
+workspace, results published on the C{search} channel in batches as they
+are found.
 
 Progress needs to know how many files were searched, which ripgrep's
 C{--json} output does not say (it reports only files with matches). So a
-search runs two kinds of ripgrep process: one lists the files to search
-(the same filters: C{.gitignore}, globs, blocked names), and, while the
+search runs two kinds of process: one lists the files to search (the same
+filters: C{.gitignore}, globs, C{--ignore}, blocked names), and, while the
 list is still coming in, others search that list in chunks that grow
 fourfold (a small first one for a quick first event, large later ones for
 fewer processes). Each finished chunk is one progress event; the total is
@@ -21,18 +23,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from pathspec import GitIgnoreSpec
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cluso_router._process import (
-    ChildProcess,
-    ExecutableNotFound,
-    LineSplitter,
-    ProcessResult,
-    find_executable,
-    spawn,
-)
+from cluso_grep import BUDGET_SPENT
+from cluso_router._process import ChildProcess, LineSplitter, ProcessResult, spawn
 from cluso_router.router.procedures import ProcedureError
 from cluso_router.sources.context import SourceContext
 from cluso_router.sources.lifecycle import SourceService
@@ -41,12 +39,11 @@ from cluso_router.sources.search.ripgrep import (
     JsonResults,
     Pattern,
     Result,
-    check_argv,
     list_files_argv,
-    pattern_error,
     search_argv,
 )
 from cluso_router.sources.search.routes import mount_routes
+from cluso_router.sources.search.tools import ISearchTool, choose_tool
 from cluso_router.workspace.glob import GlobFilter
 from cluso_router.workspace.paths import PathRefused, Workspace
 
@@ -97,6 +94,9 @@ class Progress:
     truncated: bool = False
     cancelled: bool = False
     error: str | None = None
+    #: Which limit made the search end early: C{maxResults}, or a budget
+    #: of the search tool (C{files}, C{bytes}, C{seconds}).
+    limit: str | None = None
 
     def extra(self) -> dict[str, Any]:
         """
@@ -105,6 +105,8 @@ class Progress:
         fields: dict[str, Any] = {"done": self.done}
         if self.done:
             fields.update(truncated=self.truncated, cancelled=self.cancelled)
+            if self.limit is not None:
+                fields["limit"] = self.limit
         if self.error is not None:
             fields["error"] = self.error
         return fields
@@ -114,6 +116,11 @@ class Search:
     """
     One running search. L{run} reports L{Progress} to C{on_progress} after
     each chunk and once more, with C{done}, at the end.
+
+    The tool's budget bounds it: past C{files} listed the listing stops
+    (the files listed are still searched), past C{bytes} read or
+    C{seconds} spent the search stops; the final progress then says
+    C{truncated} and which C{limit} was reached.
     """
 
     log = Logger()
@@ -122,18 +129,25 @@ class Search:
         self,
         search_id: str,
         request: SearchRequest,
-        rg: str,
+        tool: ISearchTool,
         root: str,
         reactor: Any,
         on_progress: Callable[[Progress], None],
+        ignore: tuple[str, ...] = (),
     ) -> None:
         self.search_id = search_id
         self.request = request
-        self._rg = rg
+        self._tool = tool
+        self._budget = tool.budget
         self._root = root
         self._reactor = reactor
         self._on_progress = on_progress
         self._chosen = GlobFilter(request.globs)
+        self._ignored = GitIgnoreSpec.from_lines(ignore) if ignore else None
+        self._listing: ChildProcess | None = None
+        self._timer: IDelayedCall | None = None
+        self._bytes = 0
+        self._limit: str | None = None
         self._queue: list[bytes] = []
         self._listed = 0
         self._listing_done = False
@@ -150,11 +164,13 @@ class Search:
         self._error: str | None = None
 
     async def run(self) -> Progress:
-        listing = self._spawn(
-            list_files_argv(self._rg, self.request.path),
+        self._listing = listing = self._spawn(
+            list_files_argv(self._tool.command, self.request.path),
             LineSplitter(self._listed_file, separator=b"\0"),
         )
         listing.ended.addCallback(self._listing_ended)
+        if self._budget.seconds is not None:
+            self._timer = self._reactor.callLater(self._budget.seconds, self._stop, limit="seconds")
         try:
             while not self._stopped:
                 chunk = self._next_chunk() if len(self._searching) < PARALLEL_CHUNKS else None
@@ -170,7 +186,15 @@ class Search:
             self._stop(error=f"Internal error: {e}")
         finally:
             self._stop()
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
         await DeferredList(list(self._searching))
+        if self._limit is not None:
+            self.log.info(
+                "Search {search_id} ended early: {limit} limit reached",
+                search_id=self.search_id,
+                limit=self._limit,
+            )
         final = self._progress(done=True)
         self._on_progress(final)
         return final
@@ -196,14 +220,30 @@ class Search:
         return child
 
     def _listed_file(self, path: bytes) -> None:
-        if not path or self._stopped:
+        if not path or self._stopped or self._listing_done:
             return
-        if self._chosen and not self._chosen(os.fsdecode(path)):
+        name = os.fsdecode(path)
+        if self._chosen and not self._chosen(name):
+            return
+        if self._ignored is not None and self._ignored.match_file(name):
             return
         self._queue.append(path)
         self._listed += 1
-        if len(self._queue) >= self._chunk_size:
+        if self._budget.files is not None and self._listed >= self._budget.files:
+            self._end_listing()
+        elif len(self._queue) >= self._chunk_size:
             self._wake()
+
+    def _end_listing(self) -> None:
+        """
+        Stop listing at the files budget; what was listed is searched.
+        """
+        self._listing_done = True
+        self._limit = "files"
+        self._truncated = True
+        if self._listing is not None:
+            self._listing.kill()
+        self._wake()
 
     def _listing_ended(self, result: ProcessResult) -> None:
         self._listing_done = True
@@ -260,6 +300,9 @@ class Search:
         searched.addCallbacks(done, failed)
 
     async def _search(self, chunk: list[bytes]) -> None:
+        if self._budget.bytes is not None and self._bytes >= self._budget.bytes:
+            self._stop(limit="bytes")
+            return
         parser = JsonResults(self.request.pattern.context_lines, self._found_results)
 
         def record(line: bytes) -> None:
@@ -270,14 +313,26 @@ class Search:
             except (ValueError, KeyError, TypeError) as e:
                 self._stop(error=f"Unreadable ripgrep output: {e!r}")
 
+        bytes_left = None if self._budget.bytes is None else self._budget.bytes - self._bytes
         child = self._spawn(
-            search_argv(self._rg, self.request.pattern, chunk, self.request.max_results),
+            search_argv(
+                self._tool.command,
+                self.request.pattern,
+                chunk,
+                self.request.max_results,
+                self._tool.search_options(bytes_left),
+            ),
             LineSplitter(record),
         )
         result = await child.ended
-        if result.exit_code == 2 and not self._stopped:
+        self._bytes += int(parser.stats.get("bytes_searched", 0))
+        if result.exit_code == BUDGET_SPENT and not self._stopped:
+            self._completed += int(parser.stats.get("searches", 0))
+            self._stop(limit="bytes")
+        elif result.exit_code == 2 and not self._stopped:
             self.log.warn(
-                "Search {search_id}: ripgrep reported: {error}",
+                "Search {search_id}: {tool} reported: {error}",
+                tool=self._tool.name,
                 search_id=self.search_id,
                 error=result.error_text,
             )
@@ -287,8 +342,7 @@ class Search:
         self._pending += results[:room]
         self._found += min(room, len(results))
         if len(results) >= room:
-            self._truncated = True
-            self._stop()
+            self._stop(limit="maxResults")
         elif len(self._pending) >= RESULT_BATCH:
             self._report()
 
@@ -306,11 +360,15 @@ class Search:
             truncated=self._truncated,
             cancelled=self._cancelled,
             error=self._error,
+            limit=self._limit,
         )
 
-    def _stop(self, error: str | None = None) -> None:
+    def _stop(self, error: str | None = None, limit: str | None = None) -> None:
         if error is not None and self._error is None:
             self._error = error
+        if limit is not None and not self._stopped:
+            self._limit = limit
+            self._truncated = True
         self._stopped = True
         for child in list(self._children):
             child.kill()
@@ -327,7 +385,16 @@ class SearchService(SourceService):
 
     log = Logger()
 
-    def __init__(self, context: SourceContext, max_running: int = MAX_RUNNING) -> None:
+    def __init__(
+        self,
+        context: SourceContext,
+        max_running: int = MAX_RUNNING,
+        tool: ISearchTool | None = None,
+    ) -> None:
+        """
+        @param tool: the search program; by default the one the
+            C{search-engine} option chooses when the source starts.
+        """
         super().__init__(context)
         self._broadcaster = context.broadcaster
         self._workspace = Workspace(context.root)
@@ -338,9 +405,20 @@ class SearchService(SourceService):
         #: Searches past the limit check, not yet running.
         self._starting = 0
         self._finished: dict[str, Deferred[Progress]] = {}
+        self._tool = tool
 
     def startSource(self) -> None:
         context = self.context
+        if self._tool is None:
+            self._tool = choose_tool(str(context.options.get("search-engine", "auto")))
+        if self._tool.name == "python":
+            self.log.info(
+                "No ripgrep found beside Python or on PATH: searching with the "
+                "pure-Python engine (slower; each search is limited to {budget})",
+                budget=self._tool.budget,
+            )
+        else:
+            self.log.info("Searching with {command}", command=" ".join(self._tool.command))
         context.claim_channel(SEARCH)
         context.provide("search.start", self.start)
         context.provide("search.cancel", self.cancel)
@@ -409,20 +487,23 @@ class SearchService(SourceService):
                 f"Too many searches running (at most {self._max_running}); cancel one first",
                 "too_many_searches",
             )
+        tool = self._tool
+        assert tool is not None, "searches start once the source has started"
         self._starting += 1
         try:
-            try:
-                rg = find_executable("rg")
-            except ExecutableNotFound:
-                raise ProcedureError(
-                    "ripgrep (rg) is not installed; install it (Debian package ripgrep)",
-                    "tool_missing",
-                ) from None
-            await self._check(rg, request.pattern)
+            await self._check(tool, request.pattern)
         finally:
             self._starting -= 1
         search_id = "search-" + secrets.token_hex(8)
-        search = Search(search_id, request, rg, self._root, self._reactor, on_progress)
+        search = Search(
+            search_id,
+            request,
+            tool,
+            self._root,
+            self._reactor,
+            on_progress,
+            self.context.ignore,
+        )
         self._running[search_id] = search
         finished = self._finished[search_id] = ensureDeferred(search.run())
 
@@ -434,10 +515,10 @@ class SearchService(SourceService):
         finished.addCallback(forget)
         return search
 
-    async def _check(self, rg: str, pattern: Pattern) -> None:
+    async def _check(self, tool: ISearchTool, pattern: Pattern) -> None:
         """
-        Refuse a pattern ripgrep would refuse, before answering with an id.
-        Only a regular expression needs ripgrep's opinion.
+        Refuse a pattern the search tool would refuse, before answering
+        with an id. Only a regular expression needs the tool's opinion.
         """
         if not pattern.regex:
             if "\n" in pattern.text:
@@ -447,9 +528,9 @@ class SearchService(SourceService):
                     "invalid_pattern",
                 )
             return
-        checked = await spawn(self._reactor, check_argv(rg, pattern), self._root).ended
-        if checked.exit_code == 2:
-            raise ProcedureError(pattern_error(checked.error_text), "invalid_pattern")
+        error = await tool.check(self._reactor, self._root, pattern)
+        if error is not None:
+            raise ProcedureError(error, "invalid_pattern")
 
     def _confine(self, path: str) -> str:
         """

@@ -37,6 +37,10 @@ RESULT_SCHEMA: Final[Mapping[str, Any]] = {
             "type": "string",
             "description": "Why the tool could not check (not installed, crashed...)",
         },
+        "install": {
+            "type": "string",
+            "description": "With error, when the tool is not installed: how to install it",
+        },
         "durationMs": {"type": "integer"},
     },
 }

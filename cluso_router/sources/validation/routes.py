@@ -32,6 +32,7 @@ VALIDATION: Final[Schema] = {
         "passed": {"type": "boolean"},
         "errors": {"type": "array", "items": {"$ref": "#/components/schemas/ValidationError"}},
         "error": {**STRING, "description": "Why the tool could not check (missing, crashed...)"},
+        "install": {**STRING, "description": "With error, for a missing tool: how to install it"},
         "durationMs": {"type": "integer"},
     },
 }

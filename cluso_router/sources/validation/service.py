@@ -248,12 +248,15 @@ class ValidationService(SourceService):
         try:
             executable = find_executable(validator.command[0], self._tool_directories())
         except ExecutableNotFound as e:
-            return failed(
+            result = failed(
                 validator,
                 f"{e.name} is not installed (not found on PATH, in the project's "
                 "node_modules/.bin, the --validation-config path, or beside this "
                 "server's Python)",
             )
+            if validator.install:
+                result["install"] = validator.install
+            return result
         child = spawn(self._reactor, [executable, *validator.command[1:]], self._root)
         self._children.add(child)
         timed_out: list[bool] = []

