@@ -339,13 +339,15 @@ async def test_subscribers_hear_of_events_posted_over_http(secured_server: Any, 
         return updates
 
     async def modern(url: str) -> list[str]:
-        async with mcp_client(url, TEST_TOKEN, MODERN) as client:
-            async with client.listen(resource_subscriptions=["cluso://channels/builds"]) as heard:
-                assert heard.honored.resource_subscriptions == ["cluso://channels/builds"]
-                await post()
-                with anyio.fail_after(10):
-                    async for event in heard:
-                        return [str(event.uri)]
+        async with (
+            mcp_client(url, TEST_TOKEN, MODERN) as client,
+            client.listen(resource_subscriptions=["cluso://channels/builds"]) as heard,
+        ):
+            assert heard.honored.resource_subscriptions == ["cluso://channels/builds"]
+            await post()
+            with anyio.fail_after(10):
+                async for event in heard:
+                    return [str(event.uri)]
         return []
 
     updates = await in_thread(legacy if mode == LEGACY else modern, mcp_url(secured_server))
