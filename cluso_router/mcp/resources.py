@@ -115,13 +115,16 @@ class ResourceCatalog:
             return maybeDeferred(self._backplane.since, channel, first, position.epoch)
 
         def contents(recovery: Recovery) -> list[Any]:
-            events, truncated = newest(recovery.events)
+            events = newest(recovery.events)
+            oldest = events[0]["seq"] if events else recovery.position.seq + 1
             body = {
                 "channel": channel,
                 "seq": recovery.position.seq,
                 "epoch": recovery.position.epoch,
                 "events": events,
-                "truncated": truncated or not recovery.recovered,
+                # Earlier events are not here: past the read's budget, or
+                # gone from the history.
+                "truncated": oldest > 1,
             }
             return [{"uri": uri, "mimeType": JSON, "text": dumps(body).decode("utf-8")}]
 
@@ -145,10 +148,10 @@ class ResourceCatalog:
         return reading.addCallbacks(contents, refused)
 
 
-def newest(events: list[Event]) -> tuple[list[Any], bool]:
+def newest(events: list[Event]) -> list[Any]:
     """
     The envelopes of the newest C{events} within the read budget, oldest
-    first, and whether any were left out.
+    first.
     """
     kept: list[Any] = []
     size = 0
@@ -159,4 +162,4 @@ def newest(events: list[Event]) -> tuple[list[Any], bool]:
             break
         kept.append(envelope)
     kept.reverse()
-    return kept, len(kept) < len(events)
+    return kept
