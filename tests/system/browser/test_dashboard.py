@@ -7,6 +7,7 @@ by itself after a restart.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -280,3 +281,20 @@ def test_panels_render_published_events(page: Any, launch: Callable[..., Server]
     answer = page.wait_for_selector('#ai-answers li[data-stream="s1"][data-finished="true"]')
     assert answer.query_selector("pre.answer").inner_text() == "Hello, world!"
     assert page.inner_text("#panel-ai [data-count]") == "3 events"
+
+
+def test_the_contracts_are_linked_from_the_dashboard(
+    page: Any, launch: Callable[..., Server]
+) -> None:
+    """
+    The dashboard links the OpenAPI and AsyncAPI documents; following the
+    AsyncAPI link, signed in by the cookie, shows this server's channels.
+    """
+    server = launch()
+    open_dashboard(page, server)
+    assert page.get_attribute("#link-openapi", "href") == "api/openapi.json"
+    page.click("#link-asyncapi")
+    page.wait_for_url("**/api/asyncapi.json")
+    document = json.loads(page.inner_text("body"))
+    assert document["asyncapi"] == "3.0.0"
+    assert {"files", "git", "search"} <= set(document["channels"])
