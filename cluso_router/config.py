@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cluso_router.backplane.redis import DEFAULT_PREFIX, RedisAddress
+from cluso_router.router.history import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENT_BYTES
 from cluso_router.router.liveness import DEFAULT_PING_INTERVAL
 from cluso_router.security import (
     check_token,
@@ -43,6 +44,13 @@ class ServerConfig:
     ignore: tuple[str, ...] = ()
     #: Largest HTTP request body in bytes; a larger one gets 413 unread.
     max_body: int = DEFAULT_MAX_BODY
+    #: Largest C{POST /api/events/<channel>} body; C{None}: the largest
+    #: WebSocket message (the limit of a client's C{send}).
+    max_publish_body: int | None = None
+    #: Bytes of events kept for recovery, in all channels.
+    history_max_bytes: int = DEFAULT_HISTORY_BYTES
+    #: Events whose JSON is larger are delivered but not kept.
+    history_event_max_bytes: int = DEFAULT_HISTORY_EVENT_BYTES
     #: C{token} (the default) or C{none}, which only loopback addresses may use.
     auth: str = "token"
     #: The access token; a random one is made up when auth is on and none is given.
@@ -70,6 +78,11 @@ class ServerConfig:
             raise ValueError("ping interval must be positive")
         if self.max_body <= 0:
             raise ValueError("max body must be a positive number of bytes")
+        if self.max_publish_body is None:
+            object.__setattr__(self, "max_publish_body", self.limits.max_message_bytes)
+        for name in ("max_publish_body", "history_max_bytes", "history_event_max_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name.replace('_', '-')} must not be negative")
         if self.auth not in ("token", "none"):
             raise ValueError(f"auth must be 'token' or 'none', not {self.auth!r}")
         if self.auth == "none":

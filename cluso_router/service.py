@@ -24,6 +24,7 @@ from cluso_router.interfaces import IBackplane
 from cluso_router.mcp import install_mcp
 from cluso_router.router.broadcaster import Broadcaster
 from cluso_router.router.event import DeliveryReport
+from cluso_router.router.history import MemoryHistory
 from cluso_router.router.liveness import PingSweeper
 from cluso_router.router.router import Router
 from cluso_router.security import AccessPolicy, is_loopback_address
@@ -152,8 +153,9 @@ class ClusoService(MultiService):
     The whole server. Its parts are public attributes so plugins and
     embedding code can reach the router and the broadcaster.
 
-    Children stop in reverse order: the sources first, then the port
-    closes, then every connection is closed with 1001 by the router.
+    Children stop in reverse order: walks over the workspace are stopped,
+    then the sources, then the port closes, then every connection is closed
+    with 1001 by the router.
     """
 
     def __init__(self, config: ServerConfig, reactor: Any = None) -> None:
@@ -162,7 +164,15 @@ class ClusoService(MultiService):
             from twisted.internet import reactor
         self.config = config
         self.reactor = reactor
-        self.router = Router(cwd=config.root, clock=reactor)
+        self.router = Router(
+            cwd=config.root,
+            clock=reactor,
+            history=MemoryHistory(
+                reactor,
+                max_bytes=config.history_max_bytes,
+                max_event_bytes=config.history_event_max_bytes,
+            ),
+        )
         self.backplane = self._backplane(config, reactor)
         self.broadcaster = EventBroadcaster(self.backplane)
         self.file_changes = FileChangeLedger(self.broadcaster, clock=reactor)
@@ -196,6 +206,7 @@ class ClusoService(MultiService):
             config.max_body,
             policy=self.policy,
             public_paths=[b"metrics"] if config.metrics_public else [],
+            path_limits={b"/api/events/": config.max_publish_body or config.max_body},
         )
         self.site.timeOut = config.limits.handshake_timeout
         self.web, self.endpoint = listening_service(reactor, config.listen, self.site, config.token)
@@ -207,6 +218,7 @@ class ClusoService(MultiService):
         self.sweeper.setServiceParent(self)
         self.web.setServiceParent(self)
         self.sources.setServiceParent(self)
+        self.workspace_api.setServiceParent(self)
 
     def _backplane(self, config: ServerConfig, reactor: Any) -> IBackplane:
         if config.redis is None:

@@ -14,6 +14,7 @@ from twisted.python.reflect import accumulateClassList
 
 from cluso_router.backplane.redis import DEFAULT_PREFIX
 from cluso_router.config import DEFAULT_LISTEN, ServerConfig
+from cluso_router.router.history import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENT_BYTES
 from cluso_router.router.liveness import DEFAULT_PING_INTERVAL
 from cluso_router.security import load_token
 from cluso_router.service import ClusoService
@@ -77,6 +78,28 @@ class Options(usage.Options):
         ],
     ]
     optParameters += [
+        [
+            "max-publish-body",
+            None,
+            None,
+            "Largest POST /api/events/<channel> body in bytes (default: --max-message-size).",
+            int,
+        ],
+        [
+            "history-max-bytes",
+            None,
+            DEFAULT_HISTORY_BYTES,
+            "Bytes of events kept for clients that reconnect, in all channels; the least "
+            "recently published channel's oldest events go first.",
+            int,
+        ],
+        [
+            "history-event-max-bytes",
+            None,
+            DEFAULT_HISTORY_EVENT_BYTES,
+            "Events whose JSON is larger than this are delivered but not kept for recovery.",
+            int,
+        ],
         [
             "auth",
             None,
@@ -247,6 +270,9 @@ class Options(usage.Options):
                 },
                 ignore=tuple(self["ignore"]),
                 max_body=self["max-body"],
+                max_publish_body=self["max-publish-body"],
+                history_max_bytes=self["history-max-bytes"],
+                history_event_max_bytes=self["history-event-max-bytes"],
                 auth=self["auth"],
                 token=load_token(self["token"], self["token-file"])
                 if self["auth"] == "token"

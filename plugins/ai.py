@@ -23,6 +23,13 @@ ai = SourcePlugin(
         ["ai-google-url", None, None, "Base URL of the Gemini API (default: Google's)."],
         ["ai-anthropic-url", None, None, "Base URL of the Anthropic API (default: Anthropic's)."],
         [
+            "ai-max-streams",
+            None,
+            16,
+            "Answers streamed at once (each holds an upstream connection); more are refused.",
+            int,
+        ],
+        [
             "ai-idle-timeout",
             None,
             60.0,

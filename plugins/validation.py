@@ -25,6 +25,14 @@ validation = SourcePlugin(
     service="cluso_router.sources.validation.service.make_source",
     options=[
         ["validate-on-change", None, False, "Run the validators after file changes (debounced)."],
+        [
+            "validation-config",
+            None,
+            None,
+            "A TOML file outside the root with validator commands ([validation.tools.NAME]) "
+            "and executable directories ([validation] path); the workspace may only choose "
+            "among these and the known tools.",
+        ],
     ],
     applies=has_validators,
 )

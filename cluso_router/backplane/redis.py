@@ -17,19 +17,22 @@ channels whose history is gone, so their clients reconnect and learn it
 
 from __future__ import annotations
 
+import random
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 import txredisapi  # type: ignore[import-untyped]
-from twisted.application.service import Service
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, ensureDeferred, fail
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.interfaces import IDelayedCall, IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IReactorTCP, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -50,6 +53,9 @@ DEFAULT_PREFIX: Final = "cluso:"
 DEFAULT_TTL: Final = 86400
 #: Channels whose last delivered position a node remembers for gap checks.
 MAX_TRACKED_CHANNELS: Final = 10_000
+#: Live messages held while a node catches up; more mean it cannot keep
+#: up, and its events connection starts over.
+MAX_BUFFERED: Final = 50_000
 #: Epoch a node answers with for a channel it cannot ask Redis about; no
 #: real epoch is empty, so a client holding it is always told it may have
 #: missed events.
@@ -112,24 +118,31 @@ class RedisAddress:
 
 
 class _Subscriber(txredisapi.SubscriberProtocol):
-    backplane: RedisBackplane
+    factory: _Factory
 
     def messageReceived(self, pattern: Any, channel: str, message: str) -> None:
-        self.backplane.received(message)
+        self.factory.backplane.received(message)
 
 
 class _Factory(Factory):
     """
-    Builds one txredisapi connection; reconnecting is the backplane's job.
+    Builds txredisapi connections for a L{ClientService}, which reconnects.
     """
 
-    isLazy = False
     noisy = False
+    isLazy = False
 
-    def __init__(self, protocol: type[Any], address: RedisAddress, timeout: float) -> None:
+    def __init__(
+        self,
+        protocol: type[Any],
+        address: RedisAddress,
+        timeout: float,
+        backplane: RedisBackplane,
+    ) -> None:
         self._protocol = protocol
         self._address = address
         self._timeout = timeout
+        self.backplane = backplane
 
     def buildProtocol(self, addr: Any) -> Any:
         proto = self._protocol(
@@ -144,21 +157,43 @@ class _Factory(Factory):
 
     def stopTrying(self) -> None:
         """
-        Called by txredisapi when AUTH or SELECT fails.
+        Called by txredisapi when AUTH or SELECT fails; the connection is
+        closed and retried with backoff like any other failure.
         """
 
     def connectionError(self, message: str) -> None:
         Logger().error("Redis: {message}", message=message)
 
 
+def retry_delays(
+    initial: float, maximum: float, jitter: Callable[[], float] = random.random
+) -> Callable[[int], float]:
+    """
+    A L{ClientService} retry policy: C{initial} seconds after the first
+    failed attempt, doubling up to C{maximum}, plus C{jitter()} seconds so
+    nodes that lost Redis together do not retry in step.
+    """
+    policy = backoffPolicy(initial, maximum, factor=2.0, jitter=jitter)
+    return lambda failures: policy(failures - 1)
+
+
+def _prepare(ready: Callable[[Any], Coroutine[Any, Any, None]], protocol: Any) -> Deferred[None]:
+    return ensureDeferred(ready(protocol))
+
+
 @implementer(IBackplane)
-class RedisBackplane(Service):
+class RedisBackplane(MultiService):
     """
     Publishes through Redis and delivers what comes back on C{router}.
 
-    While Redis cannot be reached the node keeps serving its own clients,
-    reports C{degraded}, refuses publishes with L{BackplaneUnavailable} and
-    tries again after C{retry_initial} seconds, doubling up to C{retry_max}.
+    Two connections, each kept by a L{ClientService}: one for commands, one
+    subscribed to the deployment's events. While either is down the node
+    keeps serving its own clients, reports C{degraded} and refuses
+    publishes with L{BackplaneUnavailable}; Twisted's C{backoffPolicy}
+    spaces the attempts from C{retry_initial} seconds, doubling up to
+    C{retry_max} (plus up to a second of jitter, so nodes do not retry in
+    step). Each time the events connection is back, the node catches up
+    on what it missed (L{_catch_up}).
     """
 
     log = Logger()
@@ -178,7 +213,15 @@ class RedisBackplane(Service):
         retry_max: float = 10.0,
         timeout: float = 5.0,
         wallclock: Callable[[], float] = time.time,
+        retry_policy: Callable[[int], float] | None = None,
+        endpoint: IStreamClientEndpoint | None = None,
     ) -> None:
+        """
+        @param retry_policy: seconds before the Nth attempt after a failure
+            (default: L{backoffPolicy} from C{retry_initial} to C{retry_max}).
+        @param endpoint: where Redis is (default: C{address} over TCP).
+        """
+        super().__init__()
         if reactor is None:
             from twisted.internet import reactor as default
 
@@ -186,12 +229,9 @@ class RedisBackplane(Service):
         self.router = router
         self.address = address
         self.prefix = prefix
-        self._reactor = reactor
         self.clock: IReactorTime = clock if clock is not None else reactor  # type: ignore[assignment]
         self.history_size = history_size
         self.ttl = ttl
-        self.retry_initial = retry_initial
-        self.retry_max = retry_max
         self.timeout = timeout
         self._wallclock = wallclock
         self.node_id = secrets.token_hex(6)
@@ -200,8 +240,7 @@ class RedisBackplane(Service):
         self._command: Any = None
         self._subscriber: Any = None
         self.connected = False
-        self._retry: IDelayedCall | None = None
-        self._delay = retry_initial
+        self._caught_up = True
         #: Messages that arrived while catching up, delivered after it.
         self._buffer: list[str] | None = None
         self._markers: dict[str, Deferred[None]] = {}
@@ -211,6 +250,20 @@ class RedisBackplane(Service):
         self.publish_failures = 0
         self.gap_closes = 0
         self.replayed = 0
+        policy = retry_policy or retry_delays(retry_initial, retry_max)
+        if endpoint is None:
+            endpoint = TCP4ClientEndpoint(reactor, address.host, address.port, timeout=timeout)
+        for protocol, ready in (
+            (txredisapi.RedisProtocol, self._commands_ready),
+            (_Subscriber, self._events_ready),
+        ):
+            ClientService(
+                endpoint,
+                _Factory(protocol, address, timeout, self),
+                retryPolicy=policy,
+                clock=self.clock,
+                prepareConnection=partial(_prepare, ready),
+            ).setServiceParent(self)
 
     # status
 
@@ -218,89 +271,78 @@ class RedisBackplane(Service):
     def backplane_status(self) -> str:
         return "ok" if self.connected else "degraded"
 
-    # service
+    # connections
 
-    def startService(self) -> None:
-        super().startService()
-        self._attempt()
-
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
-        self._drop()
-        return None
-
-    def _attempt(self) -> None:
-        self._retry = None
-        ensureDeferred(self._connect()).addErrback(self._connect_failed)
-
-    async def _connect(self) -> None:
-        endpoint = TCP4ClientEndpoint(
-            self._reactor, self.address.host, self.address.port, timeout=self.timeout
-        )
-        command: Any = await endpoint.connect(
-            _Factory(txredisapi.RedisProtocol, self.address, self.timeout)
-        )
-        self._command = command
-        command.whenDisconnected().addCallback(self._lost)
+    async def _commands_ready(self, command: Any) -> None:
         await command.whenConnected()
-        subscriber: Any = await endpoint.connect(_Factory(_Subscriber, self.address, self.timeout))
-        subscriber.backplane = self
-        self._subscriber = subscriber
-        subscriber.whenDisconnected().addCallback(self._lost)
+        command.whenDisconnected().addCallback(self._lost, command)
+        self._command = command
+        await self._join()
+
+    async def _events_ready(self, subscriber: Any) -> None:
         await subscriber.whenConnected()
         self._buffer = []
         await subscriber.subscribe([self.events_channel, self._node_channel])
+        subscriber.whenDisconnected().addCallback(self._lost, subscriber)
+        self._subscriber = subscriber
+        self._caught_up = False
+        await self._join()
+
+    async def _join(self) -> None:
+        """
+        Once both connections are up, count the node connected and catch
+        up on what the events connection missed while it was down.
+        """
+        if self._command is None or self._subscriber is None or self.connected:
+            return
         self.connected = True
-        self._delay = self.retry_initial
         self.connects += 1
         self.log.info(
             "Backplane connected to Redis at {host}:{port}",
             host=self.address.host,
             port=self.address.port,
         )
-        await self._catch_up()
+        if not self._caught_up:
+            subscriber = self._subscriber
+            try:
+                await self._catch_up()
+            except Exception:
+                self.log.failure("Backplane could not catch up; reconnecting")
+                if subscriber.transport is not None:
+                    subscriber.transport.loseConnection()
+                return
+            if self._subscriber is subscriber:
+                self._caught_up = True
 
-    def _connect_failed(self, failure: Failure) -> None:
-        self.log.warn(
-            "Backplane cannot reach Redis at {host}:{port} ({error}); retrying in {delay:.1f}s",
-            host=self.address.host,
-            port=self.address.port,
-            error=failure.getErrorMessage(),
-            delay=self._delay,
-        )
-        self._drop()
-        self._schedule()
-
-    def _lost(self, _: object) -> None:
-        if self._command is None and self._subscriber is None:
-            return
-        self.log.warn("Backplane lost its Redis connection; reconnecting")
-        self._drop()
-        self._schedule()
-
-    def _schedule(self) -> None:
-        if not self.running or self._retry is not None:
-            return
-        self._retry = self.clock.callLater(self._delay, self._attempt)
-        self._delay = min(self._delay * 2, self.retry_max)
-
-    def _drop(self) -> None:
+    def _overflowed(self) -> None:
+        """
+        Too much arrived while catching up: start the events connection
+        over (its sessions recover, or are closed with L{CLOSE_BACKPLANE_GAP}).
+        """
+        self.log.warn("Backplane fell {count} messages behind; reconnecting", count=MAX_BUFFERED)
+        subscriber = self._subscriber
+        self._buffer = None
+        self._subscriber = None
         self.connected = False
-        command, self._command = self._command, None
-        subscriber, self._subscriber = self._subscriber, None
-        for connection in (command, subscriber):
-            if connection is not None and connection.transport is not None:
-                connection.transport.loseConnection()
-        buffered, self._buffer = self._buffer, None
-        if buffered:
-            for message in buffered:
+        if subscriber is not None and subscriber.transport is not None:
+            subscriber.transport.abortConnection()
+
+    def _lost(self, _: object, connection: Any) -> None:
+        if connection is self._command:
+            self._command = None
+        elif connection is self._subscriber:
+            self._subscriber = None
+            buffered, self._buffer = self._buffer, None
+            for message in buffered or ():
                 self._handle(message)
-        markers, self._markers = self._markers, {}
-        for marker in markers.values():
-            marker.errback(BackplaneUnavailable("Redis connection lost"))
+            markers, self._markers = self._markers, {}
+            for marker in markers.values():
+                marker.errback(BackplaneUnavailable("Redis connection lost"))
+        else:
+            return
+        if self.connected and self.running:
+            self.log.warn("Backplane lost a Redis connection; reconnecting")
+        self.connected = False
 
     # catching up after (re)connecting
 
@@ -344,6 +386,8 @@ class RedisBackplane(Service):
     def received(self, message: str) -> None:
         if self._buffer is not None:
             self._buffer.append(message)
+            if len(self._buffer) > MAX_BUFFERED:
+                self._overflowed()
         else:
             self._handle(message)
 

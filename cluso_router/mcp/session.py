@@ -23,11 +23,11 @@ from cluso_router.mcp.stream import (
     DEFAULT_IDLE_TIMEOUT,
     LEGACY_ENCODER,
     NotificationEncoder,
+    NotificationSession,
     NotificationStream,
 )
 from cluso_router.router.router import Router
 from cluso_router.ws.limits import Limits
-from cluso_router.ws.session import Session
 
 
 class Client:
@@ -36,7 +36,7 @@ class Client:
     and the router session behind it.
     """
 
-    def __init__(self, stream: NotificationStream, session: Session) -> None:
+    def __init__(self, stream: NotificationStream, session: NotificationSession) -> None:
         self.stream = stream
         self.session = session
 
@@ -53,7 +53,11 @@ class LegacySession(Client):
     """
 
     def __init__(
-        self, session_id: str, version: str, stream: NotificationStream, session: Session
+        self,
+        session_id: str,
+        version: str,
+        stream: NotificationStream,
+        session: NotificationSession,
     ) -> None:
         super().__init__(stream, session)
         self.id = session_id
@@ -79,7 +83,7 @@ class Listener(Client):
     def __init__(
         self,
         stream: NotificationStream,
-        session: Session,
+        session: NotificationSession,
         encoder: NotificationEncoder,
         changes: frozenset[str],
     ) -> None:
@@ -118,8 +122,10 @@ class Clients:
             self._router.refusals["capacity"] += 1
             raise RpcError(INTERNAL_ERROR, "Service Unavailable: too many connections", status=503)
 
-    def _session(self, stream: NotificationStream, encoder: NotificationEncoder) -> Session:
-        session = Session(
+    def _session(
+        self, stream: NotificationStream, encoder: NotificationEncoder
+    ) -> NotificationSession:
+        session = NotificationSession(
             stream,
             stream,
             encoder,

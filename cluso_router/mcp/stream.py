@@ -73,6 +73,24 @@ class NotificationEncoder:
 LEGACY_ENCODER: Final = NotificationEncoder()
 
 
+class NotificationSession(Session):
+    """
+    The router session of an MCP client. The ping sweep's ping is an SSE
+    comment on the open stream (in order, within the queue's budget; a
+    dead connection then fails and ends it), and the session counts as
+    heard for as long as its stream says the client is there.
+    """
+
+    __slots__ = ()
+
+    def ping(self) -> None:
+        stream: NotificationStream = self._transport
+        if stream.is_open:
+            self.deliver(KEEP_ALIVE)
+        if stream.alive():
+            self.heard = True
+
+
 @implementer(IPushProducer)
 class NotificationStream:
     """
@@ -98,7 +116,7 @@ class NotificationStream:
         self._on_end = on_end
         self._idle_timeout = idle_timeout
         self._request: Request | None = None
-        self._producer: Session | None = None
+        self._producer: NotificationSession | None = None
         self._last_seen = clock.seconds()
         self.ended = False
 
@@ -108,7 +126,7 @@ class NotificationStream:
 
     # The transport of a Session.
 
-    def registerProducer(self, producer: Session, streaming: bool) -> None:
+    def registerProducer(self, producer: NotificationSession, streaming: bool) -> None:
         self._producer = producer
         if self._request is None:
             producer.pauseProducing()
@@ -121,18 +139,6 @@ class NotificationStream:
             self._request.write(frame)
 
     # The connection of a Session.
-
-    def sendPing(self, payload: bytes | None = None) -> None:
-        """
-        The ping sweep's turn: an open stream gets a comment (a dead
-        connection then fails and ends it); a legacy session without one
-        counts as alive until it was idle too long.
-        """
-        if self._request is not None:
-            self._request.write(KEEP_ALIVE)
-            self.seen()
-        elif self._keep and self._clock.seconds() - self._last_seen < self._idle_timeout:
-            self.seen()
 
     def sendCloseFrame(
         self, code: int | None = None, reasonUtf8: bytes | None = None, isReply: bool = False
@@ -157,6 +163,15 @@ class NotificationStream:
             self._lost(self._request)
 
     # Its own life.
+
+    def alive(self) -> bool:
+        """
+        Whether the client is there: its stream is open, or (a legacy
+        session between streams) it was heard from within the idle timeout.
+        """
+        if self._request is not None:
+            return True
+        return self._keep and self._clock.seconds() - self._last_seen < self._idle_timeout
 
     def seen(self) -> None:
         """

@@ -15,6 +15,7 @@ from typing import Any, Final
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -37,6 +38,8 @@ from cluso_router.router.subscriptions import (
 )
 
 CLOSE_GOING_AWAY: Final = 1001
+#: Seconds between sweeps that free expired history of idle channels.
+HISTORY_EXPIRY_INTERVAL: Final = 5.0
 
 #: Channels counted one by one in the per-channel statistics; events on
 #: channels beyond these are counted under L{OTHER_CHANNELS}, so clients
@@ -110,6 +113,7 @@ class Router(Service):
         self.history = history if history is not None else MemoryHistory(self.clock)
         self._started_at = self.clock.seconds()
         self._closing: dict[str, Deferred[None]] = {}
+        self._expiry: LoopingCall | None = None
         #: Frames kept back from sessions that are being replayed a
         #: channel's history: channel -> session -> [(seq, frame)].
         self._holds: dict[str, dict[ISession, list[tuple[int, bytes]]]] = {}
@@ -490,6 +494,9 @@ class Router(Service):
     def startService(self) -> None:
         self._started_at = self.clock.seconds()
         super().startService()
+        self._expiry = LoopingCall(self.history.expire)
+        self._expiry.clock = self.clock
+        self._expiry.start(HISTORY_EXPIRY_INTERVAL, now=False)
 
     def stopService(self) -> Deferred[None]:
         """
@@ -498,6 +505,9 @@ class Router(Service):
         C{timeout} seconds are aborted.
         """
         super().stopService()
+        if self._expiry is not None and self._expiry.running:
+            self._expiry.stop()
+        self._expiry = None
         return self.close_all(CLOSE_GOING_AWAY, "server shutting down")
 
     def close_all(self, code: int, reason: str, timeout: float = 2.0) -> Deferred[None]:

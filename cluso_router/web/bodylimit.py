@@ -39,8 +39,18 @@ class LimitedRequest(Request):
     _drain: IDelayedCall | None = None
 
     def _limit(self) -> int:
+        """
+        The site's C{max_body}, or a smaller limit its C{path_limits} set
+        for paths starting with a prefix (the request line is read before
+        the headers, so the path is known before any of the body).
+        """
         channel: Any = self.channel
-        limit: int = getattr(channel.site, "max_body", DEFAULT_MAX_BODY)
+        site = channel.site
+        limit: int = getattr(site, "max_body", DEFAULT_MAX_BODY)
+        path = getattr(channel, "_path", b"") or b""
+        for prefix, smaller in getattr(site, "path_limits", {}).items():
+            if path.startswith(prefix):
+                limit = min(limit, smaller)
         return limit
 
     def gotLength(self, length: int | None) -> None:

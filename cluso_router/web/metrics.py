@@ -122,9 +122,31 @@ class RouterCollector:
             "The longest send queue, in bytes.",
             value=max(queued, default=0),
         )
+        yield from self._history()
         yield self._fanout()
         if self._sweeper is not None:
             yield from self._sweeps(self._sweeper)
+
+    def _history(self) -> Iterator[Metric]:
+        history = self._router.history
+        yield GaugeMetricFamily(
+            "cluso_history_bytes",
+            "Bytes of events kept for recovery (their JSON plus a fixed overhead each).",
+            value=history.kept_bytes,
+        )
+        yield GaugeMetricFamily(
+            "cluso_history_channels", "Channels with a position kept.", value=history.channel_count
+        )
+        yield CounterMetricFamily(
+            "cluso_history_evicted_bytes",
+            "Bytes of kept events dropped to stay within the history's byte budget.",
+            value=history.evicted_bytes,
+        )
+        yield CounterMetricFamily(
+            "cluso_history_unkept",
+            "Events delivered but not kept: bigger than the per-event limit.",
+            value=history.unkept,
+        )
 
     def _fanout(self) -> Metric:
         router = self._router

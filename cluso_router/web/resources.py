@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import CancelledError, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -103,7 +103,6 @@ class JsonEndpoint(Resource):
                 request, 405, envelope(error=f"Method not allowed; use {allowed.decode()}")
             )
         finished = [False]
-        request.notifyFinish().addBoth(lambda _: finished.__setitem__(0, True))
 
         def respond(status: int, body: Mapping[str, Any]) -> None:
             if finished[0]:
@@ -122,12 +121,21 @@ class JsonEndpoint(Resource):
             respond(200, body)
 
         def failed(failure: Failure) -> None:
+            error = failure.value
+            if isinstance(error, CancelledError) and finished[0]:
+                return
             status, message = failure_answer(failure, f"Handler for {request.uri!r}")
             respond(status, envelope(error=message))
+
+        def gone(_: object) -> None:
+            # The client went away (or the answer was sent): stop the work.
+            finished[0] = True
+            d.cancel()
 
         d = maybeDeferred(handler, request)
         d.addCallback(await_result)
         d.addCallbacks(succeeded, failed)
+        request.notifyFinish().addBoth(gone)
         return NOT_DONE_YET
 
 

@@ -4,7 +4,7 @@ The one twisted.web site: C{/ws} for WebSocket clients, C{/api/} for HTTP.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -81,9 +81,11 @@ def build_site(
     public_paths: Collection[bytes] = (),
     handshake_paths: Collection[bytes] = (b"ws",),
     strict_origin_paths: Collection[bytes] = (b"mcp",),
+    path_limits: Mapping[bytes, int] | None = None,
 ) -> Site:
     """
-    The site serving C{root}; request bodies above C{max_body} bytes get 413.
+    The site serving C{root}; request bodies above C{max_body} bytes get
+    413, as do bodies above C{path_limits[prefix]} on paths with that prefix.
     With a C{policy}, every request passes it first (see L{AuthGuard}:
     C{public_paths} skip the token, C{handshake_paths} are WebSocket
     endpoints built by L{build_root} with the same policy, which check the
@@ -94,5 +96,6 @@ def build_site(
         root = AuthGuard(root, policy, public_paths, handshake_paths, strict_origin_paths)
     site = Site(root, requestFactory=LimitedRequest, logFormatter=redacting_log_formatter)
     site.max_body = max_body  # type: ignore[attr-defined]
+    site.path_limits = dict(path_limits or {})  # type: ignore[attr-defined]
     site.displayTracebacks = False
     return site

@@ -5,9 +5,9 @@ workspace, served as HTTP routes and as C{invoke} procedures.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.web.resource import Resource
 
 from cluso_router.router.broadcaster import Broadcaster
@@ -21,11 +21,23 @@ from cluso_router.workspace.ledger import FILES, FileChangeLedger
 from cluso_router.workspace.paths import Workspace
 
 
-@dataclass(frozen=True)
-class WorkspaceApi:
-    workspace: Workspace
-    files: FileOperations
-    git: GitOperations
+class WorkspaceApi(Service):
+    """
+    The files and git operations of one workspace, as a service: stopping
+    it stops the walks (globs, trees) still under way, so the server's
+    thread pool lets the process end at once.
+    """
+
+    name = "workspace"
+
+    def __init__(self, workspace: Workspace, files: FileOperations, git: GitOperations) -> None:
+        self.workspace = workspace
+        self.files = files
+        self.git = git
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.files.cancel_walks()
 
 
 def install_workspace_api(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
-import re
 import shutil
 import stat as statmod
 import tempfile
@@ -33,6 +32,7 @@ from twisted.internet.threads import deferToThreadPool
 from cluso_router._reactor import default_reactor
 from cluso_router._time import iso_timestamp
 from cluso_router.router.procedures import ProcedureError
+from cluso_router.workspace.glob import WalkBudget, expand_braces, glob_paths, relative_pattern
 from cluso_router.workspace.ledger import FileChangeLedger, FileEvent
 from cluso_router.workspace.paths import (
     PathRefused,
@@ -48,7 +48,6 @@ TEMP_SUFFIX: Final = ".cluso-tmp"
 
 DEFAULT_TREE_DEPTH: Final = 10
 DEFAULT_TREE_IGNORE: Final = (".git", "node_modules", ".next", "dist")
-MAX_BRACE_EXPANSIONS: Final = 1024
 
 
 def _read_umask() -> int:
@@ -83,6 +82,32 @@ class FileOperations:
             reactor = reactor if reactor is not None else default_reactor()
             run_blocking = partial(_in_thread, reactor)
         self._run = run_blocking
+        self._walks: set[WalkBudget] = set()
+
+    def _walk(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        """
+        Run a budgeted walk (its L{WalkBudget} is the last argument) in the
+        thread pool; cancelling the answer, or L{cancel_walks}, stops it
+        within one directory entry.
+        """
+        budget: WalkBudget = args[-1]
+        self._walks.add(budget)
+        answer: Deferred[Any] = Deferred(lambda _: budget.cancelled.set())
+
+        def done(result: Any) -> None:
+            self._walks.discard(budget)
+            if not answer.called:
+                answer.callback(result)
+
+        self._run(f, *args).addBoth(done)
+        return answer
+
+    def cancel_walks(self) -> None:
+        """
+        Stop every walk under way (the server is stopping).
+        """
+        for budget in list(self._walks):
+            budget.cancelled.set()
 
     def _announce(self, events: list[tuple[str, FileEvent]]) -> None:
         if self._changes is not None:
@@ -146,7 +171,7 @@ class FileOperations:
         with _failing(prefix, "stat", given):
             target = self.workspace.resolve(given)
             walk = _TreeWalk(self.workspace, depth, frozenset(ignored))
-            node: dict[str, Any] | None = await self._run(walk.tree, target)
+            node: dict[str, Any] | None = await self._walk(walk.tree, target, WalkBudget())
         if node is None:
             raise ProcedureError(f"Failed to build tree for path: {shown(given)}")
         return node
@@ -158,8 +183,10 @@ class FileOperations:
         with _failing(prefix, "scandir", base):
             check_text(given, "pattern")
             start = self.workspace.resolve(base)
-            patterns = [_relative_pattern(self.workspace, start, p) for p in expand_braces(given)]
-            matches: list[str] = await self._run(_glob_all, self.workspace, start, patterns)
+            patterns = [relative_pattern(start, p) for p in expand_braces(given)]
+            matches: list[str] = await self._walk(
+                glob_paths, self.workspace, start, patterns, WalkBudget()
+            )
         return matches
 
     # changing
@@ -256,7 +283,7 @@ class FileOperations:
             if not os.path.lexists(target.path):
                 raise _missing()
             if os.path.isdir(target.path) and not os.path.islink(target.path):
-                await self._run(shutil.rmtree, target.path)
+                await self._walk(remove_tree, target.path, WalkBudget())
                 event: FileEvent = "unlinkDir"
             else:
                 os.unlink(target.path)
@@ -516,11 +543,59 @@ def _name_order(node: dict[str, Any]) -> tuple[bool, str, str]:
     return (not node["isDirectory"], node["name"].casefold(), node["name"])
 
 
+def remove_tree(path: str, budget: WalkBudget) -> None:
+    """
+    Delete the directory C{path} and everything below it: a loop, not
+    recursion (a chain deeper than Python's recursion limit goes too), and
+    relative to open directory descriptors opened without following
+    symlinks, so a directory swapped for a symlink mid-way cannot send it
+    outside (as C{shutil.rmtree} guards against).
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+    def opened(fd: int) -> list[str]:
+        """
+        Unlink everything in C{fd} but directories; return their names.
+        """
+        with os.scandir(fd) as entries:
+            listed = list(entries)
+        budget.spend(len(listed) + 1)
+        directories = []
+        for entry in listed:
+            if entry.is_dir(follow_symlinks=False):
+                directories.append(entry.name)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+        return directories
+
+    # Each level: its descriptor, its name in the level above, and its
+    # subdirectories still to delete.
+    stack: list[tuple[int, str, list[str]]] = [(os.open(path, flags), "", [])]
+    try:
+        stack[0][2].extend(opened(stack[0][0]))
+        while stack:
+            fd, name, directories = stack[-1]
+            if directories:
+                child = directories.pop()
+                stack.append((os.open(child, flags, dir_fd=fd), child, []))
+                stack[-1][2].extend(opened(stack[-1][0]))
+                continue
+            stack.pop()
+            os.close(fd)
+            if stack:
+                os.rmdir(name, dir_fd=stack[-1][0])
+    finally:
+        for fd, _, _ in stack:
+            os.close(fd)
+    os.rmdir(path)
+
+
 class _TreeWalk:
     """
     Builds a C{TreeNode}: dot names, ignored and blocked names skipped;
     symlinks followed only inside the workspace and never back into a
-    directory being walked (no cycles).
+    directory being walked (no cycles). A loop, not recursion, so a deep
+    chain of directories cannot overflow the stack; within a L{WalkBudget}.
     """
 
     def __init__(self, workspace: Workspace, max_depth: int, ignore: frozenset[str]) -> None:
@@ -528,39 +603,47 @@ class _TreeWalk:
         self.max_depth = max_depth
         self.ignore = ignore
 
-    def tree(self, target: Target) -> dict[str, Any] | None:
+    def tree(self, target: Target, budget: WalkBudget) -> dict[str, Any] | None:
         name = os.path.basename(target.path) or target.path
-        return self._node(target.path, target.relative, name, 0, ())
+        root = self._node(target.path, target.relative, name)
+        if root is None:
+            return None
+        pending = [(root, target.path, 0, frozenset((target.path,)))]
+        while pending:
+            node, real, depth, ancestors = pending.pop()
+            if not node["isDirectory"]:
+                continue
+            children: list[dict[str, Any]] = []
+            if depth < self.max_depth:
+                for child, child_real in self._children(real, node["path"], ancestors, budget):
+                    children.append(child)
+                    pending.append((child, child_real, depth + 1, ancestors | {child_real}))
+            node["children"] = children
+        _sort_children(root)
+        return root
 
-    def _node(
-        self, real: str, relative: str, name: str, depth: int, ancestors: tuple[str, ...]
-    ) -> dict[str, Any] | None:
+    @staticmethod
+    def _node(real: str, relative: str, name: str) -> dict[str, Any] | None:
         try:
             st = os.stat(real)
         except OSError:
             return None
-        is_dir = statmod.S_ISDIR(st.st_mode)
-        node: dict[str, Any] = {
+        return {
             "name": name,
             "path": relative,
-            "isDirectory": is_dir,
+            "isDirectory": statmod.S_ISDIR(st.st_mode),
             "size": st.st_size,
         }
-        if is_dir:
-            children: list[dict[str, Any]] = []
-            if depth < self.max_depth:
-                children = self._children(real, relative, depth, (*ancestors, real))
-            node["children"] = sorted(children, key=_name_order)
-        return node
 
     def _children(
-        self, directory: str, relative: str, depth: int, ancestors: tuple[str, ...]
-    ) -> list[dict[str, Any]]:
+        self, directory: str, relative: str, ancestors: frozenset[str], budget: WalkBudget
+    ) -> list[tuple[dict[str, Any], str]]:
         try:
             with os.scandir(directory) as it:
                 entries = list(it)
         except OSError:
             return []
+        budget.spend(len(entries) + 1)
         children = []
         for entry in entries:
             name = entry.name
@@ -570,241 +653,17 @@ class _TreeWalk:
             if not self.workspace.contains(real) or real in ancestors:
                 continue
             child_relative = name if relative == "." else f"{relative}/{name}"
-            child = self._node(real, child_relative, name, depth + 1, ancestors)
+            child = self._node(real, child_relative, name)
             if child is not None:
-                children.append(child)
+                children.append((child, real))
         return children
 
 
-# glob
-
-
-def expand_braces(pattern: str, limit: int = MAX_BRACE_EXPANSIONS) -> list[str]:
-    """
-    Expand C{{a,b}} alternatives (nested, C{\\{} escaped) into whole
-    patterns; a brace group without a comma is literal. Duplicates dropped.
-    """
-    done: list[str] = []
-    pending = [pattern]
+def _sort_children(root: dict[str, Any]) -> None:
+    pending = [root]
     while pending:
-        current = pending.pop()
-        group = _find_brace_group(current)
-        if group is None:
-            if current not in done:
-                done.append(current)
-            continue
-        start, end, alternatives = group
-        for alternative in reversed(alternatives):
-            pending.append(current[:start] + alternative + current[end + 1 :])
-        if len(done) + len(pending) > limit:
-            raise ProcedureError(
-                f"Failed to glob: pattern expands to more than {limit} alternatives"
-            )
-    return done
-
-
-def _unescaped(pattern: str, start: int = 0) -> Iterator[tuple[int, str]]:
-    """
-    The characters of C{pattern} from C{start} on that no backslash escapes,
-    with their index; an escaping backslash and what it escapes are skipped.
-    """
-    i = start
-    while i < len(pattern):
-        if pattern[i] == "\\":
-            i += 2
-            continue
-        yield i, pattern[i]
-        i += 1
-
-
-def _find_brace_group(pattern: str) -> tuple[int, int, list[str]] | None:
-    for i, char in _unescaped(pattern):
-        if char == "{":
-            group = _brace_group_at(pattern, i)
-            if group is not None:
-                return group
-    return None
-
-
-def _brace_group_at(pattern: str, start: int) -> tuple[int, int, list[str]] | None:
-    depth = 0
-    pieces: list[str] = []
-    piece_start = start + 1
-    for i, char in _unescaped(pattern, start):
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                if not pieces:
-                    return None
-                pieces.append(pattern[piece_start:i])
-                return start, i, pieces
-        elif char == "," and depth == 1:
-            pieces.append(pattern[piece_start:i])
-            piece_start = i + 1
-    return None
-
-
-@dataclass(frozen=True)
-class _Pattern:
-    segments: tuple[str, ...]
-    directories_only: bool
-
-
-def _relative_pattern(workspace: Workspace, start: Target, pattern: str) -> _Pattern:
-    """
-    Split one brace-free pattern into segments relative to C{start}; an
-    absolute pattern must lie inside the workspace and C{..} is refused.
-    """
-    if pattern.startswith("/"):
-        base = start.path.rstrip("/") + "/"
-        if not (pattern + "/").startswith(base):
-            raise PathRefused(f"Path traversal detected: {pattern}")
-        pattern = pattern[len(base) :]
-    segments = tuple(s for s in pattern.split("/") if s not in ("", "."))
-    if any(_unescape(s) == ".." for s in segments):
-        raise PathRefused(f"Path traversal detected: {pattern}")
-    return _Pattern(segments, pattern.endswith("/"))
-
-
-def _glob_all(workspace: Workspace, start: Target, patterns: list[_Pattern]) -> list[str]:
-    found: set[str] = set()
-    for pattern in patterns:
-        matcher = _GlobWalk(workspace, pattern)
-        found.update(matcher.matches(start.path, start.relative))
-    return sorted(found, key=lambda p: p.encode("utf-16-be"))
-
-
-def _is_magic(segment: str) -> bool:
-    return any(char in "*?[" for _, char in _unescaped(segment))
-
-
-def _unescape(segment: str) -> str:
-    out = []
-    i = 0
-    while i < len(segment):
-        if segment[i] == "\\" and i + 1 < len(segment):
-            i += 1
-        out.append(segment[i])
-        i += 1
-    return "".join(out)
-
-
-def _segment_regex(segment: str) -> re.Pattern[str]:
-    out = []
-    i = 0
-    while i < len(segment):
-        char = segment[i]
-        if char == "\\" and i + 1 < len(segment):
-            out.append(re.escape(segment[i + 1]))
-            i += 2
-            continue
-        if char == "*":
-            out.append("[^/]*")
-        elif char == "?":
-            out.append("[^/]")
-        elif char == "[":
-            first = i + 1
-            negate = segment[first : first + 1] in ("!", "^")
-            if negate:
-                first += 1
-            end = segment.find("]", first + 1)
-            if end == -1:
-                out.append(re.escape(char))
-            else:
-                body = "".join(c if c == "-" else re.escape(c) for c in segment[first:end])
-                out.append(f"[{'^' if negate else ''}{body}]")
-                i = end
-        else:
-            out.append(re.escape(char))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)
-
-
-class _GlobWalk:
-    """
-    Matches one pattern: C{**} is zero or more directories, C{*}, C{?} and
-    C{[...]} match within a name. Wildcards skip dot names unless the
-    segment itself starts with a dot, never enter symlinked directories,
-    and never match blocked names; literal segments may pass through a
-    symlink that stays inside the workspace.
-    """
-
-    def __init__(self, workspace: Workspace, pattern: _Pattern) -> None:
-        self.workspace = workspace
-        self.pattern = pattern
-        self.regexes = {s: _segment_regex(s) for s in pattern.segments if _is_magic(s)}
-
-    def matches(self, directory: str, relative: str) -> set[str]:
-        found: set[str] = set()
-        self._match(directory, relative, 0, found)
-        return found
-
-    def _match(self, directory: str, relative: str, index: int, found: set[str]) -> None:
-        segments = self.pattern.segments
-        if index == len(segments):
-            if not self.pattern.directories_only or os.path.isdir(directory):
-                found.add(relative)
-            return
-        segment = segments[index]
-        if segment == "**":
-            last = index + 1 == len(segments)
-            self._match(directory, relative, index + 1, found)
-            for name, path, is_dir in self._entries(directory):
-                if name.startswith("."):
-                    continue
-                if is_dir:
-                    self._match(path, _join(relative, name), index, found)
-                elif last and not self.pattern.directories_only:
-                    found.add(_join(relative, name))
-        elif segment in self.regexes:
-            regex = self.regexes[segment]
-            last = index + 1 == len(segments)
-            for name, path, is_dir in self._entries(directory):
-                if name.startswith(".") and not segment.startswith("."):
-                    continue
-                if regex.fullmatch(name) and (last or is_dir):
-                    self._match(path, _join(relative, name), index + 1, found)
-        else:
-            self._literal(directory, relative, index, _unescape(segment), found)
-
-    def _literal(
-        self, directory: str, relative: str, index: int, name: str, found: set[str]
-    ) -> None:
-        if is_blocked(name):
-            return
-        path = os.path.join(directory, name)
-        if not os.path.lexists(path):
-            return
-        real = os.path.realpath(path)
-        if not self.workspace.contains(real):
-            return
-        if index + 1 < len(self.pattern.segments) and not os.path.isdir(real):
-            return
-        self._match(real, _join(relative, name), index + 1, found)
-
-    def _entries(self, directory: str) -> Iterator[tuple[str, str, bool]]:
-        """
-        Names in C{directory} a wildcard may match, with whether each is a
-        real (not symlinked) directory; symlinks leading outside are left out.
-        """
-        try:
-            with os.scandir(directory) as it:
-                entries = list(it)
-        except OSError:
-            return
-        for entry in entries:
-            if is_blocked(entry.name):
-                continue
-            try:
-                if entry.is_symlink() and not self.workspace.contains(os.path.realpath(entry.path)):
-                    continue
-                is_dir = entry.is_dir(follow_symlinks=False)
-            except OSError:
-                continue
-            yield entry.name, entry.path, is_dir
-
-
-def _join(relative: str, name: str) -> str:
-    return name if relative == "." else f"{relative}/{name}"
+        node = pending.pop()
+        children = node.get("children")
+        if children:
+            children.sort(key=_name_order)
+            pending.extend(children)

@@ -35,6 +35,17 @@ def supports_direct_write(transport: Any) -> bool:
     )
 
 
+def buffered_bytes(transport: Any) -> int:
+    """
+    Bytes a Twisted transport holds that the kernel has not taken yet, or
+    0 for transports that do not say.
+    """
+    try:
+        return len(transport.dataBuffer) + transport._tempDataLen  # type: ignore[no-any-return]
+    except (AttributeError, TypeError):
+        return 0
+
+
 def write_frame(transport: Any, frame: bytes, direct: bool) -> bool:
     """
     Send C{frame} on C{transport}, straight to the socket when C{direct} and

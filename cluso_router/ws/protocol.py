@@ -56,6 +56,13 @@ class DialectHandler(Protocol):
 
     def received(self, payload: bytes, is_binary: bool) -> None: ...
 
+    def admit_control(self) -> bool:
+        """
+        Count a control frame (ping, pong) against the connection's rate
+        limit; C{False} when it must not be answered.
+        """
+        ...
+
     def closed(self) -> None: ...
 
 
@@ -151,9 +158,23 @@ class ClusoServerProtocol(WebSocketServerProtocol):
         if not self.send_queue:
             del self.send_queue
 
+    def onPing(self, payload: bytes) -> None:
+        """
+        Answer through the session (bounded, in order) once the dialect's
+        rate limit admits the ping; Autobahn's own answer would go straight
+        to the transport, unbounded.
+        """
+        session = self.session
+        if session is None or self._handler is None:
+            return
+        session.heard = True
+        if self._handler.admit_control():
+            session.pong(payload)
+
     def onPong(self, payload: bytes) -> None:
-        if self.session is not None:
+        if self.session is not None and self._handler is not None:
             self.session.heard = True
+            self._handler.admit_control()
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self._handler is not None:

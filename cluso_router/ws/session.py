@@ -19,7 +19,7 @@ from cluso_router._json import dumps
 from cluso_router.interfaces import IFrameEncoder, ISession
 from cluso_router.router.conflation import KeyedFrame
 from cluso_router.router.stats import QueueCounters
-from cluso_router.ws._directwrite import supports_direct_write, write_frame
+from cluso_router.ws._directwrite import buffered_bytes, supports_direct_write, write_frame
 from cluso_router.ws.json.codec import text_frame
 
 #: Close code sent to a client that stopped reading while events piled up.
@@ -29,6 +29,8 @@ DEFAULT_MAX_QUEUE_BYTES: Final = 1024 * 1024
 _COMPACT_AFTER: Final = 64
 
 _ALPHABET: Final = string.digits + string.ascii_lowercase
+#: An unmasked ping frame without payload.
+_PING: Final = b"\x89\x00"
 
 
 def new_connection_id() -> str:
@@ -44,8 +46,6 @@ class Connection(Protocol):
     """
     What a session needs from the protocol object that owns the socket.
     """
-
-    def sendPing(self, payload: bytes | None = None) -> None: ...
 
     def sendCloseFrame(
         self, code: int | None = None, reasonUtf8: bytes | None = None, isReply: bool = False
@@ -131,7 +131,11 @@ class Session:
 
     @property
     def queued_bytes(self) -> int:
-        return self._queued_bytes
+        """
+        Bytes waiting to be sent: in this session's queue and in the
+        transport's buffer.
+        """
+        return self._queued_bytes + buffered_bytes(self._transport)
 
     def attach(self) -> None:
         """
@@ -162,14 +166,29 @@ class Session:
             self._queue.append(frame)
             self._queued_bytes += len(frame)
             return True
+        if len(frame) > self.max_queue_bytes:
+            # Not paused, the transport holds at most its buffer size plus
+            # one frame; a frame bigger than the whole budget must not be
+            # that frame.
+            self._overflow()
+            return False
         if write_frame(self._transport, frame, self._direct):
             return True
         self._closed = True
         return False
 
     def ping(self) -> None:
-        if not self._closed:
-            self._connection.sendPing()
+        """
+        Send a ping, in order with everything else and within the budget.
+        """
+        self.deliver(_PING)
+
+    def pong(self, payload: bytes) -> None:
+        """
+        Answer a client's ping through the same bounded path as events, so
+        a client that pings and never reads is closed like any slow reader.
+        """
+        self.deliver(b"\x8a" + bytes((len(payload),)) + payload)
 
     def abort(self) -> None:
         self.stopProducing()

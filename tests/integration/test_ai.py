@@ -584,3 +584,54 @@ def test_plugin_is_discovered_and_takes_its_options(monkeypatch: pytest.MonkeyPa
     settings = AISettings.from_options(options["config"].source_options["ai"])
     assert settings.keys == {"google": "from-env", "anthropic": "opt"}
     assert settings.base_urls["openai"] == "http://127.0.0.1:9/v1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_answers_streamed_at_once_are_capped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    With --ai-max-streams 3, three held answers are under way and the
+    fourth is refused at once (invoke: too_many_streams; HTTP: 503 on both
+    routes) without opening an upstream connection; once one ends, a new
+    answer starts.
+    """
+    for name in ("GOOGLE_API_KEY", "VITE_GOOGLE_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    fake = await FakeProviderServer().start()
+    monkeypatch.setenv("OPENAI_BASE_URL", fake.url + "/v1")
+    running = await start_server(tmp_path, fake, **{"ai-max-streams": 3})
+    harness = Harness(running.service, fake, running.url)
+    try:
+        for _ in range(3):
+            fake.replies.append(Reply(steps=[*openai_events(["held"])[:2], HOLD]))
+        client = await harness.subscribed()
+        ids = []
+        for n in range(3):
+            reply = await client.request(
+                {"type": "invoke", "id": n, "channel": "ai.chat", "data": body("openai")}
+            )
+            ids.append(reply["data"]["id"])
+        refused = await client.request(
+            {"type": "invoke", "id": 9, "channel": "ai.chat", "data": body("openai")}
+        )
+        assert refused["code"] == "too_many_streams"
+        for route in ("api/ai/chat", "api/ai/chat/stream"):
+            response = await treq.post(running.url + route, json.dumps(body("openai")).encode())
+            assert response.code == 503, route
+            assert "Too many AI answers" in (await response.content()).decode()
+        assert len(fake.requests) == 3
+        cancelled = await client.request(
+            {"type": "invoke", "id": 10, "channel": "ai.cancel", "data": ids[0]}
+        )
+        assert cancelled["data"]["cancelled"] is True
+        await until(lambda: len(running.service.sources.started["ai"].streams) == 2)
+        fake.replies.append(Reply(steps=openai_events(["again"])))
+        again = await client.request(
+            {"type": "invoke", "id": 11, "channel": "ai.chat", "data": body("openai")}
+        )
+        assert "id" in again["data"]
+        await client.close()
+    finally:
+        await running.service.stopService()
+        await fake.stop()

@@ -325,3 +325,34 @@ def test_plugin_is_discovered_and_takes_lsp_options() -> None:
     ]
     with pytest.raises(usage.UsageError, match="unknown language"):
         Options().parseOptions(["--lsp", "cobol=cobol-ls"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_touch_applies_the_files_api_rules(lsp_server: Any) -> None:
+    """
+    C{POST /api/lsp/touch} refuses what the files API refuses, with a 400
+    saying why: blocked names (C{.git/config}, C{.env}), paths leaving the
+    root, a missing file, NUL; nothing of a blocked file reaches a server.
+    """
+    service, root, url, _ = lsp_server
+    (root / ".env").write_text("SECRET=1\n")
+    (root / ".git").mkdir()
+    (root / ".git" / "config").write_text("[core]\n")
+    cases = [
+        ({"file": ".env"}, "sensitive directory blocked"),
+        ({"file": ".git/config"}, "sensitive directory blocked"),
+        ({"file": "../outside.py"}, "Path traversal detected"),
+        ({}, "Missing required field: file"),
+        ({"file": "a\u0000.py"}, "control character"),
+    ]
+    for body, message in cases:
+        response = await treq.post(url + "api/lsp/touch", json.dumps(body).encode())
+        answer = json.loads(await response.content())
+        assert response.code == 400, body
+        assert message in answer["error"], (body, answer)
+    response = await treq.post(url + "api/lsp/touch", b'{"file": "\\ud800.py"}')
+    assert response.code == 400
+    await response.content()
+    manager = manager_of(service)
+    assert manager.read_text(".env") is None
+    assert all(server.state == "idle" for server in manager.servers)

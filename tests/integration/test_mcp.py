@@ -215,20 +215,22 @@ async def test_validation_reports_each_validator_as_progress(tmp_path: Path) -> 
     validation.run reports each validator's result, as its validation
     event carries it, while the others still run.
     """
-    passing = [sys.executable, "-c", "print('[]')"]
-    root = tmp_path / "root"
-    write(
-        root,
-        {
-            "cluso.toml": "[validation]\ndetect = false\n"
-            f'[validation.tools.first]\ncommand = {json.dumps(passing)}\ntype = "lint"\n'
-            'parser = "ruff"\n'
-            f'[validation.tools.second]\ncommand = {json.dumps(passing)}\ntype = "lint"\n'
-            'parser = "ruff"\n'
-        },
+    passing = json.dumps([sys.executable, "-c", "print('[]')"])
+    tools = tmp_path / "server-validation.toml"
+    tools.write_text(
+        "".join(
+            f'[validation.tools.{name}]\ncommand = {passing}\ntype = "lint"\nparser = "ruff"\n'
+            for name in ("first", "second")
+        )
     )
-
-    server = start_service(root, token=TEST_TOKEN, sources=("validation",))
+    root = tmp_path / "root"
+    write(root, {"cluso.toml": "[validation]\ndetect = false\n"})
+    server = start_service(
+        root,
+        token=TEST_TOKEN,
+        sources=("validation",),
+        source_options={"validation": {"validation-config": str(tools)}},
+    )
 
     async def scenario(url: str) -> Any:
         seen: list[tuple[float, float | None, str | None]] = []

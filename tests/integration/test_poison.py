@@ -67,9 +67,7 @@ async def test_websocket_send_of_a_lone_surrogate_is_refused_and_nothing_breaks(
     """
     client = await connect_client(server.ws_url)
     await client.next_message()
-    client.protocol.sendMessage(
-        b'{"type": "send", "channel": "chat", "data": "\\ud800", "id": 1}'
-    )
+    client.protocol.sendMessage(b'{"type": "send", "channel": "chat", "data": "\\ud800", "id": 1}')
     reply = await client.next_message()
     assert (reply["id"], reply["code"]) == (1, "invalid_json")
     client.protocol.sendMessage(b'{"type": "send", "channel": "c\\udc00", "data": 1, "id": 2}')

@@ -18,7 +18,7 @@ import treq
 
 from cluso_router.sources.search.ripgrep import MAX_LINE_CHARS, JsonResults
 from cluso_router.testing import WebSocketTestClient, connect_client
-from cluso_router.workspace.glob import GlobFilter, expand
+from cluso_router.workspace.glob import GlobFilter, expand_braces
 
 
 def require_rg() -> None:
@@ -384,7 +384,7 @@ def test_globs_choose_by_last_match_and_expand_braces() -> None:
     The last glob matching a path decides; with only exclusions, other
     paths are chosen; C{{a,b}} alternatives expand.
     """
-    assert expand("src/*.{ts,tsx}") == ["src/*.ts", "src/*.tsx"]
+    assert expand_braces("src/*.{ts,tsx}") == ["src/*.ts", "src/*.tsx"]
     chosen = GlobFilter(["**/*.{py,md}", "!tests/", "tests/keep.py"])
     paths = ["a.py", "docs/x.md", "tests/t.py", "tests/keep.py", "c.js"]
     assert [p for p in paths if chosen(p)] == ["a.py", "docs/x.md", "tests/keep.py"]
@@ -445,3 +445,34 @@ async def test_search_routes_are_in_the_openapi_document(search_server: Any) -> 
     assert "pattern" in json.dumps(paths["/api/files/search"]["post"]["requestBody"])
     # Only running sources mount routes: this server runs no validation source.
     assert "/api/validate" not in paths
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_starts_cannot_pass_the_limit_together(search_server: Any) -> None:
+    """
+    Sixty regular-expression searches asked for at once (each awaits
+    ripgrep's check of its pattern before it runs) take at most the eight
+    slots there are; the others are refused with too_many_searches.
+    """
+    root = root_of(search_server)
+    write(root, {f"f{n}.txt": "needle\n" * 100 for n in range(20)})
+    client = await subscribed_client(search_server)
+    for n in range(60):
+        client.send_json(
+            {
+                "type": "invoke",
+                "id": 1000 + n,
+                "channel": "search.start",
+                "data": {"query": "need.e", "regex": True},
+            }
+        )
+    replies = []
+    while len(replies) < 60:
+        message = await client.next_message()
+        if message.get("type") == "response" and isinstance(message.get("id"), int):
+            replies.append(message)
+    accepted = [r for r in replies if "error" not in r]
+    refused = [r for r in replies if r.get("code") == "too_many_searches"]
+    assert 1 <= len(accepted) <= 8
+    assert len(accepted) + len(refused) == 60
+    await client.close()

@@ -28,6 +28,7 @@ from cluso_router.sources.validation.validators import (
     Validator,
     detect,
     load,
+    load_server_config,
     parse_eslint,
     parse_mypy,
     parse_tsc,
@@ -64,6 +65,14 @@ class Validation:
         path = self.root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
+
+    def serve_tools(self, content: str) -> None:
+        """
+        Give the server a validation configuration (outside the root).
+        """
+        file = self.root.parent / "server-validation.toml"
+        file.write_text(content)
+        self.service._config_file = str(file)
 
 
 @pytest_twisted.async_yield_fixture
@@ -202,7 +211,7 @@ async def test_a_file_saved_on_disk_is_validated_through_the_watcher(
 
 
 def tool_config(tools: dict[str, dict[str, Any]], timeout: float = 30) -> str:
-    lines = ["[validation]", "detect = false", f"timeout = {timeout}"]
+    lines = ["[validation]", f"timeout = {timeout}"]
     for name, settings in tools.items():
         lines.append(f"[validation.tools.{name}]")
         lines += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
@@ -220,8 +229,8 @@ async def test_missing_crashing_and_hanging_tools_give_clear_failed_results(
     """
     v = validation()
     crash = "import sys; sys.stderr.write('boom: bad settings\\n'); sys.exit(3)"
-    v.write(
-        "cluso.toml",
+    v.write("cluso.toml", "[validation]\ndetect = false\n")
+    v.serve_tools(
         tool_config(
             {
                 "ghost": {
@@ -383,7 +392,7 @@ def test_defaults_are_detected_and_configuration_overrides_them(tmp_path: Path) 
         "[tool.cluso.validation.tools.ruff]\ntimeout = 9\n"
         "[tool.cluso.validation.tools.eslint]\nenabled = false\n"
         "[tool.cluso.validation.tools.mypy]\n"
-        'command = ["mypy", "."]\ntype = "typecheck"\nparser = "mypy"\n'
+        'triggers = ["*.py"]\n'
     )
     config = load(str(tmp_path))
     assert config.debounce == 2
@@ -393,10 +402,15 @@ def test_defaults_are_detected_and_configuration_overrides_them(tmp_path: Path) 
     assert ruff is not None
     assert ruff.timeout == 9
     assert ruff.parser == "ruff"
+    mypy = config.named("mypy")
+    assert mypy is not None
+    assert mypy.command[0] == "mypy"
+    assert mypy.triggers == ("*.py",)
 
-    (tmp_path / "cluso.toml").write_text('[validation.tools.x]\ncommand = ["x"]\ntype = "style"\n')
-    with pytest.raises(ConfigError, match=r"^cluso.toml: x: type must be one of"):
-        load(str(tmp_path))
+    server_file = tmp_path.parent / f"{tmp_path.name}-server.toml"
+    server_file.write_text('[validation.tools.x]\ncommand = ["x"]\ntype = "style"\n')
+    with pytest.raises(ConfigError, match=r"-server.toml: x: type must be one of"):
+        load_server_config(str(server_file), str(tmp_path))
 
 
 def test_mypy_tsc_and_eslint_output_become_errors(tmp_path: Path) -> None:
@@ -480,3 +494,68 @@ def test_mypy_tsc_and_eslint_output_become_errors(tmp_path: Path) -> None:
             }
         ],
     )
+
+
+def test_the_workspace_cannot_name_a_command(tmp_path: Path) -> None:
+    """
+    A workspace configuration that sets a command, a parser or a type, or
+    names a tool that is neither known nor offered by the server, is
+    refused: what runs comes from the server. The server's own file, outside
+    the root, may add any command; inside the root it is refused.
+    """
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "cluso.toml").write_text('[validation.tools.ruff]\ncommand = ["sh", "-c", "id"]\n')
+    with pytest.raises(ConfigError, match=r"cluso.toml: ruff: command can only be set in"):
+        load(str(root))
+    (root / "cluso.toml").write_text("[validation.tools.pwn]\ntimeout = 1\n")
+    with pytest.raises(ConfigError, match=r"cluso.toml: pwn is not a known tool"):
+        load(str(root))
+    (root / "cluso.toml").write_text("[validation]\ndetect = false\n[validation.tools.lint]\n")
+    server_file = tmp_path / "server.toml"
+    server_file.write_text(
+        '[validation]\npath = ["/opt/tools/bin"]\n'
+        '[validation.tools.lint]\ncommand = ["mylint", "."]\ntype = "lint"\nparser = "exitcode"\n'
+    )
+    server = load_server_config(str(server_file), str(root))
+    assert server.path == ("/opt/tools/bin",)
+    [lint] = load(str(root), server).validators
+    assert lint.command == ("mylint", ".")
+    inside = root / "server.toml"
+    inside.write_text(server_file.read_text())
+    with pytest.raises(ConfigError, match="must lie outside the served root"):
+        load_server_config(str(inside), str(root))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_command_written_through_the_api_never_runs(server: Any, tmp_path: Path) -> None:
+    """
+    The attack of the hardening pass: write a cluso.toml naming a command
+    and a fake ruff in .venv/bin through the files API, then validate. The
+    configuration is refused, and the fake tool is never run.
+    """
+    url = server.url
+    marker = tmp_path / "pwned"
+    script = f"#!/bin/sh\ntouch {marker}\n"
+    for path, content in (
+        ("cluso.toml", f'[validation.tools.x]\ncommand = ["sh", "-c", "touch {marker}"]\n'),
+        (".venv/bin/ruff", script),
+        ("a.py", "x = 1\n"),
+    ):
+        response = await treq.post(
+            url + "api/files/write", json.dumps({"path": path, "content": content}).encode()
+        )
+        assert response.code == 200, path
+        await response.content()
+    (Path(server.service.config.root) / ".venv/bin/ruff").chmod(0o755)
+    v = Validation(server)
+    v.service.startService()
+    try:
+        with pytest.raises(Exception, match="command can only be set"):
+            await ensureDeferred(v.service.run())
+        (Path(server.service.config.root) / "cluso.toml").unlink()
+        results = await ensureDeferred(v.service.run())
+        assert [r["tool"] for r in results] == ["ruff"]
+        assert not marker.exists()
+    finally:
+        await v.service.stopService()

@@ -13,7 +13,7 @@ import socket
 import struct
 from typing import Any
 
-TEXT, CLOSE = 0x1, 0x8
+TEXT, CLOSE, PING = 0x1, 0x8, 0x9
 
 
 def upgrade_request(host: str, port: int, path: str = "/ws") -> bytes:

@@ -19,7 +19,8 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from cluso_router.router.procedures import ProcedureError
 from cluso_router.service import EventBroadcaster
 from cluso_router.testing import RecordingPublisher
-from cluso_router.workspace.files import TEMP_SUFFIX, FileOperations, expand_braces
+from cluso_router.workspace.files import TEMP_SUFFIX, FileOperations
+from cluso_router.workspace.glob import expand_braces
 from cluso_router.workspace.ledger import FileChangeLedger
 from cluso_router.workspace.paths import Workspace
 

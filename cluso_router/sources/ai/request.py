@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from cluso_router.router.procedures import ProcedureError
+
 #: Provider ids, in the order of C{GET /api/ai/providers}.
 PROVIDERS: Final = ("google", "anthropic", "openai")
 
@@ -32,6 +34,19 @@ class ChatError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class TooManyStreams(ProcedureError):
+    """
+    As many answers as allowed are being streamed; try again shortly.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"Too many AI answers at once (at most {limit}); try again when one finishes",
+            "too_many_streams",
+        )
+        self.limit = limit
 
 
 class InvalidChatRequest(ChatError):

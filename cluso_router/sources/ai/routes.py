@@ -18,7 +18,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from cluso_router._json import JSONError, dumps, loads
-from cluso_router.sources.ai.request import ChatRequest, InvalidChatRequest
+from cluso_router.sources.ai.request import ChatRequest, InvalidChatRequest, TooManyStreams
 from cluso_router.sources.ai.stream import AnswerEvent, Delta, Finished
 from cluso_router.web.resources import Directory, JsonEndpoint, envelope, write_envelope
 from cluso_router.web.routes import describe, json_response
@@ -84,7 +84,10 @@ class ChatResource(Resource):
         chat = _read_request(request)
         if isinstance(chat, bytes):
             return chat
-        stream = self._service.start(chat)
+        try:
+            stream = self._service.start(chat)
+        except TooManyStreams as e:
+            return write_envelope(request, 503, envelope(error=e.message))
         gone = [False]
 
         def disconnected(_: object) -> None:
@@ -135,6 +138,9 @@ class StreamResource(Resource):
         chat = _read_request(request)
         if isinstance(chat, bytes):
             return chat
+        if self._service.busy():
+            busy = TooManyStreams(self._service.settings.max_streams)
+            return _bare_error(request, 503, busy.message, "AI_BUSY")
         request.setResponseCode(200)
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")

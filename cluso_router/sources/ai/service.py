@@ -30,6 +30,7 @@ from cluso_router.sources.ai.request import (
     ChatError,
     ChatRequest,
     InvalidChatRequest,
+    TooManyStreams,
     environment_keys,
     missing_key_message,
     route,
@@ -53,6 +54,10 @@ BASE_URL_VARIABLES: Final = {
 }
 
 
+#: Answers streamed at once unless C{--ai-max-streams} says otherwise.
+DEFAULT_MAX_STREAMS: Final = 16
+
+
 @dataclass(frozen=True)
 class AISettings:
     """
@@ -63,6 +68,8 @@ class AISettings:
     keys: Mapping[str, str] = field(default_factory=dict)
     base_urls: Mapping[str, str] = field(default_factory=dict)
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    #: Answers streamed at once (each holds an upstream connection).
+    max_streams: int = DEFAULT_MAX_STREAMS
 
     @classmethod
     def from_options(
@@ -82,7 +89,8 @@ class AISettings:
             if url:
                 urls[provider] = url
         timeout = options.get("ai-idle-timeout") or DEFAULT_IDLE_TIMEOUT
-        return cls(keys, urls, float(timeout))
+        streams = options.get("ai-max-streams") or DEFAULT_MAX_STREAMS
+        return cls(keys, urls, float(timeout), int(streams))
 
 
 class AIService(SourceService):
@@ -164,7 +172,11 @@ class AIService(SourceService):
         """
         Start answering C{request}; C{listener} sees the answer before the
         channel does.
+
+        @raise TooManyStreams: C{max_streams} answers are under way.
         """
+        if self.busy():
+            raise TooManyStreams(self.settings.max_streams)
         stream = ChatStream(
             uuid.uuid4().hex,
             request,
@@ -179,6 +191,12 @@ class AIService(SourceService):
         stream.add_listener(lambda event: self._publish(stream.id, event))
         stream.start()
         return stream
+
+    def busy(self) -> bool:
+        """
+        Whether C{max_streams} answers are under way, so none can start.
+        """
+        return len(self.streams) >= self.settings.max_streams
 
     def cancel(self, stream_id: str) -> bool:
         """

@@ -27,6 +27,7 @@ from cluso_router.sources.lsp.config import LanguageServerConfig, language_id
 from cluso_router.sources.lsp.diagnostics import DiagnosticsStore, convert, uri_to_relative
 from cluso_router.sources.lsp.process import ServerProcess, spawn_server
 from cluso_router.sources.lsp.routes import diagnostics_operations
+from cluso_router.workspace.paths import PathRefused, Workspace
 
 #: Channel of server lifecycle events (started, restarting, failed).
 MAX_RESTARTS: Final = 5
@@ -255,7 +256,8 @@ class LanguageServerManager(SourceService):
         max_open_documents: int = MAX_OPEN_DOCUMENTS,
     ) -> None:
         super().__init__(context)
-        self.root = os.path.realpath(context.root)
+        self.workspace = Workspace(context.root)
+        self.root = self.workspace.root
         self.broadcaster = context.broadcaster
         self.file_changes = context.file_changes
         self.reactor = context.reactor
@@ -336,10 +338,13 @@ class LanguageServerManager(SourceService):
     def read_text(self, path: str) -> str | None:
         """
         The text of root-relative C{path}, or C{None} when it is gone, too
-        big, or outside the root.
+        big, or not a file the workspace rules let anyone read (outside the
+        root, or a blocked name such as C{.git/...} or C{.env}): what a
+        language server is given may come back in its diagnostics.
         """
-        full = os.path.realpath(os.path.join(self.root, path))
-        if os.path.commonpath([full, self.root]) != self.root:
+        try:
+            full = self.workspace.resolve(path).path
+        except PathRefused:
             return None
         try:
             with open(full, "rb") as f:
@@ -360,12 +365,10 @@ class LanguageServerManager(SourceService):
         """
         return self.snapshot(self.relative(file) if file else None)
 
-    def touch_file(self, file: str) -> dict[str, Any]:
+    def touch_file(self, file: Any = None) -> dict[str, Any]:
         """
         Open C{file} in the servers for its kind, starting them if needed.
         """
-        if not file:
-            raise ProcedureError("Missing required field: file", "validation_error")
         relative = self.relative(file)
         if self.read_text(relative) is None:
             raise ProcedureError(f"Cannot read file: {file}", "not_found")
@@ -374,14 +377,14 @@ class LanguageServerManager(SourceService):
     def relative(self, file: Any) -> str:
         """
         C{file} (relative to the root, or absolute inside it) as a
-        root-relative C{/}-separated path.
+        root-relative C{/}-separated path, under the files API's rules.
 
-        @raise ProcedureError: when it is not a string or not inside the root.
+        @raise ProcedureError: when it is missing, not a string, or refused
+            (outside the root, a blocked name, NUL or not Unicode).
         """
-        if not isinstance(file, str):
-            raise ProcedureError("file must be a string", "validation_error")
-        full = os.path.normpath(os.path.join(self.root, file))
-        relative = os.path.relpath(full, self.root)
-        if relative == os.pardir or relative.startswith(os.pardir + os.sep):
-            raise ProcedureError(f"Path outside the workspace: {file}", "path_outside_root")
-        return relative.replace(os.sep, "/")
+        if file is None or file == "":
+            raise ProcedureError("Missing required field: file", "validation_error")
+        try:
+            return self.workspace.resolve(file).relative
+        except PathRefused as e:
+            raise ProcedureError(e.message, "path_refused") from None

@@ -341,6 +341,8 @@ class SearchService(SourceService):
         self._reactor = context.reactor
         self._max_running = max_running
         self._running: dict[str, Search] = {}
+        #: Searches past the limit check, not yet running.
+        self._starting = 0
         self._finished: dict[str, Deferred[Progress]] = {}
 
     def startSource(self) -> None:
@@ -436,19 +438,25 @@ class SearchService(SourceService):
             self._confine(request.path),
             request.max_results,
         )
-        if len(self._running) >= self._max_running:
+        # The slot is taken before the first await, so searches started
+        # together cannot all pass the check and then all run.
+        if len(self._running) + self._starting >= self._max_running:
             raise ProcedureError(
                 f"Too many searches running (at most {self._max_running}); cancel one first",
                 "too_many_searches",
             )
+        self._starting += 1
         try:
-            rg = find_executable("rg")
-        except ExecutableNotFound:
-            raise ProcedureError(
-                "ripgrep (rg) is not installed; install it (Debian package ripgrep)",
-                "tool_missing",
-            ) from None
-        await self._check(rg, request.pattern)
+            try:
+                rg = find_executable("rg")
+            except ExecutableNotFound:
+                raise ProcedureError(
+                    "ripgrep (rg) is not installed; install it (Debian package ripgrep)",
+                    "tool_missing",
+                ) from None
+            await self._check(rg, request.pattern)
+        finally:
+            self._starting -= 1
         search_id = "search-" + secrets.token_hex(8)
         search = Search(search_id, request, rg, self._root, self._reactor, on_progress)
         self._running[search_id] = search

@@ -35,9 +35,11 @@ from cluso_router.sources.validation.validators import (
     PARSERS,
     ConfigError,
     OutputError,
+    ServerTools,
     ValidationConfig,
     Validator,
     load,
+    load_server_config,
 )
 from cluso_router.workspace.glob import GlobFilter
 from cluso_router.workspace.ledger import FileEvent
@@ -108,7 +110,12 @@ class ValidationService(SourceService):
         context: SourceContext,
         on_change: bool | None = None,
         clock: IReactorTime | None = None,
+        config_file: str | None = None,
     ) -> None:
+        """
+        @param config_file: the server's validation configuration (tools
+            with their commands); default the C{validation-config} option.
+        """
         super().__init__(context)
         self._broadcaster = context.broadcaster
         self._file_changes = context.file_changes
@@ -117,6 +124,8 @@ class ValidationService(SourceService):
         self._clock: IReactorTime = clock if clock is not None else context.reactor
         if on_change is None:
             on_change = bool(context.options.get("validate-on-change", False))
+        self._config_file = config_file or context.options.get("validation-config") or None
+        self._server = ServerTools()
         self.on_change = on_change
         self._queues: dict[str, ToolQueue] = {}
         self._children: set[ChildProcess] = set()
@@ -125,6 +134,10 @@ class ValidationService(SourceService):
         self._debounce = DEFAULT_DEBOUNCE
 
     def startSource(self) -> None:
+        try:
+            load_server_config(self._config_file, self._root)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
         self.context.claim_channel(VALIDATION)
         self.context.add_operations([validate_operation(self.run)])
         if self.on_change:
@@ -163,7 +176,7 @@ class ValidationService(SourceService):
         if tool is not None and not isinstance(tool, str):
             raise ProcedureError("Invalid request: tool must be a string", "invalid_request")
         try:
-            config = load(self._root)
+            config = self._load()
         except ConfigError as e:
             raise ProcedureError(f"Invalid validation configuration: {e}", "bad_config") from None
         validators = list(config.validators)
@@ -192,9 +205,17 @@ class ValidationService(SourceService):
         progress({"validation": result, "timestamp": iso_timestamp()})
         return result
 
+    def _load(self) -> ValidationConfig:
+        """
+        The validators now: both files are read for every run, so edits
+        apply without a restart.
+        """
+        self._server = load_server_config(self._config_file, self._root)
+        return load(self._root, self._server)
+
     def _config_or_default(self) -> ValidationConfig:
         try:
-            return load(self._root)
+            return self._load()
         except ConfigError as e:
             self.log.error("Validation configuration: {error}", error=str(e))
             return ValidationConfig(())
@@ -218,12 +239,14 @@ class ValidationService(SourceService):
     def _tool_directories(self) -> list[str]:
         """
         Where a tool named without a path is looked for before C{PATH}: the
-        project's own installs, then this server's environment.
+        project's C{node_modules/.bin} (clients cannot write there: the
+        files API refuses C{node_modules}), the directories of the server's
+        configuration, then this server's environment. Never a virtualenv
+        inside the root, which the files API could fill with programs.
         """
         return [
             os.path.join(self._root, "node_modules", ".bin"),
-            os.path.join(self._root, ".venv", "bin"),
-            os.path.join(self._root, "venv", "bin"),
+            *self._server.path,
             os.path.dirname(sys.executable),
         ]
 
@@ -242,7 +265,8 @@ class ValidationService(SourceService):
             return failed(
                 validator,
                 f"{e.name} is not installed (not found on PATH, in the project's "
-                "node_modules/.bin or .venv, or beside this server's Python)",
+                "node_modules/.bin, the --validation-config path, or beside this "
+                "server's Python)",
             )
         child = spawn(self._reactor, [executable, *validator.command[1:]], self._root)
         self._children.add(child)

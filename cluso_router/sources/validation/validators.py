@@ -1,11 +1,19 @@
 """
 Which validators a workspace has, and what their output means.
 
-Validators are read from the root's C{cluso.toml} (table C{[validation]})
-or else its C{pyproject.toml} (table C{[tool.cluso.validation]}), on top of
-defaults detected from the project: ruff for Python, and C{tsc --noEmit}
-and eslint when C{package.json} names them. Each tool's machine-readable
-output is parsed into C{{file, line, column, message, rule}} errors.
+What runs is decided by the server, never by the workspace: a command
+comes either from the known tools below (ruff, mypy, tsc, eslint, with
+fixed arguments) or from the server's own configuration file
+(C{--validation-config}, which must lie outside the served root, so no
+client can write it). The workspace's C{cluso.toml} (table C{[validation]})
+or C{pyproject.toml} (table C{[tool.cluso.validation]}) may only choose
+among those tools and tune them (enable, disable, triggers, timeouts); a
+C{command} or C{parser} there is refused.
+
+Without configuration the known tools are detected from the project: ruff
+for Python, C{tsc --noEmit} and eslint when C{package.json} names them.
+Each tool's machine-readable output is parsed into C{{file, line, column,
+message, rule}} errors.
 """
 
 from __future__ import annotations
@@ -75,46 +83,54 @@ class ValidationConfig:
 PYTHON_TRIGGERS: Final = ("*.py", "*.pyi", "pyproject.toml", "ruff.toml", ".ruff.toml")
 SCRIPT_TRIGGERS: Final = ("*.ts", "*.tsx", "*.js", "*.jsx", "*.mjs", "*.cjs", "*.mts", "*.cts")
 
+#: The tools a workspace may name, each with the only command it runs.
+KNOWN: Final[Mapping[str, Validator]] = {
+    "ruff": Validator(
+        "ruff",
+        ("ruff", "check", "--output-format=json", "--no-cache", "."),
+        "lint",
+        "ruff",
+        PYTHON_TRIGGERS,
+    ),
+    "mypy": Validator(
+        "mypy",
+        ("mypy", "--show-column-numbers", "--no-error-summary", "--no-pretty", "."),
+        "typecheck",
+        "mypy",
+        ("*.py", "*.pyi", "pyproject.toml", "mypy.ini", "setup.cfg"),
+    ),
+    "tsc": Validator(
+        "tsc",
+        ("tsc", "--noEmit", "--pretty", "false"),
+        "typecheck",
+        "tsc",
+        (*SCRIPT_TRIGGERS, "tsconfig*.json"),
+    ),
+    "eslint": Validator(
+        "eslint",
+        ("eslint", "--format", "json", "."),
+        "lint",
+        "eslint",
+        (*SCRIPT_TRIGGERS, "eslint.config.*", ".eslintrc*"),
+    ),
+}
+
 
 def detect(root: str) -> list[Validator]:
     """
-    The validators a project of this shape would want, from marker files
+    The known tools a project of this shape would want, from marker files
     at its root only (cheap enough to run on every change).
     """
     found: list[Validator] = []
     names = set(os.listdir(root))
     if any(m in names for m in PYTHON_MARKERS) or any(n.endswith(".py") for n in names):
-        found.append(
-            Validator(
-                "ruff",
-                ("ruff", "check", "--output-format=json", "--no-cache", "."),
-                "lint",
-                "ruff",
-                PYTHON_TRIGGERS,
-            )
-        )
+        found.append(KNOWN["ruff"])
     if "package.json" in names:
         packages = _package_names(os.path.join(root, "package.json"))
         if "typescript" in packages:
-            found.append(
-                Validator(
-                    "tsc",
-                    ("tsc", "--noEmit", "--pretty", "false"),
-                    "typecheck",
-                    "tsc",
-                    (*SCRIPT_TRIGGERS, "tsconfig*.json"),
-                )
-            )
+            found.append(KNOWN["tsc"])
         if "eslint" in packages:
-            found.append(
-                Validator(
-                    "eslint",
-                    ("eslint", "--format", "json", "."),
-                    "lint",
-                    "eslint",
-                    (*SCRIPT_TRIGGERS, "eslint.config.*", ".eslintrc*"),
-                )
-            )
+            found.append(KNOWN["eslint"])
     return found
 
 
@@ -133,13 +149,72 @@ def _package_names(path: str) -> set[str]:
     return names
 
 
-def load(root: str) -> ValidationConfig:
+@dataclass(frozen=True)
+class ServerTools:
     """
-    The validators of the workspace at C{root}: the configured ones over
-    the detected defaults.
+    What the server's own validation configuration adds: tools with any
+    command, and directories to look executables up in.
+    """
 
-    @raise ConfigError: the configuration file is unreadable or wrong.
+    tools: tuple[Validator, ...] = ()
+    path: tuple[str, ...] = ()
+    source: str | None = None
+
+
+def load_server_config(file: str | None, root: str) -> ServerTools:
     """
+    The server's validation configuration file: a C{[validation]} table
+    with C{path} (directories searched for executables, before C{PATH}) and
+    C{tools.<name>} tables (C{command}, C{type}, C{parser}, C{triggers},
+    C{timeout}), as the workspace file but with commands.
+
+    @raise ConfigError: the file is unreadable, wrong, or inside C{root}
+        (where the files API could rewrite it).
+    """
+    if file is None:
+        return ServerTools()
+    real = os.path.realpath(file)
+    if os.path.commonpath([real, os.path.realpath(root)]) == os.path.realpath(root):
+        raise ConfigError(
+            f"{file}: the validation configuration must lie outside the served root, "
+            "where clients cannot write it"
+        )
+    try:
+        with open(real, "rb") as f:
+            document = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{file}: {e}") from None
+    table = document.get("validation", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{file}: [validation] must be a table")
+    unknown = sorted(set(table) - {"path", "tools", "timeout"})
+    if unknown:
+        raise ConfigError(f"{file}: unknown settings {', '.join(unknown)}")
+    path = table.get("path", [])
+    if not isinstance(path, list) or not all(isinstance(d, str) and d for d in path):
+        raise ConfigError(f"{file}: path must be a list of directories")
+    timeout = _seconds(table, "timeout", DEFAULT_TIMEOUT, file)
+    configured = table.get("tools", {})
+    if not isinstance(configured, dict):
+        raise ConfigError(f"{file}: tools must be a table of tables")
+    tools = []
+    for name, settings in configured.items():
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{file}: tools.{name} must be a table")
+        tools.append(_tool(name, settings, KNOWN.get(name), timeout, f"{file}: {name}"))
+    return ServerTools(tuple(tools), tuple(os.path.expanduser(d) for d in path), file)
+
+
+def load(root: str, server: ServerTools | None = None) -> ValidationConfig:
+    """
+    The validators of the workspace at C{root}: the server's tools and the
+    detected known ones, as the workspace's configuration chooses and tunes
+    them.
+
+    @raise ConfigError: the workspace file is unreadable or wrong, or
+        asks for a command.
+    """
+    server = server or ServerTools()
     source, table = _configuration(root)
     if not isinstance(table, dict):
         raise ConfigError(f"{source}: the validation settings must be a table")
@@ -148,7 +223,9 @@ def load(root: str) -> ValidationConfig:
     if not isinstance(detected, bool):
         raise ConfigError(f"{where}: detect must be true or false")
     timeout = _seconds(table, "timeout", DEFAULT_TIMEOUT, where)
+    offered = {v.name: v for v in server.tools}
     tools = {v.name: replace(v, timeout=timeout) for v in (detect(root) if detected else [])}
+    tools.update(offered)
     configured = table.get("tools", {})
     if not isinstance(configured, dict):
         raise ConfigError(f"{where}: tools must be a table of tables")
@@ -157,8 +234,21 @@ def load(root: str) -> ValidationConfig:
             raise ConfigError(f"{where}: tools.{name} must be a table")
         if settings.get("enabled", True) is False:
             tools.pop(name, None)
-        else:
-            tools[name] = _tool(name, settings, tools.get(name), timeout, f"{where}: {name}")
+            continue
+        ruled = sorted({"command", "parser", "type"} & set(settings))
+        if ruled:
+            raise ConfigError(
+                f"{where}: {name}: {', '.join(ruled)} can only be set in the server's "
+                "--validation-config file; a workspace chooses among the known tools "
+                f"({', '.join(sorted({*KNOWN, *offered}))}) and tunes their triggers and timeout"
+            )
+        base = tools.get(name) or offered.get(name) or KNOWN.get(name)
+        if base is None:
+            raise ConfigError(
+                f"{where}: {name} is not a known tool ({', '.join(sorted({*KNOWN, *offered}))}); "
+                "other tools come from the server's --validation-config file"
+            )
+        tools[name] = _tool(name, settings, base, timeout, f"{where}: {name}")
     return ValidationConfig(
         tuple(tools.values()), _seconds(table, "debounce", DEFAULT_DEBOUNCE, where), source
     )

@@ -59,6 +59,24 @@ class JsonHandler:
     def closed(self) -> None:
         self._closed = True
 
+    def admit_control(self) -> bool:
+        if self._limiter is None:
+            return True
+        admission = self._limiter.admit()
+        if admission is Admission.ACCEPT:
+            return True
+        self._context.router.rate_limited += 1
+        if admission is Admission.CLOSE:
+            self._close_for_rate()
+        return False
+
+    def _close_for_rate(self) -> None:
+        self.log.info(
+            "Closing {connection_id}: far over its message rate",
+            connection_id=self._session.connection_id,
+        )
+        self._session.close(CLOSE_POLICY_VIOLATION, "message rate limit exceeded")
+
     def received(self, payload: bytes, is_binary: bool) -> None:
         """
         Handle one inbound message; nothing a client sends raises.
@@ -101,14 +119,9 @@ class JsonHandler:
             session.send_message(messages.error("internal_error", str(e) or repr(e)))
 
     def _rate_limited(self, session: Session, payload: bytes, admission: Admission) -> None:
-        router = self._context.router
-        router.rate_limited += 1
+        self._context.router.rate_limited += 1
         if admission is Admission.CLOSE:
-            self.log.info(
-                "Closing {connection_id}: far over its message rate",
-                connection_id=session.connection_id,
-            )
-            session.close(CLOSE_POLICY_VIOLATION, "message rate limit exceeded")
+            self._close_for_rate()
             return
         try:
             message = loads(payload)

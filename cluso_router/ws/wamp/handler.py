@@ -161,6 +161,21 @@ class WampHandler:
             return
         self.abort("wamp.error.protocol_violation", error.reason)
 
+    def admit_control(self) -> bool:
+        """
+        Count a ping or pong against the message rate limit.
+        """
+        if self._limiter is None:
+            return True
+        admission = self._limiter.admit()
+        if admission is Admission.ACCEPT:
+            return True
+        self._router.rate_limited += 1
+        if admission is Admission.CLOSE:
+            self.state = State.CLOSED
+            self.session.close(CLOSE_POLICY_VIOLATION, "message rate limit exceeded")
+        return False
+
     def _admit(self, msg: Any) -> bool:
         """
         Apply the message rate limit to requests; answers (YIELD, ERROR)
