@@ -21,6 +21,10 @@ class IFrameEncoder(Interface):
     encoding and framing does not grow with the number of subscribers.
     """
 
+    dialect = Attribute(
+        "The name of the wire dialect (C{json}, C{wamp}, C{mcp}) its sessions "
+        "are counted under in health and metrics."
+    )
     per_subscription = Attribute(
         "C{True} when the frame names the subscription it is delivered for "
         "(as WAMP's EVENT does), so it is encoded once per subscription "

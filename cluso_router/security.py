@@ -311,12 +311,15 @@ class AccessPolicy:
             return session is not None and self.sessions.valid(session)
         return False
 
-    def check(self, view: RequestView, public: bool = False) -> Refusal | None:
+    def check(
+        self, view: RequestView, public: bool = False, strict_origin: bool = False
+    ) -> Refusal | None:
         """
         Refuse C{view}, or return C{None} to let it through.
 
         Host first (DNS rebinding), then Origin for handshakes and
-        state-changing methods, then the token. A missing Origin (a
+        state-changing methods (for every method with C{strict_origin}, as
+        the MCP endpoint's spec requires), then the token. A missing Origin (a
         non-browser client) passes the Origin check; it still needs the
         token unless auth is off. Preflights (C{OPTIONS}) never carry
         credentials, so they are not asked for the token, and neither are
@@ -328,7 +331,7 @@ class AccessPolicy:
         origin = view.headers.get("origin")
         if (
             origin is not None
-            and (view.websocket or view.method not in SAFE_METHODS)
+            and (strict_origin or view.websocket or view.method not in SAFE_METHODS)
             and not self.origin_allowed(origin, view.local_port)
         ):
             return self.refuse(

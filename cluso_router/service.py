@@ -25,6 +25,7 @@ from cluso_router.backplane import RedisAddress, RedisBackplane, memory_backplan
 from cluso_router.backplane.metrics import BackplaneCollector
 from cluso_router.config import DEFAULT_LISTEN, ServerConfig
 from cluso_router.interfaces import IBackplane
+from cluso_router.mcp import install_mcp
 from cluso_router.router.broadcaster import Broadcaster
 from cluso_router.router.event import DeliveryReport
 from cluso_router.router.history import MemoryHistory
@@ -299,6 +300,9 @@ class ClusoService(MultiService):
         registry = metrics_registry(self.router, self.sweeper)
         registry.register(BackplaneCollector(self.backplane))
         self.root_resource.putChild(b"metrics", MetricsResource(registry))
+        self.mcp = install_mcp(
+            self.root_resource, self.router, self.backplane, config.limits, reactor
+        )
         public_pages = mount_static(self.root_resource, config.ui)
         self.workspace_api: WorkspaceApi = install_workspace_api(
             config.root,
@@ -325,6 +329,7 @@ class ClusoService(MultiService):
         )
         self.sources = SourcesService(self.source_context, config.sources, config.source_options)
         self.router.setServiceParent(self)
+        self.mcp.setServiceParent(self)
         if isinstance(self.backplane, RedisBackplane):
             self.backplane.setServiceParent(self)
         self.sweeper.setServiceParent(self)

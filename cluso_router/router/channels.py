@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from cluso_router.router.conflation import KeyFunction
+from cluso_router.router.observers import Observers
 
 MAX_CHANNEL_LENGTH: Final = 255
 
@@ -87,11 +88,14 @@ class ChannelRegistry:
     """
     The claims of one router, and the conflation keys they and embedding
     code (L{set_key}) declared.
+
+    @ivar changes: told whenever a channel becomes claimed or unclaimed.
     """
 
     def __init__(self) -> None:
         self._claims: dict[str, list[ChannelClaim]] = {}
         self._keys: dict[str, KeyFunction] = {}
+        self.changes = Observers()
 
     def claim(self, spec: ChannelSpec, owner: str) -> ChannelClaim:
         """
@@ -111,6 +115,8 @@ class ChannelRegistry:
         self._claims.setdefault(channel, []).append(claim)
         if spec.conflate is not None:
             self._keys[channel] = spec.conflate
+        if not claims:
+            self.changes.notify()
         return claim
 
     def release(self, claim: ChannelClaim) -> None:
@@ -125,6 +131,7 @@ class ChannelRegistry:
             del self._claims[claim.channel]
             if claim.spec.conflate is not None:
                 self._keys.pop(claim.channel, None)
+            self.changes.notify()
 
     def is_claimed(self, channel: str) -> bool:
         return channel in self._claims

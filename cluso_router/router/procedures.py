@@ -13,6 +13,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred
 
+from cluso_router.router.observers import Observers
+
 
 class ProcedureError(Exception):
     """
@@ -39,11 +41,14 @@ class ProcedureRegistry:
     that can report progress before its result (a streamed answer, say)
     declares a keyword parameter C{progress} defaulting to C{None}; see
     L{call}.
+
+    @ivar changes: told after every registration and unregistration.
     """
 
     def __init__(self) -> None:
         self._procedures: dict[str, Callable[[Any], Any]] = {}
         self._progressive: set[str] = set()
+        self.changes = Observers()
 
     def register(self, name: str, procedure: Callable[[Any], Any]) -> None:
         if name in self._procedures:
@@ -51,16 +56,24 @@ class ProcedureRegistry:
         self._procedures[name] = procedure
         if takes_progress(procedure):
             self._progressive.add(name)
+        self.changes.notify()
 
     def unregister(self, name: str) -> None:
-        self._procedures.pop(name, None)
-        self._progressive.discard(name)
+        if self._procedures.pop(name, None) is not None:
+            self._progressive.discard(name)
+            self.changes.notify()
 
     def __contains__(self, name: object) -> bool:
         return name in self._procedures
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._procedures))
+
+    def takes_progress(self, name: str) -> bool:
+        """
+        Whether procedure C{name} reports progress when called with C{progress}.
+        """
+        return name in self._progressive
 
     def call(
         self, name: str, data: Any, progress: Callable[[Any], None] | None = None

@@ -99,6 +99,8 @@ class Router(Service):
         self._timer = timer
         self._wallclock = wallclock
         self._sessions: dict[str, ISession] = {}
+        #: Sessions by the dialect of their encoder (C{json}, C{wamp}, C{mcp}).
+        self.dialects: Counter[str] = Counter()
         self._indexes: dict[Match, Any] = {
             "exact": ExactIndex(),
             "prefix": PrefixIndex(),
@@ -123,6 +125,7 @@ class Router(Service):
         if session.connection_id in self._sessions:
             raise ValueError(f"duplicate connection id {session.connection_id}")
         self._sessions[session.connection_id] = session
+        self.dialects[session.encoder.dialect] += 1
         if session.encoder.per_subscription:
             self._per_subscription_sessions += 1
 
@@ -133,6 +136,9 @@ class Router(Service):
         if self._sessions.get(session.connection_id) is not session:
             return
         del self._sessions[session.connection_id]
+        self.dialects[session.encoder.dialect] -= 1
+        if not self.dialects[session.encoder.dialect]:
+            del self.dialects[session.encoder.dialect]
         if session.encoder.per_subscription:
             self._per_subscription_sessions -= 1
         for channel in session.channels:

@@ -94,11 +94,11 @@ class SourceContext:
 
     def add_operations(self, operations: Sequence[Operation]) -> None:
         """
-        Serve each operation at its HTTP paths and as its procedure, from
-        the one declaration (see L{cluso_router.web.routes}).
+        Serve each operation at its HTTP paths, as its procedure and as an
+        MCP tool, from the one declaration (see L{cluso_router.web.routes}).
         """
         for operation in operations:
-            if self.web_root is not None and operation.paths:
+            if self.web_root is not None:
                 root = self.web_root
                 mount(root, operation)
                 self._undo.append(lambda root=root, op=operation: unmount(root, op))  # type: ignore[misc]

@@ -41,7 +41,12 @@ from cluso_router.web.pages import (
 from cluso_router.web.resources import envelope, write_envelope
 
 ALLOWED_METHODS: Final = b"GET, POST, PUT, PATCH, DELETE, OPTIONS"
-ALLOWED_HEADERS: Final = b"Content-Type, Authorization, X-API-Key, X-Requested-With"
+ALLOWED_HEADERS: Final = (
+    b"Content-Type, Authorization, X-API-Key, X-Requested-With, "
+    b"Mcp-Session-Id, Mcp-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID"
+)
+#: Response headers a page of an allowed origin may read (an MCP client's session).
+EXPOSED_HEADERS: Final = b"Mcp-Session-Id"
 #: A C{name=value} pair anywhere in a log line (URL, query, Referer).
 _ARGUMENT: Final = re.compile(r"(?P<name>[^\s\"'?&;=/]+)=(?P<value>[^\s\"'&;#]*)")
 #: Characters left as they are in a redirect's path and query.
@@ -207,6 +212,9 @@ class AuthGuard(Resource):
         Handshakes there that ask for a subprotocol are left to the
         endpoint, so a dialect with its own authentication (WAMP's ticket)
         can do without the token; the guard still checks Host and Origin.
+    @param strict_origin_paths: first path segments where a foreign Origin
+        is refused whatever the method (the MCP endpoint: its event stream
+        is a C{GET}).
     """
 
     def __init__(
@@ -215,12 +223,14 @@ class AuthGuard(Resource):
         policy: AccessPolicy,
         public_paths: Collection[bytes] = (),
         handshake_paths: Collection[bytes] = (),
+        strict_origin_paths: Collection[bytes] = (),
     ) -> None:
         super().__init__()
         self.wrapped = wrapped
         self.policy = policy
         self.public_paths = frozenset(public_paths)
         self.handshake_paths = frozenset(handshake_paths)
+        self.strict_origin_paths = frozenset(strict_origin_paths)
 
     def putChild(self, path: bytes, child: IResource) -> None:
         self.wrapped.putChild(path, child)
@@ -250,6 +260,7 @@ class AuthGuard(Resource):
             assert origin is not None
             request.setHeader(b"access-control-allow-origin", origin.encode("latin-1"))
             request.setHeader(b"access-control-allow-credentials", b"true")
+            request.setHeader(b"access-control-expose-headers", EXPOSED_HEADERS)
         public_page = path in self.public_paths and not view.websocket
         refusal = self.policy.check(
             view,
@@ -259,6 +270,7 @@ class AuthGuard(Resource):
                 and path in self.handshake_paths
                 and "sec-websocket-protocol" in view.headers
             ),
+            strict_origin=path in self.strict_origin_paths,
         )
         token = view.query_token
         matches = token is not None and self.policy.token_matches(token)

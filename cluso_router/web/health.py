@@ -17,6 +17,8 @@ def health_resource(router: Router, backplane: IBackplane | None = None) -> Json
     """
     C{status} is C{degraded} while the backplane cannot reach the other
     nodes: local clients are served, events do not cross nodes.
+    C{connections} counts every session; C{sessions} splits them by dialect
+    (C{json}, C{wamp}, C{mcp}).
     """
     plane: IBackplane = backplane if backplane is not None else router
 
@@ -24,6 +26,7 @@ def health_resource(router: Router, backplane: IBackplane | None = None) -> Json
         return {
             "status": plane.backplane_status,
             "connections": router.connection_count,
+            "sessions": dict(sorted(router.dialects.items())),
             "channels": dict(router.subscriber_counts()),
             "uptimeSeconds": round(router.uptime, 3),
         }

@@ -41,8 +41,16 @@ class RouterCollector:
     def collect(self) -> Iterator[Metric]:
         router = self._router
         yield GaugeMetricFamily(
-            "cluso_connections", "Open WebSocket connections.", value=router.connection_count
+            "cluso_connections",
+            "Open sessions: WebSocket connections and MCP sessions.",
+            value=router.connection_count,
         )
+        sessions = GaugeMetricFamily(
+            "cluso_sessions", "Open sessions by dialect (json, wamp, mcp).", labels=["dialect"]
+        )
+        for dialect, count in sorted(router.dialects.items()):
+            sessions.add_metric([dialect], count)
+        yield sessions
         yield _by_channel(
             GaugeMetricFamily(
                 "cluso_subscriptions", "Sessions subscribed to each channel.", labels=["channel"]

@@ -40,6 +40,22 @@ class ApiError(Exception):
         self.status = status
 
 
+def failure_answer(failure: Failure, what: str) -> tuple[int, str]:
+    """
+    The status and message a failed handler or operation answers with: an
+    L{ApiError}'s or a L{ProcedureError}'s own, else a logged internal error.
+    Every transport of an operation (HTTP, MCP) says the same; C{what}
+    names the failed thing in the log.
+    """
+    error = failure.value
+    if isinstance(error, ApiError):
+        return error.status, error.message
+    if isinstance(error, ProcedureError):
+        return 400, error.message
+    log.failure("{what} failed", failure, what=what)
+    return 500, f"Internal error: {error}"
+
+
 def envelope(data: Any = None, error: str | None = None) -> dict[str, Any]:
     return {
         "success": error is None,
@@ -108,15 +124,10 @@ class JsonEndpoint(Resource):
 
         def failed(failure: Failure) -> None:
             error = failure.value
-            if isinstance(error, ApiError):
-                respond(error.status, envelope(error=error.message))
-            elif isinstance(error, ProcedureError):
-                respond(400, envelope(error=error.message))
-            elif isinstance(error, CancelledError) and finished[0]:
+            if isinstance(error, CancelledError) and finished[0]:
                 return
-            else:
-                log.failure("Handler for {uri} failed", failure, uri=request.uri)
-                respond(500, envelope(error=f"Internal error: {error}"))
+            status, message = failure_answer(failure, f"Handler for {request.uri!r}")
+            respond(status, envelope(error=message))
 
         def gone(_: object) -> None:
             # The client went away (or the answer was sent): stop the work.

@@ -1,12 +1,15 @@
 """
-Operations declared once and served on both transports, and the OpenAPI
+Operations declared once and served on every transport, and the OpenAPI
 document generated from what is mounted.
 
 An L{Operation} names the callable of the operations layer, its arguments
 (with JSON schemas), the HTTP paths and the C{invoke} procedure that reach
-it. L{install_operations} mounts it into the resource tree and registers
-the procedure; C{GET /api/openapi.json} walks the tree at request time, so
-anything mounted later, by any module, is described too.
+it, whether it changes anything and how it reports progress.
+L{install_operations} mounts it into the resource tree and registers the
+procedure; every operation mounted below a root is kept in that root's
+L{OperationTable}, which C{GET /api/openapi.json} and the MCP tools
+(L{cluso_router.mcp}) read when asked, so anything mounted later, by any
+module, is described too, and anything unmounted is gone.
 
 A path segment written C{{name}} is a path parameter: it matches any
 segment no named route at that place takes, and its value is the argument
@@ -27,6 +30,7 @@ from twisted.web.server import Request
 from cluso_router._json import dumps
 from cluso_router._time import TIMESTAMP_SCHEMA
 from cluso_router._version import __version__
+from cluso_router.router.observers import Observers
 from cluso_router.router.procedures import ProcedureError
 from cluso_router.web.resources import (
     ApiError,
@@ -76,6 +80,12 @@ class Param:
         return re.sub(r"(?<!^)(?=[A-Z])", "_", self.name).lower()
 
 
+#: How far one progress value of an operation says the work is, given the
+#: value and how many values came with it so far (counting from 1): the
+#: progress, the total when known, and a line for people.
+ProgressMeter = Callable[[Any, int], tuple[float, float | None, str]]
+
+
 @dataclass(frozen=True)
 class Operation:
     """
@@ -88,6 +98,17 @@ class Operation:
     @ivar read_body: C{False} for POST routes whose body the original
         ignored: it is not read, so any body is fine.
     @ivar schemas: named schemas C{data} refers to with C{$ref}.
+    @ivar mutates: whether calling it changes the workspace or the
+        server's state; by default C{True} for every method but C{GET}.
+        C{GET} operations never do (a page of another origin may cause a
+        C{GET}; see docs/security.md).
+    @ivar progress: for an operation that reports progress while it works:
+        its C{call} then takes a C{progress} keyword, a callable it calls
+        with each progress value (the payload of the event its channel
+        carries for the same step), and this measures one.
+    @ivar procedure_call: what C{invoke} calls instead of the named
+        arguments, for a procedure whose C{data} has older forms too; it
+        takes C{data} (and C{progress=} when the operation reports progress).
     """
 
     call: Callable[..., Any]
@@ -100,6 +121,26 @@ class Operation:
     read_body: bool = True
     tags: tuple[str, ...] = ()
     schemas: Mapping[str, Schema] = field(default_factory=dict)
+    mutates: bool | None = None
+    progress: ProgressMeter | None = None
+    procedure_call: Callable[..., Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.mutates is None:
+            object.__setattr__(self, "mutates", self.method != "GET")
+        elif self.mutates and self.method == "GET":
+            raise ValueError(f"{self.summary!r}: a GET operation must not change anything")
+
+    @property
+    def name(self) -> str:
+        """
+        The procedure name, or for an operation without one a name made
+        from its first path (C{/api/files/search} gives C{files.search}).
+        """
+        if self.procedure is not None:
+            return self.procedure
+        path = self.paths[0] if self.paths else self.summary
+        return ".".join(p for p in re.split(r"[^A-Za-z0-9_-]+", path.removeprefix("/api/")) if p)
 
     @property
     def body_params(self) -> tuple[Param, ...]:
@@ -118,8 +159,17 @@ class Operation:
                     break
         return kwargs
 
-    def __call__(self, values: Mapping[str, Any]) -> Any:
-        return self.call(**self.bind(values))
+    def __call__(
+        self, values: Mapping[str, Any], progress: Callable[[Any], None] | None = None
+    ) -> Any:
+        """
+        Call it with named JSON C{values}; C{progress}, when the operation
+        reports progress, gets each progress value.
+        """
+        kwargs = self.bind(values)
+        if progress is not None and self.progress is not None:
+            kwargs["progress"] = progress
+        return self.call(**kwargs)
 
     def invoke_values(self, data: Any) -> Mapping[str, Any]:
         """
@@ -140,8 +190,72 @@ class Operation:
             return dict(zip(names, data, strict=False))
         return {names[0]: data} if names else {}
 
-    def procedure_callable(self) -> Callable[[Any], Any]:
+    def procedure_callable(self) -> Callable[..., Any]:
+        """
+        The procedure registered as its C{invoke} name; it takes
+        C{progress=} when the operation reports progress, so progressive
+        callers (WAMP, MCP) get it.
+        """
+        if self.procedure_call is not None:
+            return self.procedure_call
+        if self.progress is not None:
+
+            def progressive(data: Any, progress: Callable[[Any], None] | None = None) -> Any:
+                return self(self.invoke_values(data), progress)
+
+            return progressive
         return lambda data: self(self.invoke_values(data))
+
+
+class OperationTable:
+    """
+    The operations served below one root resource, whoever mounted them and
+    for as long as they are mounted: what the OpenAPI document and the MCP
+    tools are made from.
+
+    @ivar changes: told whenever an operation comes or goes.
+    """
+
+    def __init__(self) -> None:
+        self._operations: dict[int, Operation] = {}
+        self.changes = Observers()
+
+    def add(self, operation: Operation) -> None:
+        if id(operation) not in self._operations:
+            self._operations[id(operation)] = operation
+            self.changes.notify()
+
+    def discard(self, operation: Operation) -> None:
+        if self._operations.pop(id(operation), None) is not None:
+            self.changes.notify()
+
+    def __iter__(self) -> Iterator[Operation]:
+        return iter(list(self._operations.values()))
+
+    def __len__(self) -> int:
+        return len(self._operations)
+
+    def named(self, name: str) -> Operation | None:
+        """
+        The operation called C{name} (see L{Operation.name}), if one is mounted.
+        """
+        for operation in self._operations.values():
+            if operation.name == name:
+                return operation
+        return None
+
+
+_tables: WeakKeyDictionary[Resource, OperationTable] = WeakKeyDictionary()
+
+
+def operation_table(root: Resource) -> OperationTable:
+    """
+    The table of operations mounted below C{root} (empty until one is).
+    """
+    table = _tables.get(root)
+    if table is None:
+        table = _tables[root] = OperationTable()
+    return table
 
 
 class OperationEndpoint(JsonEndpoint):
@@ -158,12 +272,6 @@ class OperationEndpoint(JsonEndpoint):
         if any(request.postpath or ()):
             return NotFound().render(request)
         return super().render(request)
-
-    def openapi_path_item(self, path: str) -> dict[str, Any]:
-        return {
-            method.decode().lower(): operation_object(op, method.decode(), path)
-            for method, op in sorted(self.operations.items())
-        }
 
 
 def _http_handler(operation: Operation) -> Callable[[Request], Any]:
@@ -248,8 +356,10 @@ def _parent(root: Resource, path: str, create: bool) -> tuple[Resource | None, s
 def mount(root: Resource, operation: Operation) -> None:
     """
     Serve C{operation} at each of its paths below C{root}, creating the
-    directories on the way and joining an endpoint already there.
+    directories on the way and joining an endpoint already there, and enter
+    it in C{root}'s L{OperationTable} (also when it has no path).
     """
+    operation_table(root).add(operation)
     for path in operation.paths:
         node, leaf = _parent(root, path, create=True)
         assert node is not None
@@ -260,9 +370,10 @@ def mount(root: Resource, operation: Operation) -> None:
 
 def unmount(root: Resource, operation: Operation) -> None:
     """
-    Stop serving C{operation}: its method leaves each of its paths, and a
-    path left with no method goes.
+    Stop serving C{operation}: its method leaves each of its paths, a path
+    left with no method goes, and it leaves C{root}'s table.
     """
+    operation_table(root).discard(operation)
     for path in operation.paths:
         node, leaf = _parent(root, path, create=False)
         existing = _child(node, leaf) if node is not None else None
@@ -415,17 +526,22 @@ def _walk(resource: Resource, path: str) -> Iterator[tuple[str, Resource]]:
 
 def openapi_document(root: Resource) -> dict[str, Any]:
     """
-    The OpenAPI 3.0 description of every described route below C{root}.
+    The OpenAPI 3.0 description of every operation mounted below C{root}
+    and every described resource.
     """
     paths: dict[str, Any] = {}
     components: dict[str, Schema] = {}
+    for operation in operation_table(root):
+        method = operation.method
+        for path in operation.paths:
+            item = paths.setdefault(path, {})
+            item[method.lower()] = operation_object(operation, method, path)
+        if operation.paths:
+            components.update(operation.schemas)
     for path, resource in _walk(root, ""):
-        if isinstance(resource, OperationEndpoint):
-            paths[path] = resource.openapi_path_item(path)
-            for operation in resource.operations.values():
-                components.update(operation.schemas)
         for suffix, item in _described.get(resource, {}).items():
             paths[path + suffix] = dict(item)
+    paths = {path: dict(sorted(item.items())) for path, item in sorted(paths.items())}
     return {
         "openapi": "3.0.3",
         "info": {

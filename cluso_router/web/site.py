@@ -12,6 +12,7 @@ from twisted.web.server import Request, Site
 from cluso_router.interfaces import IBackplane, IPublisher
 from cluso_router.router.router import Router
 from cluso_router.security import AccessPolicy
+from cluso_router.web.asyncapi import AsyncApiResource
 from cluso_router.web.auth import AuthGuard, redacting_log_formatter
 from cluso_router.web.bodylimit import DEFAULT_MAX_BODY, LimitedRequest
 from cluso_router.web.channel import DEFAULT_HEAD_DEADLINE, ClusoChannel
@@ -59,6 +60,10 @@ def build_root(
             b"oauth": OAuthUnsupported(),
         }
     )
+    api.putChild(
+        b"asyncapi.json",
+        AsyncApiResource(router.claims, policy is not None and policy.auth_required),
+    )
     root = SiteRoot({b"api": api})
     root.putChild(b"ws", websocket_resource(router, publisher, limits=limits, policy=policy))
     return root
@@ -78,6 +83,7 @@ def build_site(
     policy: AccessPolicy | None = None,
     public_paths: Collection[bytes] = (),
     handshake_paths: Collection[bytes] = (b"ws",),
+    strict_origin_paths: Collection[bytes] = (b"mcp",),
     path_limits: Mapping[bytes, int] | None = None,
     head_deadline: float = DEFAULT_HEAD_DEADLINE,
 ) -> Site:
@@ -89,11 +95,12 @@ def build_site(
     every request passes it first (see L{AuthGuard}: C{public_paths} skip
     the token, C{handshake_paths} are WebSocket endpoints built by
     L{build_root} with the same policy, which check the token at the
-    handshake), and a body without credentials is refused unread. The
-    access log never shows a token.
+    handshake; C{strict_origin_paths} refuse a foreign Origin on every
+    method), and a body without credentials is refused unread. The access
+    log never shows a token.
     """
     if policy is not None:
-        root = AuthGuard(root, policy, public_paths, handshake_paths)
+        root = AuthGuard(root, policy, public_paths, handshake_paths, strict_origin_paths)
     site = Site(root, requestFactory=LimitedRequest, logFormatter=redacting_log_formatter)
     site.protocol = ClusoChannel  # type: ignore[assignment]
     site.max_body = max_body  # type: ignore[attr-defined]

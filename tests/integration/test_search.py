@@ -17,12 +17,9 @@ import pytest_twisted
 import treq
 from support.servers import serve
 
-from cluso_router.router.router import Router
 from cluso_router.sources.search.ripgrep import MAX_LINE_CHARS, JsonResults
-from cluso_router.sources.search.routes import call
 from cluso_router.sources.search.tools import find_ripgrep
 from cluso_router.testing import WebSocketTestClient, connect_client
-from cluso_router.web import ApiError
 from cluso_router.workspace.glob import GlobFilter, expand_braces
 
 ENGINES = ["ripgrep", "python"]
@@ -454,18 +451,6 @@ async def test_http_start_answers_with_an_id_and_events_follow(search_server: An
     events = await search_events(client, body["data"]["searchId"])
     assert [r["column"] for e in events for r in e["results"]] == [7]
     await client.close()
-
-
-@pytest_twisted.ensureDeferred
-async def test_routes_say_when_the_search_source_is_not_running() -> None:
-    """
-    Without the search source, the HTTP routes answer 503 naming the
-    missing source rather than an unknown-procedure error.
-    """
-    with pytest.raises(ApiError) as raised:
-        await call(Router(), "search.start", "search", {"query": "x"})
-    assert raised.value.status == 503
-    assert "search source is not running" in raised.value.message
 
 
 def test_globs_choose_by_last_match_and_expand_braces() -> None:

@@ -157,3 +157,20 @@ def test_cookie_header_parsing() -> None:
     Cookie pairs are split leniently; malformed ones are skipped.
     """
     assert parse_cookies('a=1; junk; b="2" ;c=') == {"a": "1", "b": "2", "c": ""}
+
+
+def test_a_strict_origin_endpoint_refuses_foreign_pages_on_every_method() -> None:
+    """
+    A GET from a foreign origin is served (without CORS) on ordinary routes,
+    but refused where every method is checked, as the MCP endpoint is; the
+    server's own origin passes there too.
+    """
+    policy = AccessPolicy(TOKEN)
+    authorization = f"Bearer {TOKEN}"
+    foreign = view("GET", origin="http://localhost.evil.example", authorization=authorization)
+    assert policy.check(foreign) is None
+    refusal = policy.check(foreign, strict_origin=True)
+    assert refusal is not None
+    assert (refusal.status, refusal.reason) == (403, "origin")
+    own = view("GET", origin="http://127.0.0.1:3000", authorization=authorization)
+    assert policy.check(own, strict_origin=True) is None

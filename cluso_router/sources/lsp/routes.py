@@ -66,6 +66,7 @@ def diagnostics_operations(manager: LanguageServerManager) -> list[Operation]:
             summary="Open a file in the language servers for its kind (starting them)",
             paths=("/api/lsp/touch",),
             procedure="lsp.touchFile",
+            mutates=False,
             params=(Param("file", required=True, description=file.description),),
             tags=("diagnostics",),
         ),

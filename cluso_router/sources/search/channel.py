@@ -78,6 +78,26 @@ SEARCH: Final = ChannelSpec(
 )
 
 
+def progress_payload(
+    query: str,
+    completed: int,
+    total: int | None,
+    results: Sequence[Mapping[str, Any]],
+    **extra: Any,
+) -> dict[str, Any]:
+    """
+    A C{search} event's payload but its timestamp; C{extra} carries
+    C{searchId}, C{done} and the like.
+    """
+    return {
+        "query": query,
+        "completed": completed,
+        "total": total,
+        "results": [dict(r) for r in results],
+        **extra,
+    }
+
+
 def search_progress(
     broadcaster: Broadcaster,
     query: str,
@@ -88,15 +108,17 @@ def search_progress(
 ) -> DeliveryReport:
     """
     Publish a search's progress; the original server's C{searchProgress}.
-    C{extra} carries C{searchId}, C{done} and the like.
     """
     return broadcaster.emit_stamped(
-        SEARCH.channel,
-        {
-            "query": query,
-            "completed": completed,
-            "total": total,
-            "results": [dict(r) for r in results],
-            **extra,
-        },
+        SEARCH.channel, progress_payload(query, completed, total, results, **extra)
     )
+
+
+def measure_progress(payload: Any, count: int) -> tuple[float, float | None, str]:
+    """
+    How far a search is by one of its progress payloads: files searched of
+    the files listed (known once the listing ended).
+    """
+    found = len(payload["results"])
+    line = f"{payload['completed']} files searched, {found} more results"
+    return payload["completed"], payload["total"], line

@@ -1,10 +1,12 @@
 """
-Search over HTTP: C{POST /api/search} starts a search whose progress comes
-as C{search} events, C{DELETE /api/search/<id>} cancels it, and
-C{POST /api/files/search} answers with all results at once.
+Search as operations: C{search.start} starts a search whose progress comes
+as C{search} events (C{POST /api/search}), C{search.cancel} cancels it
+(C{DELETE /api/search/<id>}), and C{files.searchInFiles} answers with all
+results at once (C{POST /api/files/search}), reporting progress to callers
+that take it (MCP, WAMP).
 
-The search source mounts these routes while it runs. Each calls the
-procedure that WebSocket clients invoke, so both transports answer alike.
+The search source installs these while it runs, so every transport calls
+the same service method with the same values.
 """
 
 from __future__ import annotations
@@ -13,15 +15,11 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 from urllib.parse import unquote
 
-from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from cluso_router.router.procedures import NoSuchProcedure
-from cluso_router.router.router import Router
-from cluso_router.sources.context import SourceContext
-from cluso_router.web.resources import ApiError, JsonEndpoint, NotFound
+from cluso_router.sources.search.channel import measure_progress
+from cluso_router.web.resources import JsonEndpoint, NotFound
 from cluso_router.web.routes import (
     STRING,
     Operation,
@@ -54,31 +52,19 @@ SCHEMAS: Final[dict[str, Schema]] = {"SearchResult": SEARCH_RESULT}
 RESULTS: Final[Schema] = {"type": "array", "items": {"$ref": "#/components/schemas/SearchResult"}}
 
 
-def call(router: Router, procedure: str, source: str, data: Any) -> Deferred[Any]:
+def by_name(procedure: Callable[..., Any], params: Sequence[Param]) -> Callable[..., Any]:
     """
-    Call C{procedure}; when nothing provides it, say which event source
-    would (it is not running on this server).
-    """
-
-    def unavailable(failure: Failure) -> Failure:
-        if failure.check(NoSuchProcedure):
-            raise ApiError(f"{procedure} is not available: the {source} source is not running", 503)
-        return failure
-
-    return router.call(procedure, data).addErrback(unavailable)
-
-
-def forwarding(
-    router: Router, procedure: str, source: str, params: Sequence[Param]
-) -> Callable[..., Deferred[Any]]:
-    """
-    An L{Operation} callable that hands its arguments, under their JSON
-    names again, to C{procedure}.
+    An L{Operation} callable that hands its keyword arguments, under their
+    JSON names again, to C{procedure} (which takes one C{data} object),
+    with C{progress} when given.
     """
     names = {param.keyword: param.name for param in params}
-    return lambda **values: call(
-        router, procedure, source, {names[k]: v for k, v in values.items()}
-    )
+
+    def call(progress: Callable[[Any], None] | None = None, **values: Any) -> Any:
+        data = {names[k]: v for k, v in values.items()}
+        return procedure(data) if progress is None else procedure(data, progress=progress)
+
+    return call
 
 
 START_PARAMS: Final = (
@@ -101,24 +87,50 @@ FILES_SEARCH_PARAMS: Final = (
 )
 
 
-def start_operation(router: Router) -> Operation:
+CANCEL_PARAMS: Final = (Param("searchId", required=True, description="From search.start"),)
+
+
+def start_operation(start: Callable[[Any], Any]) -> Operation:
     return Operation(
-        forwarding(router, "search.start", "search", START_PARAMS),
+        by_name(start, START_PARAMS),
         "Start a search; progress and results follow as search events",
+        procedure="search.start",
+        procedure_call=start,
         params=START_PARAMS,
         data={"type": "object", "required": ["searchId"], "properties": {"searchId": STRING}},
+        mutates=False,
         tags=TAGS,
         schemas=SCHEMAS,
     )
 
 
-def files_search_operation(router: Router) -> Operation:
+def cancel_operation(cancel: Callable[[Any], Any]) -> Operation:
     return Operation(
-        forwarding(router, "files.searchInFiles", "search", FILES_SEARCH_PARAMS),
+        by_name(cancel, CANCEL_PARAMS),
+        "Cancel a running search; its final event says cancelled",
+        procedure="search.cancel",
+        procedure_call=cancel,
+        params=CANCEL_PARAMS,
+        data={
+            "type": "object",
+            "required": ["searchId", "cancelled"],
+            "properties": {"searchId": STRING, "cancelled": BOOLEAN},
+        },
+        tags=TAGS,
+    )
+
+
+def files_search_operation(search_in_files: Callable[..., Any]) -> Operation:
+    return Operation(
+        by_name(search_in_files, FILES_SEARCH_PARAMS),
         "Search file contents and answer with every result",
         paths=("/api/files/search",),
+        procedure="files.searchInFiles",
+        procedure_call=search_in_files,
         params=FILES_SEARCH_PARAMS,
         data=RESULTS,
+        mutates=False,
+        progress=measure_progress,
         tags=("files", *TAGS),
         schemas=SCHEMAS,
     )
@@ -126,17 +138,18 @@ def files_search_operation(router: Router) -> Operation:
 
 class SearchResource(Resource):
     """
-    C{/api/search}: C{POST} here, C{DELETE} on a search's id below it.
+    C{/api/search}: C{POST} here starts a search, C{DELETE} on a search's
+    id below it cancels it.
     """
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, start: Operation, cancel: Operation) -> None:
         super().__init__()
-        self._router = router
-        self._start = OperationEndpoint({b"POST": start_operation(router)})
+        self._start = OperationEndpoint({b"POST": start})
+        self._cancel = cancel
         describe(
             self,
             {
-                "": {"post": operation_object(start_operation(router), "POST", "/api/search")},
+                "": {"post": operation_object(start, "POST", "/api/search")},
                 "/{searchId}": {"delete": _cancel_description()},
             },
         )
@@ -150,13 +163,7 @@ class SearchResource(Resource):
         if request.postpath:
             return NotFound()
         search_id = unquote(path.decode("utf-8", "replace"))
-        return JsonEndpoint(
-            {
-                b"DELETE": lambda request: call(
-                    self._router, "search.cancel", "search", {"searchId": search_id}
-                )
-            }
-        )
+        return JsonEndpoint({b"DELETE": lambda request: self._cancel({"searchId": search_id})})
 
 
 def _cancel_description() -> dict[str, Any]:
@@ -173,11 +180,3 @@ def _cancel_description() -> dict[str, Any]:
             **error_responses(),
         },
     }
-
-
-def mount_routes(context: SourceContext) -> None:
-    """
-    Serve the search routes while the search source runs.
-    """
-    context.mount("/api/search", SearchResource(context.router))
-    context.add_operations([files_search_operation(context.router)])

@@ -31,10 +31,11 @@ from twisted.python.failure import Failure
 
 from cluso_grep import BUDGET_SPENT
 from cluso_router._process import ChildProcess, LineSplitter, ProcessResult, spawn
+from cluso_router._time import iso_timestamp
 from cluso_router.router.procedures import ProcedureError
 from cluso_router.sources.context import SourceContext
 from cluso_router.sources.lifecycle import SourceService
-from cluso_router.sources.search.channel import SEARCH, search_progress
+from cluso_router.sources.search.channel import SEARCH, progress_payload
 from cluso_router.sources.search.ripgrep import (
     JsonResults,
     Pattern,
@@ -42,7 +43,12 @@ from cluso_router.sources.search.ripgrep import (
     list_files_argv,
     search_argv,
 )
-from cluso_router.sources.search.routes import mount_routes
+from cluso_router.sources.search.routes import (
+    SearchResource,
+    cancel_operation,
+    files_search_operation,
+    start_operation,
+)
 from cluso_router.sources.search.tools import ISearchTool, choose_tool
 from cluso_router.workspace.glob import GlobFilter
 from cluso_router.workspace.paths import PathRefused, Workspace
@@ -420,10 +426,10 @@ class SearchService(SourceService):
         else:
             self.log.info("Searching with {command}", command=" ".join(self._tool.command))
         context.claim_channel(SEARCH)
-        context.provide("search.start", self.start)
-        context.provide("search.cancel", self.cancel)
-        context.provide("files.searchInFiles", self.search_in_files)
-        mount_routes(context)
+        start = start_operation(self.start)
+        cancel = cancel_operation(self.cancel)
+        context.add_operations([start, cancel, files_search_operation(self.search_in_files)])
+        context.mount("/api/search", SearchResource(start, cancel))
 
     def stopSource(self) -> Deferred[Any]:
         waits = list(self._finished.values())
@@ -451,19 +457,49 @@ class SearchService(SourceService):
             raise ProcedureError(f"No running search with id {search_id!r}", "no_such_search")
         return {"searchId": search_id, "cancelled": search.cancel()}
 
-    async def search_in_files(self, data: Any) -> list[Result]:
+    async def search_in_files(
+        self, data: Any, progress: Callable[[Any], None] | None = None
+    ) -> list[Result]:
         """
         The C{files.searchInFiles} procedure: the same search, answered with
-        every result at the end and no events.
+        every result at the end and no events. A caller that takes
+        progress gets each step as the payload a C{search} event would
+        carry; cancelling the answer cancels the search.
         """
+        request = files_search_request(data)
         results: list[Result] = []
-        search = await self._begin(
-            files_search_request(data), lambda progress: results.extend(progress.results)
-        )
-        final = await self._finished[search.search_id]
+
+        def collect(step: Progress) -> None:
+            results.extend(step.results)
+            if progress is not None:
+                payload = self._payload(request, step)
+                progress({**payload, "timestamp": iso_timestamp()})
+
+        search = await self._begin(request, collect)
+        final = await self._outcome(search)
         if final.error is not None:
             raise ProcedureError(f"Failed to search files: {final.error}", "search_failed")
         return results
+
+    def _outcome(self, search: Search) -> Deferred[Progress]:
+        """
+        The final progress of C{search}, in a Deferred whose cancellation
+        cancels the search (the search's own Deferred stays untouched for
+        L{wait} and L{stopSource}).
+        """
+
+        def cancel(_: Deferred[Progress]) -> None:
+            search.cancel()
+
+        outcome: Deferred[Progress] = Deferred(cancel)
+
+        def finished(final: Progress) -> Progress:
+            if not outcome.called:
+                outcome.callback(final)
+            return final
+
+        self._finished[search.search_id].addCallback(finished)
+        return outcome
 
     async def wait(self, search_id: str) -> Progress:
         """
@@ -547,17 +583,20 @@ class SearchService(SourceService):
 
     def _publisher(self, request: SearchRequest) -> Callable[[Progress], None]:
         def publish(progress: Progress) -> None:
-            search_progress(
-                self._broadcaster,
-                request.pattern.text,
-                progress.completed,
-                progress.total,
-                progress.results,
-                searchId=progress.search_id,
-                **progress.extra(),
-            )
+            self._broadcaster.emit_stamped(SEARCH.channel, self._payload(request, progress))
 
         return publish
+
+    @staticmethod
+    def _payload(request: SearchRequest, progress: Progress) -> dict[str, Any]:
+        return progress_payload(
+            request.pattern.text,
+            progress.completed,
+            progress.total,
+            progress.results,
+            searchId=progress.search_id,
+            **progress.extra(),
+        )
 
 
 def make_source(context: SourceContext) -> SearchService:

@@ -40,18 +40,35 @@ VALIDATION: Final[Schema] = {
 PARAMS: Final = (Param("tool", description="Run only this validator; default: all"),)
 
 
-def validate_operation(run: Callable[[Any], Any]) -> Operation:
+def measure_progress(payload: Any, count: int) -> tuple[float, float | None, str]:
+    """
+    How far a run of the validators is by one C{validation} payload: how
+    many validators finished, and how the last one went.
+    """
+    result = payload["validation"]
+    outcome = "passed" if result["passed"] else f"failed ({len(result['errors'])} errors)"
+    return count, None, f"{result['tool']} {outcome}"
+
+
+def validate_operation(run: Callable[..., Any]) -> Operation:
     """
     The one declaration of the validate operation: C{run} is the
-    C{validation.run} procedure, called with C{{tool}} or nothing.
+    C{validation.run} procedure, called with C{{tool}} or nothing, and
+    C{progress} when the caller takes it.
     """
+
+    def call(progress: Callable[[Any], None] | None = None, **values: Any) -> Any:
+        return run({"tool": values["tool"]} if "tool" in values else None, progress=progress)
+
     return Operation(
-        lambda **values: run({"tool": values["tool"]} if "tool" in values else None),
+        call,
         "Run the validators and answer with their results",
         paths=("/api/validate",),
         procedure="validation.run",
         params=PARAMS,
         data={"type": "array", "items": {"$ref": "#/components/schemas/Validation"}},
+        mutates=False,
+        progress=measure_progress,
         tags=("validation",),
         schemas={"Validation": VALIDATION, "ValidationError": ERROR},
     )

@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cluso_router._process import ChildProcess, ExecutableNotFound, find_executable, spawn
+from cluso_router._time import iso_timestamp
 from cluso_router.router.procedures import ProcedureError
 from cluso_router.sources.context import SourceContext
 from cluso_router.sources.lifecycle import SourceService
@@ -160,10 +161,16 @@ class ValidationService(SourceService):
             )
         return queue
 
-    async def run(self, data: Any = None) -> list[Result]:
+    async def run(
+        self, data: Any = None, progress: Callable[[Any], None] | None = None
+    ) -> list[Result]:
         """
         The C{validation.run} procedure: run every validator, or the one
         named by C{{tool}} (or a bare name), and answer with their results.
+        A caller that takes progress gets each validator's result as it
+        finishes, as the payload of its C{validation} event. Cancelling the
+        answer stops waiting; the runs finish for whoever else waits on
+        them, within their timeouts.
         """
         tool = data.get("tool") if isinstance(data, dict) else data
         if tool is not None and not isinstance(tool, str):
@@ -186,10 +193,17 @@ class ValidationService(SourceService):
                 "[tool.cluso.validation], and none detected",
                 "no_validators",
             )
-        results: list[Result] = await gatherResults(
-            [self.queue(v.name).request(v) for v in validators]
-        )
+        waits = [self.queue(v.name).request(v) for v in validators]
+        if progress is not None:
+            for wait in waits:
+                wait.addCallback(self._report, progress)
+        results: list[Result] = await gatherResults(waits, consumeErrors=True)
         return results
+
+    @staticmethod
+    def _report(result: Result, progress: Callable[[Any], None]) -> Result:
+        progress({"validation": result, "timestamp": iso_timestamp()})
+        return result
 
     def _load(self) -> ValidationConfig:
         """

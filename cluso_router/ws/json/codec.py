@@ -268,6 +268,7 @@ class JsonEventEncoder:
     splicing in the data's JSON when the publisher already made it.
     """
 
+    dialect = "json"
     per_subscription = False
 
     def encode_event(self, event: Event, subscription: object = None) -> bytes:

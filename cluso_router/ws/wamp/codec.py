@@ -186,6 +186,7 @@ class WampEventEncoder:
     matching subscriptions tell it is one event.
     """
 
+    dialect = "wamp"
     per_subscription = True
 
     def __init__(self) -> None:

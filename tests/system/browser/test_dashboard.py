@@ -8,6 +8,7 @@ backups.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -415,3 +416,20 @@ def test_cards_say_why_an_action_failed_and_what_to_install(
         "The python language server (no-such-language-server-xyz) failed: "
         "command not found: no-such-language-server-xyz"
     )
+
+
+def test_the_contracts_are_linked_from_the_dashboard(
+    page: Any, launch: Callable[..., Server]
+) -> None:
+    """
+    The dashboard links the OpenAPI and AsyncAPI documents; following the
+    AsyncAPI link, signed in by the cookie, shows this server's channels.
+    """
+    server = launch()
+    open_dashboard(page, server)
+    assert page.get_attribute("#link-openapi", "href") == "api/openapi.json"
+    page.click("#link-asyncapi")
+    page.wait_for_url("**/api/asyncapi.json")
+    document = json.loads(page.inner_text("body"))
+    assert document["asyncapi"] == "3.0.0"
+    assert {"files", "git", "search"} <= set(document["channels"])
