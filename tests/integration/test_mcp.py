@@ -7,7 +7,6 @@ and by raw HTTP for the transport's refusals.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
 from cluso_router.mcp.schemas import input_schema, output_schema
+from cluso_router.sources.search.tools import choose_tool
 from cluso_router.web.routes import operation_table
 from cluso_router.ws.limits import Limits
 
@@ -193,8 +193,8 @@ async def test_cancelling_a_search_stops_it(
     """
     write(root_of(search_server), {"x.txt": "x\n"})
     fake = hanging_rg(tmp_path / "fake-bin")
-    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
     search = search_server.service.sources.started["search"]
+    monkeypatch.setattr(search, "_tool", choose_tool(str(fake / "rg")))
 
     async def scenario(url: str) -> Any:
         async with mcp_client(url, TEST_TOKEN, mode) as client:
