@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 from twisted.application.service import IService
@@ -20,18 +20,19 @@ from cluso_router._logfile import private_log_observer, twistd_log_file
 from cluso_router._version import __version__
 from cluso_router.backplane.redis import DEFAULT_PREFIX
 from cluso_router.config import DEFAULT_LISTEN, ServerConfig
+from cluso_router.interfaces import IEventSourceFactory
 from cluso_router.router.history import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENT_BYTES
 from cluso_router.router.liveness import DEFAULT_PING_INTERVAL
 from cluso_router.security import load_token
 from cluso_router.service import ClusoService
 from cluso_router.sessions import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_LIFETIME
-from cluso_router.sources import (
-    ALL_SOURCES,
-    Discovery,
-    SourceOption,
-    UnknownSource,
-    discover_sources,
-    source_options,
+from cluso_router.sources import ALL_SOURCES, Discovery, UnknownSource, discover_sources
+from cluso_router.sources.options import (
+    OptionSpec,
+    name_coercions,
+    option_aliases,
+    option_specs,
+    parse_source_options,
 )
 from cluso_router.tokenstore import stored_token, token_path
 from cluso_router.web.bodylimit import DEFAULT_MAX_BODY
@@ -53,28 +54,6 @@ def versions() -> str:
         f"Twisted {twisted.__version__}, Autobahn {autobahn.__version__}, "
         f"Python {platform.python_version()}\n"
     )
-
-
-#: How a value the coercer refuses is described, by coercer.
-_EXPECTED: dict[Callable[[str], Any], str] = {int: "a whole number", float: "a number"}
-
-
-class NamedCoerceParameter(usage.CoerceParameter):
-    """
-    Twisted's coercion of an option's value, with an error that names the
-    option ("--rate-limit: expected a number, not 'abc'") rather than only
-    the conversion that failed.
-    """
-
-    def dispatch(self, parameterName: str, value: str | None) -> None:
-        if value is None:
-            raise usage.UsageError(f"--{parameterName} needs a value")
-        try:
-            self.options.opts[parameterName] = self.coerce(value)
-        except ValueError as e:
-            expected = _EXPECTED.get(self.coerce)
-            reason = f"expected {expected}, not {value!r}" if expected else str(e)
-            raise usage.UsageError(f"--{parameterName}: {reason}") from None
 
 
 class Options(usage.Options):
@@ -296,9 +275,13 @@ class Options(usage.Options):
 
     #: The event sources found when these options were made.
     discovery: Discovery
-    #: Each source's options that became command-line options, by source name.
-    accepted_options: dict[str, list[SourceOption]]
-    #: Source options left out because their name was already taken.
+    #: The sources' options on the command line: name -> (source, option).
+    source_options: dict[str, tuple[str, OptionSpec]]
+    #: Command-line names declared more than once: name -> who declared it.
+    option_clashes: dict[str, list[str]]
+    #: Every source's declaration of each command-line name (aliases too).
+    option_declarations: dict[str, dict[str, OptionSpec]]
+    #: Sources whose options could not be read, with why.
     option_problems: list[str]
 
     def __new__(cls) -> Options:
@@ -307,7 +290,7 @@ class Options(usage.Options):
         sources' options (C{usage.Options} reads options from the class).
         """
         discovery = discover_sources()
-        flags, parameters, accepted, problems = _source_options(cls, discovery)
+        flags, parameters, offered, declared, problems = _source_options(cls, discovery)
         with_sources = type(
             cls.__name__,
             (cls,),
@@ -317,7 +300,14 @@ class Options(usage.Options):
                 "optFlags": flags,
                 "optParameters": parameters,
                 "discovery": discovery,
-                "accepted_options": accepted,
+                "source_options": offered,
+                "option_clashes": {
+                    cli: owners for cli, owners in declared.items() if len(owners) > 1
+                },
+                "option_declarations": {
+                    cli: {owner: spec for owner, spec in owners.items() if spec is not None}
+                    for cli, owners in declared.items()
+                },
                 "option_problems": problems,
             },
         )
@@ -326,15 +316,47 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
-        # usage.Options keeps a CoerceParameter per option in _dispatch; only
-        # they know which option a value belongs to, so they are swapped for
-        # ones whose errors name it.
-        for name, dispatcher in self._dispatch.items():
-            if type(dispatcher) is usage.CoerceParameter:
-                self._dispatch[name] = NamedCoerceParameter(self, dispatcher.coerce)
+        name_coercions(self)
         self["ignore"] = []
         self["allow-origin"] = []
         self["allow-host"] = []
+        self._aliases: set[str] = set()
+        for factory in self.discovery.factories:
+            for alias, option in _aliases(factory).items():
+                canonical = self._cli_of(factory.name, option)
+                if canonical is not None and alias not in self.synonyms:
+                    self.synonyms[alias] = canonical
+                    flag = self.source_options[canonical][1].flag
+                    self.longOpt.append(alias if flag else alias + "=")
+                    self._aliases.add(alias)
+
+    def getUsage(self, width: int | None = None) -> str:
+        """
+        The usage text, without the sources' older option names (their
+        options' help names them).
+        """
+        every = self.longOpt
+        self.longOpt = [name for name in every if name.rstrip("=") not in self._aliases]
+        try:
+            return super().getUsage(width)
+        finally:
+            self.longOpt = every
+
+    def _running_owner(self, cli: str, running: set[str]) -> tuple[str, OptionSpec] | None:
+        """
+        The running source a shared command-line name belongs to, when it
+        is declared by several sources and one of them runs.
+        """
+        for source, spec in self.option_declarations.get(cli, {}).items():
+            if source in running:
+                return source, spec
+        return None
+
+    def _cli_of(self, source: str, option: str) -> str | None:
+        for cli, (owner, spec) in self.source_options.items():
+            if owner == source and spec.name == option:
+                return cli
+        return None
 
     def opt_version(self) -> None:
         """
@@ -372,10 +394,11 @@ class Options(usage.Options):
         sources = None
         if self["sources"] is not None:
             sources = tuple(n.strip() for n in self["sources"].split(",") if n.strip())
-            try:
-                self.discovery.select(sources, root)
-            except UnknownSource as e:
-                raise usage.UsageError(str(e)) from None
+        try:
+            chosen = self.discovery.select(sources, root)
+        except UnknownSource as e:
+            raise usage.UsageError(str(e)) from None
+        source_values = self._source_values(chosen)
         try:
             token, token_store = self._token()
             self["config"] = ServerConfig(
@@ -384,10 +407,7 @@ class Options(usage.Options):
                 ping_interval=self["ping-interval"],
                 ui=self["ui"],
                 sources=sources,
-                source_options={
-                    name: {o.long: bool(self[o.long]) if o.flag else self[o.long] for o in opts}
-                    for name, opts in self.accepted_options.items()
-                },
+                source_options=source_values,
                 ignore=tuple(self["ignore"]),
                 max_body=self["max-body"],
                 max_publish_body=self["max-publish-body"],
@@ -417,6 +437,48 @@ class Options(usage.Options):
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+
+    def _source_values(self, chosen: list[IEventSourceFactory]) -> dict[str, dict[str, Any]]:
+        """
+        The option values of each chosen source, parsed by the source's own
+        options class.
+
+        @raise usage.UsageError: an option of a source that is not chosen
+            was given, a chosen source shares an option name with another
+            source or with the server, or a value is wrong.
+        """
+        names = {factory.name for factory in chosen}
+        for cli, owners in sorted(self.option_clashes.items()):
+            running = [owner for owner in owners if owner == _SERVER or owner in names]
+            if len(running) > 1:
+                listed = " and ".join(
+                    "the server" if owner == _SERVER else f"source {owner}" for owner in running
+                )
+                raise usage.UsageError(
+                    f"--{cli} is declared by {listed}; an option name must be unique "
+                    "(rename the option, or run one of these sources only)"
+                )
+        given: dict[str, dict[str, Any]] = {}
+        for cli, (registered, registered_spec) in self.source_options.items():
+            value = self[cli]
+            if not value if registered_spec.flag else value is None:
+                continue
+            source, spec = self._running_owner(cli, names) or (registered, registered_spec)
+            if source not in names:
+                raise usage.UsageError(
+                    f"--{cli} is an option of the {source} source, which is not running; "
+                    f"add {source} to --sources"
+                )
+            if spec.flag != registered_spec.flag:
+                raise usage.UsageError(
+                    f"--{cli} is declared by source {source} and source {registered} "
+                    "as different kinds of option; rename one of them"
+                )
+            given.setdefault(source, {})[spec.name] = True if spec.flag else value
+        return {
+            factory.name: parse_source_options(factory, given.get(factory.name, {}))
+            for factory in chosen
+        }
 
     def _token(self) -> tuple[str | None, str | None]:
         """
@@ -457,14 +519,23 @@ class Options(usage.Options):
         for factory in discovery.factories:
             mark = "on " if factory.name in default else "off"
             lines.append(f"  {factory.name:<{width}}  {mark}  {factory.description}")
-            for option in self.accepted_options.get(factory.name, []):
-                value = "" if option.flag else f"={option.default}"
-                if option.default is None:
+            aliases = _aliases(factory)
+            for cli, (owner, spec) in self.source_options.items():
+                if owner != factory.name:
+                    continue
+                value = "" if spec.flag else f"={spec.default}"
+                if spec.default is None:
                     value = "=VALUE"
-                lines.append(f"  {'':<{width}}       --{option.long}{value}  {option.help}")
+                also = [f"--{alias}" for alias, name in aliases.items() if name == spec.name]
+                shown = f" (also {', '.join(also)})" if also else ""
+                lines.append(f"  {'':<{width}}       --{cli}{value}  {spec.help}{shown}")
         if not discovery.factories:
             lines.append("  (none found)")
-        problems = [*discovery.problems, *self.option_problems]
+        clashes = [
+            f"--{cli} is declared by {', '.join(owner or 'the server' for owner in owners)}"
+            for cli, owners in sorted(self.option_clashes.items())
+        ]
+        problems = [*discovery.problems, *self.option_problems, *clashes]
         if problems:
             lines.append("Problems:")
             lines.extend(f"  {problem}" for problem in problems)
@@ -472,38 +543,73 @@ class Options(usage.Options):
         return "\n".join(lines) + "\n"
 
 
+#: Who declares the server's own options, in clash reports.
+_SERVER = ""
+
+
+def _aliases(factory: IEventSourceFactory) -> Mapping[str, str]:
+    try:
+        return option_aliases(factory)
+    except ValueError:
+        return {}
+
+
 def _source_options(
     cls: type[usage.Options], discovery: Discovery
-) -> tuple[list[list[Any]], list[list[Any]], dict[str, list[SourceOption]], list[str]]:
+) -> tuple[
+    list[list[Any]],
+    list[list[Any]],
+    dict[str, tuple[str, OptionSpec]],
+    dict[str, dict[str, OptionSpec | None]],
+    list[str],
+]:
     """
-    The discovered sources' options as C{optFlags} and C{optParameters}; an
-    option whose name is taken (by the server or an earlier source) is left
-    out, and a taken short name is dropped.
+    The discovered sources' options as C{optFlags} and C{optParameters}
+    under their command-line names, taking the raw text (each source
+    parses its own values); names declared twice, by two sources or by a
+    source and the server, keep every declaration (the first one is the
+    one parsed; which source a value belongs to is decided once the running
+    sources are known).
     """
     core: list[list[Any]] = []
     accumulateClassList(cls, "optParameters", core)
     accumulateClassList(cls, "optFlags", core)
-    taken_long = {spec[0] for spec in core} | {"ignore", "help", "version"}
+    server_names = [spec[0] for spec in core]
+    server_names += ["ignore", "help", "version", "allow-origin", "allow-host"]
+    owners: dict[str, dict[str, OptionSpec | None]] = {
+        name: {_SERVER: None} for name in server_names
+    }
     taken_short = {spec[1] for spec in core if spec[1]}
     flags: list[list[Any]] = []
     parameters: list[list[Any]] = []
-    accepted: dict[str, list[SourceOption]] = {}
+    offered: dict[str, tuple[str, OptionSpec]] = {}
     problems: list[str] = []
     for factory in discovery.factories:
-        for option in source_options(factory):
-            if option.long in taken_long:
-                problems.append(f"source {factory.name}: option --{option.long} is already taken")
+        try:
+            specs = option_specs(factory)
+        except ValueError as e:
+            problems.append(f"source {factory.name}: {e}")
+            continue
+        by_name = {spec.name: spec for spec in specs}
+        for alias, name in _aliases(factory).items():
+            owners.setdefault(alias, {})[factory.name] = by_name.get(name)
+        for spec in specs:
+            cli = spec.cli
+            owners.setdefault(cli, {})[factory.name] = spec
+            if len(owners[cli]) > 1:
                 continue
-            short = option.short if option.short not in taken_short else None
-            taken_long.add(option.long)
+            short = spec.short if spec.short not in taken_short else None
             if short:
                 taken_short.add(short)
-            if option.flag:
-                flags.append([option.long, short, option.help])
+            default = "" if spec.default in (None, False) else f" (default: {spec.default})"
+            also = [f"--{a}" for a, name in _aliases(factory).items() if name == spec.name]
+            help = spec.help + (f" (also {', '.join(also)})" if also else "")
+            if spec.flag:
+                flags.append([cli, short, help])
             else:
-                parameters.append([option.long, short, option.default, option.help, option.coerce])
-            accepted.setdefault(factory.name, []).append(option)
-    return flags, parameters, accepted, problems
+                parameters.append([cli, short, None, help + default])
+            offered[cli] = (factory.name, spec)
+    return flags, parameters, offered, owners, problems
 
 
 class _LoggingToPrivateFile(ClusoService):

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService
 from twisted.plugin import IPlugin
+from twisted.python import usage
 from twisted.python.reflect import namedAny
 from zope.interface import implementer
 
 from cluso_router.interfaces import IEventSourceFactory
-from cluso_router.sources.context import SourceContext
+
+if TYPE_CHECKING:
+    from cluso_router.sources.context import SourceContext
 
 
 def always(root: str) -> bool:
@@ -34,13 +37,16 @@ class SourcePlugin:
 
     @ivar service: dotted name of a callable taking a L{SourceContext} and
         returning an L{IService}.
+    @ivar options: the source's L{usage.Options} subclass (see
+        L{cluso_router.sources.options.SourceOptions}), or a list of
+        C{[long, short, default, help, coerce]} entries.
     @ivar applies: whether the source runs by default for a workspace root.
     """
 
     name: str
     description: str
     service: str
-    options: Sequence[Sequence[Any]] = ()
+    options: type[usage.Options] | Sequence[Sequence[Any]] = ()
     applies: Callable[[str], bool] = always
 
     def applies_to(self, root: str) -> bool:
@@ -49,46 +55,3 @@ class SourcePlugin:
     def make_source(self, context: SourceContext) -> IService:
         build: Callable[[SourceContext], IService] = namedAny(self.service)
         return build(context)
-
-
-@dataclass(frozen=True)
-class SourceOption:
-    """
-    One option a source adds to C{twistd cluso}: a flag when its default is
-    C{False}, else a parameter taking a value.
-    """
-
-    long: str
-    short: str | None
-    default: Any
-    help: str
-    coerce: Callable[[str], Any] | None
-
-    @property
-    def flag(self) -> bool:
-        return isinstance(self.default, bool)
-
-    @classmethod
-    def parse(cls, spec: Sequence[Any]) -> SourceOption:
-        """
-        Read an C{optParameters}-style list C{[long, short, default, help,
-        coerce]}; the last three may be left out.
-        """
-        if isinstance(spec, str) or not 1 <= len(spec) <= 5:
-            raise ValueError(f"option {spec!r} is not a [long, short, default, help, coerce] list")
-        long, short, default, help, coerce = [*spec, None, None, None, None][:5]
-        if not isinstance(long, str) or not long:
-            raise ValueError(f"option {spec!r} has no long name")
-        if short is not None and (not isinstance(short, str) or len(short) != 1):
-            raise ValueError(f"option --{long}: short name must be one character")
-        if default is True:
-            raise ValueError(f"option --{long}: a flag cannot default to True")
-        return cls(long, short, default, help or "", coerce)
-
-
-def source_options(factory: IEventSourceFactory) -> list[SourceOption]:
-    return [SourceOption.parse(spec) for spec in factory.options]
-
-
-def option_defaults(factory: IEventSourceFactory) -> dict[str, Any]:
-    return {option.long: option.default for option in source_options(factory)}

@@ -11,12 +11,14 @@ from pathlib import Path
 
 def test_plugin_modules_are_import_light() -> None:
     """
-    Importing the built-in dropins does not import watchdog, pathspec or
-    the sources' implementation modules; those load only when a source starts.
+    Importing the built-in dropins (as twistd does to list its commands)
+    does not import watchdog, pathspec, Autobahn, the server or the sources'
+    implementation modules; those load only when the server starts.
     """
     code = (
-        "import sys, cluso_plugins.files, cluso_plugins.git\n"
-        "heavy = [m for m in ('watchdog', 'pathspec', 'cluso_router.sources.files',"
+        "import sys, cluso_plugins.files, cluso_plugins.git, cluso_plugins.validation\n"
+        "heavy = [m for m in ('watchdog', 'pathspec', 'autobahn', 'cluso_router.service',"
+        " 'cluso_router.router.router', 'cluso_router.sources.files',"
         " 'cluso_router.sources.git.service') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
@@ -41,5 +43,5 @@ def test_list_sources_prints_discovered_sources(tmp_path: Path) -> None:
     git = next(line for line in lines if line.split()[:1] == ["git"])
     assert files.split()[1] == "on"
     assert git.split()[1] == "off"
-    assert any("--watch-delay=0.05" in line for line in lines)
+    assert any("--files-watch-delay=0.05" in line for line in lines)
     assert "Problems:" not in out.stdout

@@ -25,7 +25,7 @@ from cluso_router.tap import Options, versions
     [
         (["--rate-limit", "abc"], "--rate-limit: expected a number, not 'abc'"),
         (["--max-body", "1.5"], "--max-body: expected a whole number, not '1.5'"),
-        (["--git-delay", "soon"], "--git-delay: expected a number, not 'soon'"),
+        (["--sources", "git", "--git-delay", "soon"], "--git-delay: expected a number, not 'soon'"),
         (
             ["--search-engine", "grep"],
             "--search-engine: must be auto, ripgrep, python or the path of an rg executable",

@@ -22,13 +22,13 @@ from cluso_router.service import EventBroadcaster
 from cluso_router.sources import (
     Discovery,
     SourceContext,
-    SourceOption,
     SourcePlugin,
     SourceService,
     SourcesService,
     UnknownSource,
     discover_sources,
 )
+from cluso_router.sources.options import SourceOptions, option_specs, parse_source_options
 from cluso_router.tap import Options
 from cluso_router.testing import RecordingPublisher, make_source_context
 from cluso_router.web.resources import Directory
@@ -61,7 +61,7 @@ class FakeFactory:
         applies: bool = True,
         build_error: Exception | None = None,
         fail_on_start: bool = False,
-        options: list[list[Any]] | None = None,
+        options: Any = None,
     ) -> None:
         self.name = name
         self.description = f"the {name} source"
@@ -164,17 +164,23 @@ def test_source_plugin_builds_its_service_lazily() -> None:
 
 def test_source_options_are_validated() -> None:
     """
-    Options are [long, short, default, help, coerce] lists; False defaults
-    make flags; malformed ones are refused with a reason.
+    Options declared as [long, short, default, help, coerce] lists become an
+    options class: False defaults make flags, every name gets the source's
+    prefix on the command line unless it has it; malformed ones are refused
+    with a reason.
     """
-    flag = SourceOption.parse(["x-verbose", None, False, "talk"])
-    parameter = SourceOption.parse(["x-delay", "d", 0.5, "wait", float])
-    assert flag.flag
-    assert not parameter.flag
-    assert parameter.coerce is float
+    factory = FakeFactory(
+        "x", options=[["verbose", None, False, "talk"], ["x-delay", "d", 0.5, "wait", float]]
+    )
+    flag, parameter = sorted(option_specs(factory), key=lambda spec: spec.name)
+    assert (flag.name, flag.cli, flag.flag) == ("verbose", "x-verbose", True)
+    assert (parameter.name, parameter.cli, parameter.default) == ("x-delay", "x-delay", 0.5)
+    assert parse_source_options(factory, {"x-delay": "2"}) == {"verbose": False, "x-delay": 2.0}
+    with pytest.raises(usage.UsageError, match=r"^--x-delay: expected a number, not 'soon'$"):
+        parse_source_options(factory, {"x-delay": "soon"})
     for bad in (["", None, 1], "x-name", ["x", "too-long", 1], ["x", None, True, "on"]):
         with pytest.raises(ValueError):
-            SourceOption.parse(bad)
+            option_specs(FakeFactory("x", options=[bad]))
 
 
 def test_sources_service_contains_failures() -> None:
@@ -257,6 +263,11 @@ def test_options_carry_sources_ignore_and_source_options(tmp_path: Path) -> None
     assert config.ignore == ("*.log", "tmp/")
     assert config.source_options["files"] == {"watch-delay": 0.2}
     assert config.source_options["git"] == {"git-delay": 0.2}
+    prefixed = Options()
+    prefixed.parseOptions(
+        ["--root", str(tmp_path), "--sources", "files", "--files-watch-delay", "0.3"]
+    )
+    assert prefixed["config"].source_options == {"files": {"watch-delay": 0.3}}
 
     defaults = Options()
     defaults.parseOptions(["--root", str(tmp_path)])
@@ -367,3 +378,94 @@ def test_conflicting_claims_are_refused_and_shared_ones_counted() -> None:
     registry.release(second)
     assert not registry.is_claimed("git")
     assert registry.key_function("git") is None
+
+
+class LoadOptions(SourceOptions):
+    optParameters = [["interval", "i", 5.0, "Seconds between samples.", float]]
+
+    def postOptions(self) -> None:
+        if self["interval"] <= 0:
+            raise usage.UsageError(f"--{self.command_line_name('interval')} must be positive")
+
+
+class SysOptions(SourceOptions):
+    optParameters = [["interval", None, 1.0, "Seconds.", float]]
+    aliases = {"sysload-interval": "interval"}
+
+
+def options_with(*factories: FakeFactory) -> type[Options]:
+    """
+    The server's options with C{factories} discovered instead of the
+    installed plugins.
+    """
+    discovery = Discovery(tuple(factories))
+    return type("Options", (Options,), {"__new__": _new_with(discovery)})
+
+
+def _new_with(discovery: Discovery) -> Any:
+    import cluso_router.tap as tap
+
+    def new(cls: type[Options]) -> Options:
+        original = tap.discover_sources
+        tap.discover_sources = lambda: discovery  # type: ignore[assignment]
+        try:
+            return Options.__new__(cls)
+        finally:
+            tap.discover_sources = original
+
+    return new
+
+
+def test_each_source_parses_its_own_options_under_its_prefix(tmp_path: Path) -> None:
+    """
+    A source's options class is offered under the source's name and parses
+    its values itself, its postOptions included; an error names the option
+    as written on the command line.
+    """
+    load = FakeFactory("sysload", options=LoadOptions)
+    options = options_with(load)()
+    options.parseOptions(
+        ["--root", str(tmp_path), "--sources", "sysload", "--sysload-interval", "0.5"]
+    )
+    assert options["config"].source_options == {"sysload": {"interval": 0.5}}
+    for value, message in (("x", "expected a number, not 'x'"), ("-1", "must be positive")):
+        with pytest.raises(usage.UsageError, match=f"--sysload-interval.*{message}"):
+            options_with(load)().parseOptions(
+                ["--root", str(tmp_path), "--sources", "sysload", "--sysload-interval", value]
+            )
+    assert "--sysload-interval" in str(options_with(load)())
+
+
+def test_options_of_a_source_that_does_not_run_are_refused(tmp_path: Path) -> None:
+    """
+    Giving an option of a source that is not chosen is a usage error
+    saying to add it to --sources.
+    """
+    load = FakeFactory("sysload", applies=False, options=LoadOptions)
+    with pytest.raises(usage.UsageError, match=r"--sysload-interval is an option of the sysload"):
+        options_with(load)().parseOptions(["--root", str(tmp_path), "--sysload-interval", "1"])
+
+
+def test_two_sources_declaring_one_option_name_cannot_run_together(tmp_path: Path) -> None:
+    """
+    When two sources end up with the same command-line option, running
+    both is refused with both names, while either one alone gets the
+    value parsed by its own options; --list-sources shows the clash.
+    """
+    first = FakeFactory("sysload", options=LoadOptions)
+    second = FakeFactory("sys", options=SysOptions)
+    with pytest.raises(
+        usage.UsageError,
+        match=r"--sysload-interval is declared by source sysload and source sys; ",
+    ):
+        options_with(first, second)().parseOptions(
+            ["--root", str(tmp_path), "--sources", "sys,sysload", "--sysload-interval", "2"]
+        )
+    for running in ("sys", "sysload"):
+        options = options_with(first, second)()
+        options.parseOptions(
+            ["--root", str(tmp_path), "--sources", running, "--sysload-interval", "2"]
+        )
+        assert options["config"].source_options == {running: {"interval": 2.0}}
+    listing = options_with(first, second)().describe_sources(str(tmp_path))
+    assert "--sysload-interval is declared by sysload, sys" in listing

@@ -114,7 +114,8 @@ class ValidationService(SourceService):
     ) -> None:
         """
         @param config_file: the server's validation configuration (tools
-            with their commands); default the C{validation-config} option.
+            with their commands); default the source's C{config} option
+            (C{--validation-config}).
         """
         super().__init__(context)
         self._broadcaster = context.broadcaster
@@ -123,8 +124,8 @@ class ValidationService(SourceService):
         self._reactor = context.reactor
         self._clock: IReactorTime = clock if clock is not None else context.reactor
         if on_change is None:
-            on_change = bool(context.options.get("validate-on-change", False))
-        self._config_file = config_file or context.options.get("validation-config") or None
+            on_change = bool(context.options.get("on-change", False))
+        self._config_file = config_file or context.options.get("config") or None
         self._server = ServerTools()
         self.on_change = on_change
         self._queues: dict[str, ToolQueue] = {}
