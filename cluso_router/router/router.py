@@ -88,6 +88,9 @@ class Router(Service):
         self.failed: Counter[str] = Counter()
         #: Requests and handshakes refused, by reason (host, origin, token, capacity).
         self.refusals: Counter[str] = Counter()
+        #: Parts of the server that do not work, with why (an event source
+        #: that failed to start, say); /api/health reports them.
+        self.problems: dict[str, str] = {}
         #: Connections this server closed, by close code.
         self.closes: Counter[int] = Counter()
         self.rate_limited = 0
@@ -114,6 +117,7 @@ class Router(Service):
         self._started_at = self.clock.seconds()
         self._closing: dict[str, Deferred[None]] = {}
         self._expiry: LoopingCall | None = None
+        self._warned_not_running = False
         #: Frames kept back from sessions that are being replayed a
         #: channel's history: channel -> session -> [(seq, frame)].
         self._holds: dict[str, dict[ISession, list[tuple[int, bytes]]]] = {}
@@ -122,6 +126,13 @@ class Router(Service):
     # sessions
 
     def register_session(self, session: ISession) -> None:
+        if not self.running and not self._warned_not_running:
+            self._warned_not_running = True
+            self.log.warn(
+                "A client connected to a Router whose service is not running: no ping "
+                "sweeps, history expiry or 1001 at shutdown. Give the Router (or the "
+                "ClusoService) to your application's MultiService."
+            )
         if session.connection_id in self._sessions:
             raise ValueError(f"duplicate connection id {session.connection_id}")
         self._sessions[session.connection_id] = session
@@ -482,6 +493,7 @@ class Router(Service):
             "connections": self.connection_count,
             "channels": dict(self.subscriber_counts()),
             "procedures": list(self.procedures),
+            "problems": dict(sorted(self.problems.items())),
             "uptimeSeconds": round(self.uptime, 3),
         }
 

@@ -10,15 +10,15 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Final
+from typing import Any, Final
 
-from twisted.logger import ILogObserver, LogEvent, Logger, globalLogPublisher
+from twisted import plugin as twisted_plugin
+from twisted.logger import Logger
 from twisted.plugin import getPlugins
 from twisted.python.failure import Failure
-from zope.interface import provider
 
 from cluso_router.interfaces import IEventSourceFactory
-from cluso_router.sources.plugin import source_options
+from cluso_router.sources.options import option_specs
 
 #: C{--sources} value that selects every discovered source.
 ALL_SOURCES: Final = "all"
@@ -88,33 +88,27 @@ def discover_sources(package: ModuleType | None = None) -> Discovery:
     """
     Find every L{IEventSourceFactory} in C{package} (default: C{cluso_plugins}).
 
-    Twisted logs a plugin module that fails to import (with the legacy
-    C{log.err}) and skips it; those log events are collected here as
-    problems too.
+    A plugin module that fails to import is skipped and becomes one
+    problem here, reported once by whoever asked (Twisted's own report of
+    it, an "Unhandled Error" traceback on every log observer, is held
+    back: see L{_PluginLog}).
     """
     if package is None:
         package = importlib.import_module("cluso_plugins")
-    failures: list[str] = []
-
-    @provider(ILogObserver)
-    def collect(event: LogEvent) -> None:
-        failure = event.get("log_failure", event.get("failure"))
-        if isinstance(failure, Failure):
-            failures.append(_describe_failure(failure))
-
-    globalLogPublisher.addObserver(collect)
+    plugin_log = _PluginLog()
+    previous, twisted_plugin.log = twisted_plugin.log, plugin_log  # type: ignore[assignment]
     try:
         found = list(getPlugins(IEventSourceFactory, package))
     finally:
-        globalLogPublisher.removeObserver(collect)
-    problems = [f"cannot load a plugin module: {text}" for text in failures]
+        twisted_plugin.log = previous
+    problems = [f"cannot load a plugin module: {text}" for text in plugin_log.failures]
     factories: dict[str, IEventSourceFactory] = {}
     for factory in sorted(found, key=lambda f: str(getattr(f, "name", ""))):
         name = getattr(factory, "name", None)
         try:
             if not isinstance(name, str) or not _SOURCE_NAME.match(name):
                 raise ValueError(f"invalid source name {name!r}")
-            source_options(factory)
+            option_specs(factory)
         except Exception as e:
             problems.append(f"ignored plugin {factory!r}: {e}")
             continue
@@ -123,6 +117,25 @@ def discover_sources(package: ModuleType | None = None) -> Discovery:
             continue
         factories[name] = factory
     return Discovery(tuple(factories.values()), tuple(problems))
+
+
+class _PluginLog:
+    """
+    Stands in for C{twisted.python.log} inside C{twisted.plugin} while
+    sources are discovered: what Twisted would log as an error (a dropin
+    that does not import, a plugin that does not adapt) is kept as a
+    problem instead; notes (a plugin cache it cannot write) are dropped.
+    """
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+    def err(self, _stuff: Any = None, _why: str | None = None, **kw: Any) -> None:
+        failure = _stuff if isinstance(_stuff, Failure) else Failure()
+        self.failures.append(_describe_failure(failure))
+
+    def msg(self, *message: Any, **kw: Any) -> None:
+        pass
 
 
 def _describe_failure(failure: Failure) -> str:

@@ -18,7 +18,7 @@ from cluso_router.interfaces import IEventSourceFactory
 from cluso_router.router.procedures import await_result
 from cluso_router.sources.context import SourceContext
 from cluso_router.sources.discovery import ALL_SOURCES, Discovery, discover_sources
-from cluso_router.sources.plugin import option_defaults
+from cluso_router.sources.options import option_defaults
 
 
 class SourceService(MultiService):
@@ -110,10 +110,12 @@ class SourcesService(MultiService):
         self.failed: dict[str, str] = {}
         self._contexts: dict[str, SourceContext] = {}
         self._names: dict[IService, str] = {}
+        self._router: Any = None
 
     def startService(self) -> None:
         Service.startService(self)
         base = self._context()
+        self._router = base.router
         discovery = self._discover()
         for problem in discovery.problems:
             self.log.warn("Event sources: {problem}", problem=problem)
@@ -135,6 +137,8 @@ class SourcesService(MultiService):
         for name in names:
             if name not in known:
                 self.failed[name] = "not found"
+                if self._router is not None:
+                    self._router.problems[f"source {name}"] = "not found"
                 self.log.error(
                     "Event source {source} was not found (discovered: {names})",
                     source=name,
@@ -170,6 +174,8 @@ class SourcesService(MultiService):
     def _failed(self, name: str, failure: Failure, service: IService | None = None) -> None:
         self.starting.pop(name, None)
         self.failed[name] = f"{type(failure.value).__name__}: {failure.getErrorMessage()}"
+        if self._router is not None:
+            self._router.problems[f"source {name}"] = f"failed to start: {self.failed[name]}"
         self.log.failure(
             "Event source {source} failed to start; the server runs without it",
             failure,
@@ -218,6 +224,9 @@ class SourcesService(MultiService):
         self._detach(service)
 
     def _reset(self) -> None:
+        if self._router is not None:
+            for name in self.failed:
+                self._router.problems.pop(f"source {name}", None)
         self.started.clear()
         self.starting.clear()
         self.failed.clear()

@@ -16,15 +16,19 @@ from cluso_router.web.resources import JsonEndpoint
 def health_resource(router: Router, backplane: IBackplane | None = None) -> JsonEndpoint:
     """
     C{status} is C{degraded} while the backplane cannot reach the other
-    nodes: local clients are served, events do not cross nodes.
+    nodes (local clients are served, events do not cross nodes) or while
+    a part of the server does not work (C{problems}: an event source that
+    failed to start, with why).
     C{connections} counts every session; C{sessions} splits them by dialect
     (C{json}, C{wamp}, C{mcp}).
     """
     plane: IBackplane = backplane if backplane is not None else router
 
     def health(request: Request) -> dict[str, Any]:
+        degraded = plane.backplane_status != "ok" or router.problems
         return {
-            "status": plane.backplane_status,
+            "status": "degraded" if degraded else "ok",
+            "problems": dict(sorted(router.problems.items())),
             "connections": router.connection_count,
             "sessions": dict(sorted(router.dialects.items())),
             "channels": dict(router.subscriber_counts()),

@@ -122,6 +122,15 @@ class RouterCollector:
             "The longest send queue, in bytes.",
             value=max(queued, default=0),
         )
+        problems = GaugeMetricFamily(
+            "cluso_problems",
+            "Parts of the server that do not work (1 each), such as an event source that "
+            "failed to start; /api/health says why.",
+            labels=["part"],
+        )
+        for part in sorted(router.problems):
+            problems.add_metric([part], 1)
+        yield problems
         yield from self._history()
         yield self._fanout()
         if self._sweeper is not None:
