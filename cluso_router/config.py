@@ -37,7 +37,9 @@ class ServerConfig:
     """
 
     root: str = "."
-    listen: str = DEFAULT_LISTEN
+    #: Where to listen; C{None} for a server mounted in an application's
+    #: own site (L{cluso_router.service.ClusoService.resource}).
+    listen: str | None = DEFAULT_LISTEN
     ping_interval: float = DEFAULT_PING_INTERVAL
     #: A built single-page app served at C{/} instead of the dashboard.
     ui: str | None = None
@@ -89,7 +91,8 @@ class ServerConfig:
         if not os.path.isdir(self.root):
             problem = "not a directory" if os.path.exists(self.root) else "no such directory"
             raise ValueError(f"--root {self.root}: {problem}")
-        check_listen(self.listen)
+        if self.listen is not None:
+            check_listen(self.listen)
         if self.redis is not None:
             RedisAddress.parse(self.redis)
         if self.ping_interval <= 0:
@@ -113,7 +116,7 @@ class ServerConfig:
         if self.auth not in ("token", "none"):
             raise ValueError(f"auth must be 'token' or 'none', not {self.auth!r}")
         if self.auth == "none":
-            if endpoint_is_loopback(self.listen) is False:
+            if self.listen is not None and endpoint_is_loopback(self.listen) is False:
                 raise ValueError(
                     f"--auth none is refused on {self.listen}, which other machines can "
                     "reach; listen on a loopback address (tcp:PORT:interface=127.0.0.1) "

@@ -19,6 +19,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
+from twisted.web.resource import Resource
 from zope.interface import implementer
 
 from cluso_router.backplane import RedisAddress, RedisBackplane, memory_backplane
@@ -40,6 +41,7 @@ from cluso_router.sources.search.channel import search_progress
 from cluso_router.sources.validation.channel import validation_complete
 from cluso_router.web import build_root, build_site
 from cluso_router.web.metrics import MetricsResource, metrics_registry
+from cluso_router.web.site import guard
 from cluso_router.web.static import mount_static
 from cluso_router.workspace.api import WorkspaceApi, install_workspace_api
 from cluso_router.workspace.git import GitEventType, git_event
@@ -315,25 +317,33 @@ class ClusoService(MultiService):
             config.ignore,
             max_read_bytes=config.max_read_bytes,
         )
+        public_paths = public_pages | ({b"metrics"} if config.metrics_public else set())
+        #: Everything the server serves, behind its access policy: what an
+        #: application mounts in its own site (see L{mount}).
+        self.resource = guard(self.root_resource, self.policy, public_paths)
         self.site = build_site(
             self.root_resource,
             config.max_body,
             policy=self.policy,
-            public_paths=public_pages | ({b"metrics"} if config.metrics_public else set()),
+            public_paths=public_paths,
             path_limits={b"/api/events/": config.max_publish_body or config.max_body},
             head_deadline=config.limits.handshake_timeout,
         )
         self.site.timeOut = config.limits.handshake_timeout
-        self.web, self.endpoint = listening_service(
-            reactor, config.listen, self.site, config.token, self._sign_in_banner()
-        )
+        self.web: StreamServerEndpointService | None = None
+        self.endpoint: AnnouncingEndpoint | None = None
+        if config.listen is not None:
+            self.web, self.endpoint = listening_service(
+                reactor, config.listen, self.site, config.token, self._sign_in_banner()
+            )
         self.sources = SourcesService(self.source_context, config.sources, config.source_options)
         self.router.setServiceParent(self)
         self.mcp.setServiceParent(self)
         if isinstance(self.backplane, RedisBackplane):
             self.backplane.setServiceParent(self)
         self.sweeper.setServiceParent(self)
-        self.web.setServiceParent(self)
+        if self.web is not None:
+            self.web.setServiceParent(self)
         self.sources.setServiceParent(self)
         self.workspace_api.setServiceParent(self)
 
@@ -366,9 +376,21 @@ class ClusoService(MultiService):
     @property
     def port(self) -> IListeningPort | None:
         """
-        The listening port, once listening.
+        The listening port, once listening (never, for a mounted server).
         """
-        return self.endpoint.port
+        return self.endpoint.port if self.endpoint is not None else None
+
+    def mount(self, parent: Resource, path: bytes) -> None:
+        """
+        Serve everything (C{/ws}, C{/api}, the dashboard, C{/mcp}) below
+        C{path} of an application's own resource tree, behind this server's
+        access policy. Give this service to the application's
+        C{MultiService} too, so its router, sweeps, sources and shutdown
+        run with the application. (The request head deadline and the
+        refusal of unauthenticated bodies before reading are properties of
+        this server's own site; an application's site has its own.)
+        """
+        parent.putChild(path, self.resource)
 
     def source_context(self) -> SourceContext:
         """

@@ -3,23 +3,30 @@ In-memory fakes for testing code that uses cluso-router, without sockets.
 
 C{FakeSession} stands in for a WebSocket client at the router's seam;
 C{RecordingPublisher} stands in for the router at the broadcaster's seam;
-C{make_source_context} gives an event source what a server would.
+C{make_source_context} gives an event source what a server would. For
+tests on a running reactor (trial, or pytest with pytest-twisted):
+C{start_server} runs a whole server in the process on a free loopback
+port, C{connect_client} is a real WebSocket client, and C{until} waits for
+a condition.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
+from cluso_router.config import ServerConfig
 from cluso_router.interfaces import IEventSourceFactory, IFrameEncoder, IPublisher, ISession
 from cluso_router.router.event import DeliveryReport
 from cluso_router.router.router import Router
-from cluso_router.service import EventBroadcaster
+from cluso_router.service import ClusoService, EventBroadcaster
 from cluso_router.sources import SourceContext, option_defaults
 from cluso_router.workspace.ledger import FileChangeLedger
 from cluso_router.ws.json.codec import JSON_ENCODER
@@ -107,6 +114,99 @@ class RecordingPublisher:
     def publish(self, channel: str, data: Any) -> DeliveryReport:
         self.published.append((channel, data))
         return DeliveryReport(0, 0)
+
+
+@dataclass
+class RunningServer:
+    """
+    A whole server started by L{start_server}: its service, where it
+    listens, and how to authenticate to it. C{await server.stop()} when
+    done.
+    """
+
+    service: ClusoService
+    url: str
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.url[4:] + "ws"
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rstrip("/").rpartition(":")[2])
+
+    @property
+    def token(self) -> str | None:
+        return self.service.config.token
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """
+        The headers that authenticate a request (none when auth is off).
+        """
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    async def stop(self) -> None:
+        stopped = self.service.stopService()
+        if stopped is not None:
+            await stopped
+
+
+def start_server(root: str | os.PathLike[str], reactor: Any = None, **config: Any) -> RunningServer:
+    """
+    A L{ClusoService} on C{root} (made if missing) with the
+    L{ServerConfig} fields in C{config}, started in this process and
+    listening on a free loopback port. Sources run as they would
+    (C{sources=()} runs none); auth is on unless C{auth="none"}, with
+    C{token} as given or made up.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    os.makedirs(root, exist_ok=True)
+    service = ClusoService(
+        ServerConfig(root=os.fspath(root), listen="tcp:0:interface=127.0.0.1", **config),
+        reactor=reactor,
+    )
+    service.startService()
+    port = service.port
+    if port is None:
+        raise RuntimeError("the server did not start listening")
+    return RunningServer(service, f"http://127.0.0.1:{getattr(port.getHost(), 'port', 0)}/")
+
+
+async def until(
+    condition: Callable[[], bool], timeout: float = 10.0, clock: Any = None, step: float = 0.02
+) -> None:
+    """
+    Wait until C{condition()} holds, checking every C{step} seconds of
+    C{clock} (the running reactor by default).
+
+    @raise TimeoutError: when it did not hold within C{timeout} seconds.
+    """
+    if clock is None:
+        from twisted.internet import reactor as clock
+    deadline = clock.seconds() + timeout
+    while not condition():
+        if clock.seconds() >= deadline:
+            raise TimeoutError(f"condition not met within {timeout:g} s")
+        await deferLater(clock, step, lambda: None)
+
+
+def discovered(name: str) -> IEventSourceFactory:
+    """
+    The installed event source C{name}, as the server finds it.
+
+    @raise AssertionError: it was not found, with the discovery problems
+        that name it (other plugins' problems are not yours).
+    """
+    from cluso_router.sources import discover_sources
+
+    discovery = discover_sources()
+    factory = discovery.named(name)
+    if factory is None:
+        mine = [p for p in discovery.problems if name in p] or list(discovery.problems)
+        raise AssertionError(f"event source {name!r} was not found; problems: {mine}")
+    return factory
 
 
 def make_source_context(

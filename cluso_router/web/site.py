@@ -44,12 +44,13 @@ def build_root(
     router: Router,
     publisher: IPublisher | None = None,
     limits: Limits | None = None,
-    policy: AccessPolicy | None = None,
+    *,
+    policy: AccessPolicy,
 ) -> SiteRoot:
     """
     The resource tree; other parts add their routes with C{putChild} on it
     or on its C{api} child. C{limits} and C{policy} go to the WebSocket
-    endpoint.
+    endpoint (put the tree behind L{guard} with the same policy for HTTP).
     """
     publisher = publisher if publisher is not None else router
     api = Directory(
@@ -62,7 +63,7 @@ def build_root(
     )
     api.putChild(
         b"asyncapi.json",
-        AsyncApiResource(router.claims, policy is not None and policy.auth_required),
+        AsyncApiResource(router.claims, policy.auth_required),
     )
     root = SiteRoot({b"api": api})
     root.putChild(b"ws", websocket_resource(router, publisher, limits=limits, policy=policy))
@@ -75,6 +76,21 @@ def _backplane(router: Router, publisher: IPublisher) -> IBackplane:
     from it), else the router.
     """
     return publisher if IBackplane.providedBy(publisher) else router
+
+
+def guard(
+    root: Resource,
+    policy: AccessPolicy,
+    public_paths: Collection[bytes] = (),
+    handshake_paths: Collection[bytes] = (b"ws",),
+    strict_origin_paths: Collection[bytes] = (b"mcp",),
+) -> Resource:
+    """
+    C{root} behind C{policy}: every request passes the policy first (see
+    L{AuthGuard}). Mounted in a site of its own (L{build_site}) or in an
+    application's site under a path.
+    """
+    return AuthGuard(root, policy, public_paths, handshake_paths, strict_origin_paths)
 
 
 def build_site(
@@ -100,7 +116,7 @@ def build_site(
     log never shows a token.
     """
     if policy is not None:
-        root = AuthGuard(root, policy, public_paths, handshake_paths, strict_origin_paths)
+        root = guard(root, policy, public_paths, handshake_paths, strict_origin_paths)
     site = Site(root, requestFactory=LimitedRequest, logFormatter=redacting_log_formatter)
     site.protocol = ClusoChannel  # type: ignore[assignment]
     site.max_body = max_body  # type: ignore[attr-defined]

@@ -262,10 +262,24 @@ class ClusoWebSocketFactory(WebSocketServerFactory):
 def websocket_resource(
     router: Router,
     publisher: IPublisher | None = None,
+    *,
+    policy: AccessPolicy,
     **options: Any,
 ) -> WebSocketResource:
     """
-    A twisted.web resource that upgrades requests to the JSON dialect on
-    C{router}; put it at C{/ws} of any L{twisted.web.server.Site}.
+    A twisted.web resource that upgrades requests to a WebSocket on
+    C{router} (the JSON dialect, or WAMP); put it at C{/ws} of any
+    L{twisted.web.server.Site}.
+
+    C{policy} decides who may connect, at every handshake. There is no
+    default: a page on any site the developer visits could otherwise use
+    the router. C{AccessPolicy(token)} wants the token and allows pages of
+    the server's own origin (loopback, same port) and the origins it lists;
+    C{AccessPolicy.insecure()} lets anything in, for tests.
     """
-    return WebSocketResource(ClusoWebSocketFactory(router, publisher, **options))
+    if not isinstance(policy, AccessPolicy):
+        raise TypeError(
+            "websocket_resource needs an access policy: AccessPolicy(token), or "
+            "AccessPolicy.insecure() for tests"
+        )
+    return WebSocketResource(ClusoWebSocketFactory(router, publisher, policy=policy, **options))

@@ -28,7 +28,7 @@ from support.fakeproviders import (
     openai_events,
     split,
 )
-from support.servers import RunningServer, start_service, until
+from support.servers import start_service
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, globalLogPublisher
@@ -39,7 +39,7 @@ from cluso_router.sources.ai.routes import STREAM_ID_HEADER
 from cluso_router.sources.ai.service import AIService, AISettings
 from cluso_router.sources.ai.sse import ServerSentEvent, SSEParser
 from cluso_router.tap import Options
-from cluso_router.testing import WebSocketTestClient, connect_client
+from cluso_router.testing import RunningServer, WebSocketTestClient, connect_client, until
 
 TEXTS = ["Hel", "lo, ", "wörld", "\n", '"quoted" ', "end."]
 KEYS = {"google": "g-key", "anthropic": "a-key", "openai": "o-key"}

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest_twisted
 import treq
-from support.servers import RunningServer, start_service
+from support.servers import start_service
 
 from cluso_router.service import ClusoService
 from cluso_router.sources.files import FileWatcher
-from cluso_router.testing import WebSocketTestClient, connect_client
+from cluso_router.testing import RunningServer, WebSocketTestClient, connect_client
 from cluso_router.web.routes import openapi_document
 from cluso_router.workspace.backups import BackupSettings
 

@@ -20,7 +20,7 @@ import treq
 from hypothesis import given
 from hypothesis import strategies as st
 from lsprotocol import types
-from support.servers import python_tool, start_service, until
+from support.servers import python_tool, start_service
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.python import usage
@@ -39,6 +39,7 @@ from cluso_router.testing import (
     WebSocketTestClient,
     connect_client,
     make_source_context,
+    until,
 )
 
 #: Generous: pylsp's start-up on a loaded 2-core machine.

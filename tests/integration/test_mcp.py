@@ -20,12 +20,13 @@ import treq
 from autobahn.twisted.wamp import ApplicationRunner, ApplicationSession
 from mcp.shared.exceptions import MCPError
 from support.mcpclient import LEGACY, MODERN, in_thread, mcp_client, reactor_call
-from support.servers import TEST_TOKEN, start_service, until
+from support.servers import TEST_TOKEN, start_service
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
 from cluso_router.mcp.schemas import input_schema, output_schema
 from cluso_router.sources.search.tools import choose_tool
+from cluso_router.testing import until
 from cluso_router.web.routes import operation_table
 from cluso_router.ws.limits import Limits
 
@@ -229,7 +230,7 @@ async def test_validation_reports_each_validator_as_progress(tmp_path: Path) -> 
         root,
         token=TEST_TOKEN,
         sources=("validation",),
-        source_options={"validation": {"validation-config": str(tools)}},
+        source_options={"validation": {"config": str(tools)}},
     )
 
     async def scenario(url: str) -> Any:

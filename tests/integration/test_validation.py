@@ -324,7 +324,7 @@ async def test_plugin_runs_where_validators_apply_with_its_option(tmp_path: Path
             listen="tcp:0:interface=127.0.0.1",
             auth="none",
             sources=("validation",),
-            source_options={"validation": {"validate-on-change": True}},
+            source_options={"validation": {"on-change": True}},
         ),
         reactor=reactor,
     )

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -26,53 +26,16 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from cluso_router.config import ServerConfig
-from cluso_router.service import ClusoService
-
-
-@dataclass
-class RunningServer:
-    service: ClusoService
-    url: str
-
-    @property
-    def ws_url(self) -> str:
-        return "ws" + self.url[4:] + "ws"
-
-    @property
-    def port(self) -> int:
-        return int(self.url.rstrip("/").rpartition(":")[2])
-
-    @property
-    def token(self) -> str | None:
-        return self.service.config.token
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """
-        The headers that authenticate a request (none when auth is off).
-        """
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
-
+from cluso_router.testing import RunningServer, start_server
 
 TEST_TOKEN = "test-token-0123456789"
 
 
 def start_service(root: Path, **config: Any) -> RunningServer:
     """
-    A ClusoService on C{root} with C{config}, started in this process and
-    listening on a free loopback port; the caller stops it.
+    L{cluso_router.testing.start_server}: the caller stops it.
     """
-    from twisted.internet import reactor
-
-    service = ClusoService(
-        ServerConfig(root=str(root), listen="tcp:0:interface=127.0.0.1", **config),
-        reactor=reactor,
-    )
-    service.startService()
-    port = service.port
-    assert port is not None
-    return RunningServer(service, f"http://127.0.0.1:{port.getHost().port}/")
+    return start_server(root, **config)
 
 
 async def serve(tmp_path: Path, **config: Any) -> Any:
@@ -81,20 +44,6 @@ async def serve(tmp_path: Path, **config: Any) -> Any:
     running = start_service(root, **config)
     yield running
     await running.service.stopService()
-
-
-async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """
-    Wait on the running reactor until C{condition()} holds; fail after
-    C{timeout} seconds.
-    """
-    from twisted.internet import reactor
-    from twisted.internet.task import deferLater
-
-    deadline = reactor.seconds() + timeout  # type: ignore[attr-defined]
-    while not condition():
-        assert reactor.seconds() < deadline, "condition not met in time"  # type: ignore[attr-defined]
-        await deferLater(reactor, 0.02, lambda: None)
 
 
 def python_tool(name: str) -> str:

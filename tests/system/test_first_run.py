@@ -26,7 +26,7 @@ from support.servers import ChildServer, start_child_server, stop_child_server
 from cluso_router import __version__
 
 REPO = Path(__file__).resolve().parents[2]
-SIGN_IN = re.compile(r"(http://\S+/)\?token=([A-Za-z0-9._~+/=-]+)")
+SIGN_IN = re.compile(r"(http://\S+/)#token=([A-Za-z0-9._~+/=-]+)")
 
 
 def run(*argv: str | Path, **kwargs: Any) -> subprocess.CompletedProcess[str]:

@@ -1,23 +1,27 @@
 """
 A third-party event source, installed the documented way: the example
 package in docs/plugins.md is built and installed with pip into a temporary
-directory put on PYTHONPATH, next to a dropin that fails to import and one
-whose source fails to start; the real C{twistd cluso} then lists, runs and
-survives them.
+directory put on PYTHONPATH, next to a dropin that fails to import, one
+whose source fails to start, one whose source fails to stop, and one that
+declares an option name the example already uses. The real server then
+lists, runs and survives them, and the documented tests of the example pass
+with pytest and with trial.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
-from support.servers import list_sources, start_twistd, stop_child_server
+from support.servers import list_sources, python_tool, start_twistd, stop_child_server
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
@@ -27,28 +31,57 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
 
 BROKEN_DROPIN = "import cluso_no_such_module  # noqa\n"
 
-FAILING_DROPIN = """
-from twisted.plugin import IPlugin
-from zope.interface import implementer
+MISBEHAVING_DROPIN = """
+from twisted.internet import defer
+from twisted.python import usage
 
-from cluso_router.interfaces import IEventSourceFactory
+from cluso_router.sources import SourceOptions, SourcePlugin, SourceService
 
 
-@implementer(IPlugin, IEventSourceFactory)
-class Failing:
-    name = "failing"
-    description = "Always fails to start."
-    options = []
-
-    def applies_to(self, root):
-        return False
-
-    def make_source(self, context):
+class FailsToStart(SourceService):
+    async def startSource(self):
+        await defer.succeed(None)
         raise RuntimeError("this source cannot start")
 
 
-failing = Failing()
+class FailsToStop(SourceService):
+    def stopSource(self):
+        raise RuntimeError("this source cannot stop")
+
+
+class Intruding(SourceOptions):
+    optParameters = [["period", None, 1.0, "Also beats.", float]]
+    aliases = {"heartbeat-interval": "period"}
+
+
+failing = SourcePlugin(
+    name="failing",
+    description="Always fails to start.",
+    service="cluso_plugins.cluso_misbehaving.FailsToStart",
+    applies=lambda root: False,
+)
+stubborn = SourcePlugin(
+    name="stubborn",
+    description="Always fails to stop.",
+    service="cluso_plugins.cluso_misbehaving.FailsToStop",
+    applies=lambda root: False,
+)
+intruder = SourcePlugin(
+    name="intruder",
+    description="Claims the heartbeat's option name.",
+    service="cluso_plugins.cluso_misbehaving.FailsToStop",
+    options=Intruding,
+    applies=lambda root: False,
+)
 """
+
+EXPECTED_FILES = {
+    "cluso_heartbeat/__init__.py",
+    "cluso_plugins/cluso_heartbeat_plugin.py",
+    "pyproject.toml",
+    "tests/test_heartbeat.py",
+    "tests/test_heartbeat_trial.py",
+}
 
 
 def documented_files() -> dict[str, str]:
@@ -60,23 +93,26 @@ def documented_files() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
-    The documented example package, pip-installed into a directory of its
-    own, plus two misbehaving dropins beside its dropin.
+    The documented example package, as its author would have it.
     """
     files = documented_files()
-    assert set(files) == {
-        "cluso_heartbeat/__init__.py",
-        "cluso_plugins/cluso_heartbeat_plugin.py",
-        "pyproject.toml",
-    }
-    base = tmp_path_factory.mktemp("plugin")
-    package = base / "cluso-heartbeat"
+    assert set(files) == EXPECTED_FILES
+    package = tmp_path_factory.mktemp("plugin") / "cluso-heartbeat"
     for path, text in files.items():
         (package / path).parent.mkdir(parents=True, exist_ok=True)
         (package / path).write_text(text)
-    target = base / "site"
+    return package
+
+
+@pytest.fixture(scope="module")
+def site(package: Path) -> Path:
+    """
+    The example package pip-installed the documented way into a directory
+    of its own, plus the misbehaving dropins beside its dropin.
+    """
+    target = package.parent / "site"
     subprocess.run(
         [
             sys.executable,
@@ -99,17 +135,18 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert (dropins / "cluso_heartbeat_plugin.py").exists()
     assert not (dropins / "__init__.py").exists()
     (dropins / "cluso_broken.py").write_text(BROKEN_DROPIN)
-    (dropins / "cluso_failing.py").write_text(FAILING_DROPIN)
+    (dropins / "cluso_misbehaving.py").write_text(MISBEHAVING_DROPIN)
     return target
 
 
-def test_list_sources_shows_the_installed_plugin_and_the_broken_one(
+def test_list_sources_and_help_show_the_plugin_and_its_options(
     site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """
-    twistd cluso --list-sources lists the installed heartbeat source (off
-    by default, with its options) beside the built-in ones, and reports the
-    dropin that failed to import with its error.
+    --list-sources lists the installed heartbeat source (off by default)
+    with its options under its prefix, exactly as docs/plugins.md shows
+    them, reports the dropin that failed to import in one line and the
+    clashing option name; --help offers the prefixed options.
     """
     monkeypatch.setenv("PYTHONPATH", str(site))
     out = list_sources(tmp_path)
@@ -121,26 +158,59 @@ def test_list_sources_shows_the_installed_plugin_and_the_broken_one(
         if line.startswith("  ") and line.split()[1] in ("on", "off")
     }
     assert names["heartbeat"] == "off"
-    assert names["failing"] == "off"
     assert names["files"] == "on"
-    assert any("--heartbeat-interval=5.0" in line for line in lines)
-    assert any(line.strip().startswith("--heartbeat-verbose  Log every beat.") for line in lines)
+    documented = re.search(r"\$ cluso --list-sources\n(.*?)```", DOCS.read_text(), re.S)
+    assert documented is not None
+    shown = [" ".join(line.split()) for line in lines]
+    for line in documented.group(1).splitlines():
+        if "heartbeat" in line or "--files-watch-delay" in line:
+            assert " ".join(line.split()) in shown, line
     problems = lines[lines.index("Problems:") + 1 :]
-    assert any(
-        "cluso_broken.py" in p and "ModuleNotFoundError" in p and "cluso_no_such_module" in p
-        for p in problems
-    ), problems
+    broken = [p for p in problems if "cluso_broken.py" in p]
+    assert len(broken) == 1
+    assert "ModuleNotFoundError" in broken[0]
+    assert "cluso_no_such_module" in broken[0]
+    assert any("--heartbeat-interval is declared by heartbeat, intruder" in p for p in problems)
+    assert "Traceback" not in out.stdout + out.stderr
+    assert "Unhandled Error" not in out.stdout + out.stderr
+
+    help_text = subprocess.run(
+        [python_tool("cluso"), "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
+    assert "--heartbeat-interval=" in help_text
+    assert "--heartbeat-verbose" in help_text
 
 
-@pytest_twisted.ensureDeferred
-async def test_installed_plugin_runs_beside_a_failing_one(
+def test_two_plugins_with_one_option_name_cannot_start_together(
     site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """
-    twistd cluso --sources files,heartbeat,failing runs the installed source
-    with its options (events on its channel, its procedure answering, file
-    changes reaching it through the ledger's observer hook), while the
-    failing source is logged and left out.
+    Running the heartbeat with the plugin that also declares
+    --heartbeat-interval fails at start with one line naming both.
+    """
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    result = subprocess.run(
+        [python_tool("cluso"), "--root", str(tmp_path), "--sources", "heartbeat,intruder"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--heartbeat-interval is declared by source heartbeat and source intruder" in (
+        result.stderr
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_installed_plugin_runs_beside_failing_ones(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The server runs the installed source with its options (events on its
+    channel, its procedure and route answering, file changes reaching it
+    through the ledger's observer hook). A source failing to start is
+    logged once and named by /api/health; one failing to stop is logged
+    once at shutdown; the server runs on.
     """
     root = tmp_path / "root"
     root.mkdir()
@@ -148,7 +218,7 @@ async def test_installed_plugin_runs_beside_a_failing_one(
     child = start_twistd(
         root,
         "--sources",
-        "files,heartbeat,failing",
+        "files,heartbeat,failing,stubborn",
         "--heartbeat-interval",
         "0.2",
         "--heartbeat-verbose",
@@ -162,6 +232,8 @@ async def test_installed_plugin_runs_beside_a_failing_one(
         assert beat["channel"] == "heartbeat"
         assert beat["data"]["interval"] == 0.2
         assert beat["data"]["beats"] >= 1
+        refused = await client.request({"type": "send", "channel": "heartbeat", "data": 1, "id": 2})
+        assert refused["code"] == "forbidden_channel"
 
         status: Any = None
         deadline = time.monotonic() + 20
@@ -179,11 +251,46 @@ async def test_installed_plugin_runs_beside_a_failing_one(
         assert status is not None
         assert status["changes"]
         assert all(re.fullmatch(r"add probe-\d+\.txt", c) for c in status["changes"])
+        with urllib.request.urlopen(child.url + "api/heartbeat", timeout=10) as response:
+            assert json.load(response)["data"]["interval"] == 0.2
+        health = child.health()
+        assert health["status"] == "degraded"
+        assert health["problems"] == {
+            "source failing": "failed to start: RuntimeError: this source cannot start"
+        }
         await client.close()
     finally:
         stop_child_server(child)
     log = "".join(child.log) + (child.process.stdout.read() if child.process.stdout else "")
-    assert "Event source failing failed to start; the server runs without it" in log
-    assert "this source cannot start" in log
+    assert log.count("Event source failing failed to start") == 1
+    assert log.count("RuntimeError: this source cannot start") == 1
+    assert log.count("Event source stubborn failed to stop cleanly") == 1
     assert "Event source heartbeat started" in log
     assert "Beat 1" in log
+
+
+def test_the_documented_tests_pass_with_pytest_and_trial(
+    site: Path, package: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    The example's own tests, as docs/plugins.md shows them, pass against
+    the installed plugin: the pytest one and the trial one.
+    """
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    pytest_run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_heartbeat.py"],
+        cwd=package,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert pytest_run.returncode == 0, pytest_run.stdout + pytest_run.stderr
+    trial_run = subprocess.run(
+        [sys.executable, "-m", "twisted.trial", "test_heartbeat_trial"],
+        cwd=package / "tests",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert trial_run.returncode == 0, trial_run.stdout + trial_run.stderr
+    assert "PASSED" in trial_run.stdout
