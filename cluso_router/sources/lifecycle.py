@@ -111,11 +111,15 @@ class SourcesService(MultiService):
         self._contexts: dict[str, SourceContext] = {}
         self._names: dict[IService, str] = {}
         self._router: Any = None
+        self._stop_failures: set[str] = set()
 
     def startService(self) -> None:
         Service.startService(self)
         base = self._context()
         self._router = base.router
+        for name in self._stop_failures:
+            self._router.problems.pop(f"source {name}", None)
+        self._stop_failures.clear()
         discovery = self._discover()
         for problem in discovery.problems:
             self.log.warn("Event sources: {problem}", problem=problem)
@@ -215,7 +219,16 @@ class SourcesService(MultiService):
         return DeferredList(stops).addCallback(lambda _: self._reset())
 
     def _stop_failed(self, failure: Failure, name: str) -> None:
+        """
+        Log a failed stop once and report it until the sources start again
+        (an application that stops the sources and keeps serving shows it
+        in C{/api/health}).
+        """
         self.log.failure("Event source {source} failed to stop cleanly", failure, source=name)
+        self._stop_failures.add(name)
+        if self._router is not None:
+            reason = f"{type(failure.value).__name__}: {failure.getErrorMessage()}"
+            self._router.problems[f"source {name}"] = f"failed to stop: {reason}"
 
     def _forget(self, _: object, name: str, service: IService) -> None:
         context = self._contexts.pop(name, None)
@@ -225,7 +238,7 @@ class SourcesService(MultiService):
 
     def _reset(self) -> None:
         if self._router is not None:
-            for name in self.failed:
+            for name in set(self.failed) - self._stop_failures:
                 self._router.problems.pop(f"source {name}", None)
         self.started.clear()
         self.starting.clear()
