@@ -35,10 +35,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from cluso_router._json import dumps, loads
 from cluso_router._time import iso_timestamp
+from cluso_router.backplane.envelope import envelope, event_of
 from cluso_router.interfaces import IBackplane
-from cluso_router.router.event import DeliveryReport, Event, InvalidEvent, encode_data
+from cluso_router.router.event import (
+    DeliveryReport,
+    Event,
+    Extras,
+    InvalidEvent,
+    encode_data,
+    new_publication_id,
+)
 from cluso_router.router.history import DEFAULT_HISTORY_SIZE, Position, Recovery
 from cluso_router.router.router import Router
 
@@ -356,8 +363,7 @@ class RedisBackplane(Service):
             return
         epoch, _, body = payload.partition(" ")
         try:
-            envelope = loads(body)
-            event = Event(envelope["c"], envelope["d"], envelope["t"], int(head))
+            event = event_of(body, int(head))
         except (ValueError, KeyError, TypeError):
             self.log.error(
                 "Unreadable message on the backplane: {message!r}", message=message[:200]
@@ -382,13 +388,15 @@ class RedisBackplane(Service):
 
     # IBackplane
 
-    def publish(self, channel: str, data: Any) -> Deferred[DeliveryReport]:
+    def publish(
+        self, channel: str, data: Any, extras: Extras | None = None
+    ) -> Deferred[DeliveryReport]:
         """
         Number and store the event in Redis and send it to every node; the
         report's C{delivered} counts the nodes it went to.
         """
         try:
-            encoded = encode_data(channel, data)
+            encoded = encode_data(channel, data, binary=extras is not None)
         except InvalidEvent:
             return fail()
         command = self._command
@@ -397,21 +405,18 @@ class RedisBackplane(Service):
             return fail(
                 BackplaneUnavailable("Redis cannot be reached; the event was not published")
             )
-        body = (
-            b'{"c":'
-            + dumps(channel)
-            + b',"t":'
-            + dumps(iso_timestamp(self._wallclock()))
-            + b',"d":'
-            + encoded
-            + b"}"
+        publication = new_publication_id()
+        body = envelope(
+            channel, iso_timestamp(self._wallclock()), encoded, publication, extras
         ).decode("utf-8")
         d: Deferred[Any] = command.eval(
             _PUBLISH,
             [self._meta_key(channel), self._stream_key(channel)],
             [body, secrets.token_hex(6), self.history_size, self.ttl, self.events_channel],
         )
-        return d.addCallbacks(lambda reply: DeliveryReport(int(reply[2]), 0), self._publish_failed)
+        return d.addCallbacks(
+            lambda reply: DeliveryReport(int(reply[2]), 0, publication), self._publish_failed
+        )
 
     def _publish_failed(self, failure: Failure) -> Failure:
         self.publish_failures += 1
@@ -480,8 +485,7 @@ class RedisBackplane(Service):
     def _entry_event(channel: str, entry: list[Any]) -> Event:
         entry_id, fields = entry
         values = dict(zip(fields[::2], fields[1::2], strict=True))
-        envelope = loads(values["p"])
-        return Event(channel, envelope["d"], envelope["t"], int(entry_id.partition("-")[2]))
+        return event_of(values["p"], int(entry_id.partition("-")[2]))
 
     def _meta_key(self, channel: str) -> str:
         return f"{self.prefix}ch:{{{channel}}}"

@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from twisted.internet.interfaces import IReactorTime
 
-from cluso_router.router.event import Event
+from cluso_router.router.event import Event, Extras
 
 DEFAULT_HISTORY_SIZE: Final = 1000
 DEFAULT_HISTORY_SECONDS: Final = 300.0
@@ -85,7 +85,13 @@ class MemoryHistory:
         return channel
 
     def record(
-        self, channel_name: str, data: Any, timestamp: str, encoded: bytes | None = None
+        self,
+        channel_name: str,
+        data: Any,
+        timestamp: str,
+        encoded: bytes | None = None,
+        publication: int = 0,
+        extras: Extras | None = None,
     ) -> Event:
         """
         Give the next C{seq} of C{channel_name} to a new event and keep it.
@@ -93,7 +99,7 @@ class MemoryHistory:
         channel = self._channel(channel_name)
         self._channels.move_to_end(channel_name)
         channel.seq += 1
-        event = Event(channel_name, data, timestamp, channel.seq, encoded)
+        event = Event(channel_name, data, timestamp, channel.seq, encoded, publication, extras)
         if self.size:
             now = self._clock.seconds()
             channel.events.append((now, event))

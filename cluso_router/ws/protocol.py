@@ -196,12 +196,14 @@ class ClusoWebSocketFactory(WebSocketServerFactory):
     ) -> None:
         super().__init__(server=f"cluso-router/{__version__}")
         limits = limits if limits is not None else Limits()
+        realm = WampRealm(wamp_realm)
+        router.audience = realm
         self.context = ConnectionContext(
             router,
             publisher if publisher is not None else router,
             limits,
             policy,
-            WampRealm(wamp_realm),
+            realm,
         )
         self.setProtocolOptions(
             maxMessagePayloadSize=limits.max_message_bytes,

@@ -569,3 +569,109 @@ async def test_cancel_answers_at_once(server: Any) -> None:
 
     assert canceled[:5] == [8, 48, 1, {}, "wamp.error.canceled"]
     assert following[:2] == [50, 2]
+
+
+#: The four shapes of a WAMP payload (positional, keyword arguments) and the
+#: JSON dialect's value for each.
+SHAPES = [
+    (({"file": "a.py"},), {}, {"file": "a.py"}),
+    ((1, "x"), {}, {"args": [1, "x"], "kwargs": {}}),
+    ((), {"k": "v"}, {"args": [], "kwargs": {"k": "v"}}),
+    ((1, 2), {"k": "v"}, {"args": [1, 2], "kwargs": {"k": "v"}}),
+]
+
+
+@pytest_twisted.ensureDeferred
+async def test_payload_shapes_through_pubsub(server: Any, join: Join) -> None:
+    """
+    Each payload shape a WAMP publisher gives reaches a WAMP subscriber
+    unchanged and a JSON-dialect subscriber as its mapped value; each
+    mapped value a JSON-dialect client sends reaches the WAMP subscriber as
+    the shape it stands for.
+    """
+    publisher = await join(server.ws_url)
+    subscriber = await join(server.ws_url)
+    json_client = await subscribe_json(server.ws_url, "shapes")
+    events: DeferredQueue[tuple[Any, Any]] = DeferredQueue()
+    await subscriber.session.subscribe(lambda *a, **k: events.put((a, k)), "shapes")
+
+    from_wamp, to_json = [], []
+    for args, kwargs, _ in SHAPES:
+        await publisher.session.publish(
+            "shapes", *args, options=PublishOptions(acknowledge=True), **kwargs
+        )
+        from_wamp.append(await within(events.get()))
+        to_json.append((await json_client.next_message())["data"])
+    from_json = []
+    for _, _, data in SHAPES:
+        json_client.send_json({"type": "send", "channel": "shapes", "data": data})
+        from_json.append(await within(events.get()))
+
+    shapes = [(args, kwargs) for args, kwargs, _ in SHAPES]
+    assert from_wamp == shapes
+    assert to_json == [data for _, _, data in SHAPES]
+    assert from_json == shapes
+
+
+@pytest_twisted.ensureDeferred
+async def test_payload_shapes_through_rpc(server: Any, join: Join) -> None:
+    """
+    Each payload shape passes unchanged from a WAMP caller to a WAMP callee
+    and back; a JSON-dialect client invoking the callee with a mapped value
+    calls it with the shape it stands for and gets the callee's shape back
+    as its mapped value; a router procedure called by a WAMP caller gets
+    the mapped value and its result comes back as the shape it stands for.
+    """
+    from autobahn.wamp.types import CallResult
+
+    callee = await join(server.ws_url)
+    caller = await join(server.ws_url)
+    seen: list[tuple[Any, Any]] = []
+
+    def echo(*args: Any, **kwargs: Any) -> Any:
+        seen.append((args, kwargs))
+        return CallResult(*args, **kwargs)
+
+    await callee.session.register(echo, "shapes.echo")
+    server.service.router.register("shapes.data", lambda data: data)
+    json_client = await connect_client(server.ws_url)
+    await json_client.next_message()
+
+    def shape(result: Any) -> tuple[Any, Any]:
+        if isinstance(result, CallResult):
+            return tuple(result.results), result.kwresults
+        return (result,), {}
+
+    wamp_results, json_results, router_results = [], [], []
+    for request, (args, kwargs, data) in enumerate(SHAPES):
+        wamp_results.append(shape(await caller.session.call("shapes.echo", *args, **kwargs)))
+        reply = await json_client.request(
+            {"type": "invoke", "id": request, "channel": "shapes.echo", "data": data}
+        )
+        json_results.append(reply["data"])
+        router_results.append(shape(await caller.session.call("shapes.data", *args, **kwargs)))
+
+    shapes = [(args, kwargs) for args, kwargs, _ in SHAPES]
+    assert wamp_results == shapes
+    assert seen == [shape for pair in zip(shapes, shapes, strict=True) for shape in pair]
+    assert json_results == [data for _, _, data in SHAPES]
+    assert router_results == shapes
+
+
+@pytest_twisted.ensureDeferred
+async def test_operations_take_positional_and_keyword_arguments(server: Any, join: Join) -> None:
+    """
+    A files operation called over WAMP takes its parameters as one object,
+    as positional arguments, as keyword arguments or both mixed.
+    """
+    root = Path(server.service.config.root)
+    (root / "a.txt").write_text("one")
+    client = await join(server.ws_url)
+
+    as_object = await client.session.call("files.writeFile", {"path": "b.txt", "content": "x"})
+    positional = await client.session.call("files.writeFile", "c.txt", "y")
+    keywords = await client.session.call("files.writeFile", path="d.txt", content="z")
+    mixed = await client.session.call("files.writeFile", "e.txt", content="w")
+
+    assert all(result is not None for result in (as_object, positional, keywords, mixed))
+    assert [(root / f"{n}.txt").read_text() for n in "bcde"] == ["x", "y", "z", "w"]

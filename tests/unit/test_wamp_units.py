@@ -16,27 +16,7 @@ from cluso_router.router.procedures import ProcedureRegistry
 from cluso_router.router.router import Router
 from cluso_router.testing import FakeSession, decode_text_frame
 from cluso_router.ws.wamp import WAMP_ENCODER
-from cluso_router.ws.wamp.codec import InvalidMessage, error_code, error_uri, parse, value_of
-
-
-@pytest.mark.parametrize(
-    ("args", "kwargs", "value"),
-    [
-        (None, None, None),
-        ([], {}, None),
-        ([5], None, 5),
-        ([None], None, None),
-        ([1, 2], None, [1, 2]),
-        (None, {"a": 1}, {"a": 1}),
-        ([1], {"a": 1}, {"args": [1], "kwargs": {"a": 1}}),
-    ],
-)
-def test_value_of_payload(args: Any, kwargs: Any, value: Any) -> None:
-    """
-    A WAMP payload becomes one value: the only argument, a list of several,
-    the keyword arguments, null, or both spelled out.
-    """
-    assert value_of(args, kwargs) == value
+from cluso_router.ws.wamp.codec import InvalidMessage, error_code, error_uri, parse
 
 
 def test_error_uris_and_codes() -> None:

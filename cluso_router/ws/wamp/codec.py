@@ -1,15 +1,12 @@
 """
 WAMP messages on the wire: frames in and out with Autobahn's own message
-classes and JSON serializer, events encoded once per subscription, and the
-mapping between WAMP payloads (C{args}, C{kwargs}) and the one JSON value
-events and procedures carry in the router.
+classes and JSON serializer, and events encoded once per subscription.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import txaio
@@ -20,6 +17,7 @@ from zope.interface import implementer
 from cluso_router._json import JSONError, loads
 from cluso_router.interfaces import IFrameEncoder
 from cluso_router.router.event import Event
+from cluso_router.router.payload import arguments_of
 from cluso_router.router.subscriptions import Subscription
 from cluso_router.ws.json.codec import text_frame
 
@@ -141,21 +139,6 @@ def encode(msg: Any) -> bytes:
     return text_frame(payload)
 
 
-def value_of(args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None) -> Any:
-    """
-    The one value the router carries for a WAMP payload: the only
-    positional argument; a list of several; the keyword arguments as an
-    object; C{null} for none; C{{"args": [...], "kwargs": {...}}} for both.
-    """
-    if kwargs:
-        return {"args": list(args), "kwargs": dict(kwargs)} if args else dict(kwargs)
-    if not args:
-        return None
-    if len(args) == 1:
-        return args[0]
-    return list(args)
-
-
 def error_uri(code: str) -> str:
     """
     The WAMP error URI for a router error code.
@@ -182,28 +165,26 @@ class WampEventEncoder:
 
     The router encodes each event once per subscription and shares the
     frame among that subscription's sessions. All frames of one event carry
-    the same publication id, which lets a client that holds several
-    matching subscriptions tell it is one event.
+    its publication id, which lets a client that holds several matching
+    subscriptions tell it is one event. A WAMP publisher's arguments go out
+    as it gave them; any other event's data as
+    L{cluso_router.router.payload.arguments_of} makes it.
     """
 
     per_subscription = True
 
-    def __init__(self) -> None:
-        self._event: Event | None = None
-        self._publication = 0
-
-    def publication(self, event: Event) -> int:
-        if event is not self._event:
-            self._event = event
-            self._publication = random_id()
-        return self._publication
-
     def encode_event(self, event: Event, subscription: Subscription) -> bytes:
+        extras = event.extras
+        if extras is not None and extras.args is not None:
+            args, kwargs = extras.args, extras.kwargs
+        else:
+            args, kwargs = arguments_of(event.data)
         return encode(
             message.Event(
                 subscription.id,
-                self.publication(event),
-                args=[event.data],
+                event.publication,
+                args=args,
+                kwargs=kwargs,
                 topic=event.channel if subscription.match != "exact" else None,
             )
         )

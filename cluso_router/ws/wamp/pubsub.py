@@ -6,7 +6,7 @@ PUBLISH on the router's channels, which are WAMP topics of the same name.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from autobahn.wamp import message
@@ -14,12 +14,12 @@ from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cluso_router.interfaces import IPublisher, ISession
-from cluso_router.router.event import InvalidEvent
+from cluso_router.interfaces import IPublisher
+from cluso_router.router.event import Audience, Extras, InvalidEvent
+from cluso_router.router.payload import data_of
 from cluso_router.router.router import Router
 from cluso_router.router.subscriptions import Match
 from cluso_router.ws.json.codec import ProtocolError, check_channel
-from cluso_router.ws.wamp.codec import random_id, value_of
 from cluso_router.ws.wamp.realm import WampRealm, WampSession
 
 Send = Callable[[Any], None]
@@ -126,15 +126,12 @@ class SessionPubSub:
                 msg, "wamp.error.invalid_argument", "transparent payloads are not supported"
             )
             return
-        data = value_of(msg.args, msg.kwargs)
-        exclude, eligible = self._receivers(msg)
-        if (exclude or eligible is not None) and self._publisher is self._router:
-            d = maybeDeferred(self._router.publish, topic, data, exclude, eligible)
-        else:
-            d = maybeDeferred(self._publisher.publish, topic, data)
+        args = list(msg.args or ())
+        extras = Extras(args=args, kwargs=msg.kwargs or None, audience=self._audience(msg))
+        d = maybeDeferred(self._publisher.publish, topic, data_of(args, msg.kwargs), extras)
         if msg.acknowledge:
             d.addCallbacks(
-                lambda _: self._send(message.Published(msg.request, random_id())),
+                lambda report: self._send(message.Published(msg.request, report.publication)),
                 self._publish_failed,
                 errbackArgs=(msg,),
             )
@@ -157,32 +154,26 @@ class SessionPubSub:
         )
         self._refuse(msg, "cluso.error.publish_failed", "the event could not be published")
 
-    def _receivers(self, msg: message.Publish) -> tuple[set[ISession], set[ISession] | None]:
+    def _audience(self, msg: message.Publish) -> Audience | None:
         """
-        The sessions this publication's exclusion and eligibility options
-        (by WAMP session id, authid or authrole) leave out, and those it is
-        limited to (C{None}: no limit).
+        Whom the publication is for: its exclusion and eligibility options
+        (by WAMP session id, authid or authrole), and the publisher itself
+        unless it asked for its own events (C{exclude_me} false); C{None}
+        when that is everyone.
         """
-        everyone = self._realm.sessions.values()
-        by_id: Mapping[int, ISession] = self._realm.sessions
-        excluded: set[ISession] = set()
+        exclude = set(msg.exclude or ())
         if msg.exclude_me is not False and self._subscriptions:
-            excluded.add(self._session)
-        excluded.update(by_id[i] for i in msg.exclude or () if i in by_id)
-        excluded.update(_having(everyone, "authid", msg.exclude_authid) or ())
-        excluded.update(_having(everyone, "authrole", msg.exclude_authrole) or ())
-        by_session_id: set[ISession] | None = (
-            None if msg.eligible is None else {by_id[i] for i in msg.eligible if i in by_id}
+            assert self._session.wamp_id is not None
+            exclude.add(self._session.wamp_id)
+        audience = Audience(
+            frozenset(exclude),
+            frozenset(msg.exclude_authid or ()),
+            frozenset(msg.exclude_authrole or ()),
+            None if msg.eligible is None else frozenset(msg.eligible),
+            None if msg.eligible_authid is None else frozenset(msg.eligible_authid),
+            None if msg.eligible_authrole is None else frozenset(msg.eligible_authrole),
         )
-        eligible: set[ISession] | None = None
-        for allowed in (
-            by_session_id,
-            _having(everyone, "authid", msg.eligible_authid),
-            _having(everyone, "authrole", msg.eligible_authrole),
-        ):
-            if allowed is not None:
-                eligible = allowed if eligible is None else eligible & allowed
-        return excluded, eligible
+        return None if audience == _EVERYONE else audience
 
     def leave(self) -> None:
         for topic, match in self._subscriptions.values():
@@ -190,14 +181,4 @@ class SessionPubSub:
         self._subscriptions.clear()
 
 
-def _having(
-    sessions: Iterable[WampSession], attribute: str, values: Collection[str] | None
-) -> set[ISession] | None:
-    """
-    The sessions whose C{attribute} is one of C{values}; C{None} when no
-    values were given.
-    """
-    if values is None:
-        return None
-    wanted = set(values)
-    return {s for s in sessions if getattr(s, attribute) in wanted}
+_EVERYONE = Audience()

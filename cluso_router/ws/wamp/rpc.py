@@ -17,9 +17,10 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from cluso_router.router.payload import arguments_of, data_of
 from cluso_router.router.procedures import ProcedureError
 from cluso_router.router.router import Router
-from cluso_router.ws.wamp.codec import error_code, error_uri, value_of
+from cluso_router.ws.wamp.codec import error_code, error_uri
 from cluso_router.ws.wamp.realm import WampRealm, WampSession
 
 Send = Callable[[Any], None]
@@ -64,16 +65,16 @@ class Registration:
 
     def procedure(self, data: Any, *, progress: Callable[[Any], None] | None = None) -> Any:
         """
-        The router procedure: C{data} is the callee's one argument, and the
-        YIELD's payload comes back as one value (L{value_of}).
+        The router procedure: C{data} and the YIELD's payload cross between
+        the JSON dialect and WAMP as L{cluso_router.router.payload} says.
         """
 
         def forward(args: Args, kwargs: Kwargs) -> None:
             assert progress is not None
-            progress(value_of(args, kwargs))
+            progress(data_of(args, kwargs))
 
-        d = self.invoke([data], None, forward if progress is not None else None)
-        return d.addCallback(lambda answer: value_of(*answer))
+        d = self.invoke(*arguments_of(data), forward if progress is not None else None)
+        return d.addCallback(lambda answer: data_of(*answer))
 
 
 @dataclass
@@ -204,7 +205,8 @@ class SessionRPC:
         """
         Call a procedure registered by another WAMP client (its arguments
         passed through unchanged) or any other router procedure (called
-        with the payload's one value, L{value_of}).
+        with the payload's JSON value, L{data_of}, and answering with
+        L{arguments_of} its result).
         """
         request = msg.request
         if msg.payload is not None:
@@ -230,9 +232,9 @@ class SessionRPC:
         else:
             d = self._router.call(
                 msg.procedure,
-                value_of(msg.args, msg.kwargs),
+                data_of(msg.args, msg.kwargs),
                 None if progress is None else _one_value(progress),
-            ).addCallback(lambda value: ([value], None))
+            ).addCallback(arguments_of)
         d.addCallbacks(
             self._answered,
             self._failed,
@@ -313,4 +315,4 @@ def _one_value(progress: Progress) -> Callable[[Any], None]:
     """
     A router-level progress callable (one value) feeding C{progress}.
     """
-    return lambda value: progress([value], None)
+    return lambda value: progress(*arguments_of(value))
