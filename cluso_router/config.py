@@ -59,6 +59,8 @@ class ServerConfig:
     redis: str | None = None
     #: Prefix of every Redis key and pub/sub channel of this deployment.
     redis_prefix: str = DEFAULT_PREFIX
+    #: Endpoint of the WAMP RawSocket transport; C{None} serves none.
+    listen_rawsocket: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", os.path.realpath(self.root))
@@ -73,12 +75,13 @@ class ServerConfig:
         if self.auth not in ("token", "none"):
             raise ValueError(f"auth must be 'token' or 'none', not {self.auth!r}")
         if self.auth == "none":
-            if endpoint_is_loopback(self.listen) is False:
-                raise ValueError(
-                    f"--auth none is refused on {self.listen}, which other machines can "
-                    "reach; listen on a loopback address (tcp:PORT:interface=127.0.0.1) "
-                    "or use a token"
-                )
+            for endpoint in filter(None, (self.listen, self.listen_rawsocket)):
+                if endpoint_is_loopback(endpoint) is False:
+                    raise ValueError(
+                        f"--auth none is refused on {endpoint}, which other machines can "
+                        "reach; listen on a loopback address (tcp:PORT:interface=127.0.0.1) "
+                        "or use a token"
+                    )
             object.__setattr__(self, "token", None)
         elif self.token is None:
             object.__setattr__(self, "token", generate_token())

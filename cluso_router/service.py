@@ -37,6 +37,8 @@ from cluso_router.web.static import mount_static
 from cluso_router.workspace.api import WorkspaceApi, install_workspace_api
 from cluso_router.workspace.git import GitEventType, git_event
 from cluso_router.workspace.ledger import FileChangeLedger, FileEvent, file_changed
+from cluso_router.ws.wamp import WampRealm
+from cluso_router.ws.wamp.rawsocket import RawSocketFactory
 
 __all__ = ["DEFAULT_LISTEN", "ClusoService", "EventBroadcaster", "ServerConfig"]
 
@@ -87,16 +89,22 @@ class AnnouncingEndpoint:
 
     With C{loopback_only}, a port reachable from other machines is closed
     again and the listen fails: C{--auth none} must not serve the network.
+    C{what}, for an endpoint that is not the web site, names what listens.
     """
 
     log = Logger()
 
     def __init__(
-        self, endpoint: IStreamServerEndpoint, loopback_only: bool, token: str | None
+        self,
+        endpoint: IStreamServerEndpoint,
+        loopback_only: bool,
+        token: str | None,
+        what: str | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._loopback_only = loopback_only
         self._token = token
+        self._what = what
         self.port: IListeningPort | None = None
 
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
@@ -116,6 +124,14 @@ class AnnouncingEndpoint:
             host = "localhost"
         elif ":" in host:
             host = f"[{host}]"
+        if self._what is not None:
+            self.log.info(
+                "cluso-router {what} listening on {host}:{port}",
+                what=self._what,
+                host=host,
+                port=getattr(address, "port", ""),
+            )
+            return port
         url = f"http://{host}:{getattr(address, 'port', '')}/"
         self.log.info(
             "cluso-router listening on {url} (WebSocket {ws_url})",
@@ -130,7 +146,11 @@ class AnnouncingEndpoint:
 
 
 def listening_service(
-    reactor: Any, description: str, factory: IProtocolFactory, token: str | None
+    reactor: Any,
+    description: str,
+    factory: IProtocolFactory,
+    token: str | None,
+    name: str = "web",
 ) -> tuple[StreamServerEndpointService, AnnouncingEndpoint]:
     """
     A service listening on endpoint C{description} with C{factory}; failing
@@ -138,11 +158,14 @@ def listening_service(
     server does not start half-way.
     """
     endpoint = AnnouncingEndpoint(
-        serverFromString(reactor, description), loopback_only=token is None, token=token
+        serverFromString(reactor, description),
+        loopback_only=token is None,
+        token=token if name == "web" else None,
+        what="WAMP RawSocket" if name == "rawsocket" else None,
     )
     service = StreamServerEndpointService(endpoint, factory)
     service._raiseSynchronously = True
-    service.setName("web")
+    service.setName(name)
     return service, endpoint
 
 
@@ -172,8 +195,13 @@ class ClusoService(MultiService):
             config.allowed_hosts,
             refusals=self.router.refusals,
         )
+        self.realm = WampRealm()
         self.root_resource = build_root(
-            self.router, self.backplane, limits=config.limits, policy=self.policy
+            self.router,
+            self.backplane,
+            limits=config.limits,
+            policy=self.policy,
+            realm=self.realm,
         )
         registry = metrics_registry(self.router, self.sweeper)
         registry.register(BackplaneCollector(self.backplane))
@@ -195,12 +223,26 @@ class ClusoService(MultiService):
         )
         self.site.timeOut = config.limits.handshake_timeout
         self.web, self.endpoint = listening_service(reactor, config.listen, self.site, config.token)
+        self.rawsocket: StreamServerEndpointService | None = None
+        self.rawsocket_endpoint: AnnouncingEndpoint | None = None
+        if config.listen_rawsocket is not None:
+            self.rawsocket, self.rawsocket_endpoint = listening_service(
+                reactor,
+                config.listen_rawsocket,
+                RawSocketFactory(
+                    self.router, self.realm, self.backplane, config.limits, self.policy
+                ),
+                config.token,
+                name="rawsocket",
+            )
         self.sources = SourcesService(self.source_context, config.sources, config.source_options)
         self.router.setServiceParent(self)
         if isinstance(self.backplane, RedisBackplane):
             self.backplane.setServiceParent(self)
         self.sweeper.setServiceParent(self)
         self.web.setServiceParent(self)
+        if self.rawsocket is not None:
+            self.rawsocket.setServiceParent(self)
         self.sources.setServiceParent(self)
 
     def _backplane(self, config: ServerConfig, reactor: Any) -> IBackplane:

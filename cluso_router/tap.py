@@ -159,6 +159,13 @@ class Options(usage.Options):
             "Prefix of this deployment's Redis keys and pub/sub channels, so several "
             "deployments can share one Redis.",
         ],
+        [
+            "listen-rawsocket",
+            None,
+            None,
+            "Also serve WAMP over RawSocket on this endpoint (e.g. "
+            "tcp:8081:interface=127.0.0.1; default: none).",
+        ],
     ]
     optFlags = [
         ["list-sources", None, "Print the event sources found, then exit."],
@@ -265,6 +272,7 @@ class Options(usage.Options):
                 ),
                 redis=self["redis"],
                 redis_prefix=self["redis-prefix"],
+                listen_rawsocket=self["listen-rawsocket"],
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None

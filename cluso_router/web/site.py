@@ -5,6 +5,7 @@ The one twisted.web site: C{/ws} for WebSocket clients, C{/api/} for HTTP.
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -20,6 +21,7 @@ from cluso_router.web.publish import PublishResource
 from cluso_router.web.resources import Directory
 from cluso_router.ws.limits import Limits
 from cluso_router.ws.protocol import websocket_resource
+from cluso_router.ws.wamp import WampRealm
 
 
 class SiteRoot(Directory):
@@ -42,11 +44,12 @@ def build_root(
     publisher: IPublisher | None = None,
     limits: Limits | None = None,
     policy: AccessPolicy | None = None,
+    realm: WampRealm | None = None,
 ) -> SiteRoot:
     """
     The resource tree; other parts add their routes with C{putChild} on it
-    or on its C{api} child. C{limits} and C{policy} go to the WebSocket
-    endpoint.
+    or on its C{api} child. C{limits}, C{policy} and the WAMP C{realm} go
+    to the WebSocket endpoint.
     """
     publisher = publisher if publisher is not None else router
     api = Directory(
@@ -57,7 +60,10 @@ def build_root(
         }
     )
     root = SiteRoot({b"api": api})
-    root.putChild(b"ws", websocket_resource(router, publisher, limits=limits, policy=policy))
+    options: dict[str, Any] = {"limits": limits, "policy": policy}
+    if realm is not None:
+        options["wamp_realm"] = realm
+    root.putChild(b"ws", websocket_resource(router, publisher, **options))
     return root
 
 

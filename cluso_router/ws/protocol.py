@@ -26,7 +26,17 @@ from cluso_router.ws.json import codec as messages
 from cluso_router.ws.json.handler import JsonHandler
 from cluso_router.ws.limits import Limits
 from cluso_router.ws.session import Session
-from cluso_router.ws.wamp import DEFAULT_REALM, SUBPROTOCOL, WampRealm, open_wamp
+from cluso_router.ws.wamp import (
+    DEFAULT_REALM,
+    WEBSOCKET,
+    WampRealm,
+    WampSerializer,
+    WampSession,
+    by_subprotocol,
+    open_wamp,
+    wire,
+)
+from cluso_router.ws.wamp.serializers import SUBPROTOCOL_PREFIX, subprotocols
 
 _HANDSHAKE_LEFTOVERS: Final = (
     "http_request_data",
@@ -61,8 +71,9 @@ class DialectHandler(Protocol):
 
 class ClusoServerProtocol(WebSocketServerProtocol):
     """
-    One client speaking the JSON dialect, or WAMP when it asked for the
-    C{wamp.2.json} subprotocol (then L{WampHandler} does the talking).
+    One client speaking the JSON dialect, or WAMP when it asked for a
+    C{wamp.2.<serializer>} subprotocol this router has (then
+    L{cluso_router.ws.wamp.WampHandler} does the talking).
     """
 
     # Not "log": Autobahn's own txaio logger lives there and filters levels.
@@ -75,17 +86,22 @@ class ClusoServerProtocol(WebSocketServerProtocol):
     session: Session | None = None
     _handler: DialectHandler | None = None
     _wamp_authenticated = False
+    _wamp: WampSerializer | None = None
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
         """
         Apply the access policy (for a factory used outside the bundled
         site, which checks HTTP requests first) and the connection limit,
-        and pick WAMP when the client offers it. A WAMP client may leave
-        the token out of the handshake: it authenticates in WAMP instead.
+        and pick WAMP with the first serializer the client offers that this
+        router has. A WAMP client may leave the token out of the handshake:
+        it authenticates in WAMP instead. One offering only WAMP
+        serializers this router lacks is refused saying so.
         """
         context = self.factory.context
         policy = context.policy
-        wamp = SUBPROTOCOL in request.protocols
+        offered = [p for p in request.protocols if p.startswith(SUBPROTOCOL_PREFIX)]
+        serializer = next(filter(None, map(by_subprotocol, offered)), None)
+        wamp = bool(offered)
         if policy is not None:
             local = self.transport.getHost() if self.transport is not None else None
             view = RequestView(
@@ -99,16 +115,32 @@ class ClusoServerProtocol(WebSocketServerProtocol):
             if refusal is not None:
                 raise ConnectionDeny(refusal.status, refusal.message)
             self._wamp_authenticated = wamp and policy.authenticated(view)
+        if wamp and serializer is None:
+            context.router.refusals["subprotocol"] += 1
+            raise ConnectionDeny(
+                400,
+                f"Bad Request: no WAMP serializer of {', '.join(offered)} is supported; "
+                f"this router speaks {', '.join(subprotocols())}",
+            )
         if context.router.connection_count >= context.limits.max_connections:
             context.router.refusals["capacity"] += 1
             raise ConnectionDeny(503, "Service Unavailable: too many connections")
-        return SUBPROTOCOL if wamp else None
+        self._wamp = serializer
+        return serializer.subprotocol if serializer is not None else None
 
     def onOpen(self) -> None:
         self._forget_handshake()
         context = self.factory.context
-        if self.websocket_protocol_in_use == SUBPROTOCOL:
-            self._handler = open_wamp(context, self, self.transport, self._wamp_authenticated)
+        if self._wamp is not None:
+            wamp_wire = wire(self._wamp, WEBSOCKET)
+            wamp_session = WampSession(
+                self,
+                self.transport,
+                wamp_wire.encoder,
+                max_queue_bytes=context.limits.max_queue_bytes,
+                counters=context.router.queue_counters,
+            )
+            self._handler = open_wamp(context, wamp_session, wamp_wire, self._wamp_authenticated)
         else:
             session = Session(
                 self,
@@ -178,6 +210,8 @@ class ClusoWebSocketFactory(WebSocketServerFactory):
     C{publisher} is where client C{send}s go: the router itself, or a
     backplane in front of it. C{policy}, when given, is checked at every
     handshake (the bundled site checks it on the HTTP request already).
+    C{wamp_realm} is a realm's name, or a realm shared with other endpoints
+    (a RawSocket one).
     Per-message compression is not offered. A client that breaks the
     WebSocket protocol or a limit gets a close frame with the code saying
     why (1002, 1007, 1009) before the connection is dropped. WAMP clients
@@ -192,11 +226,11 @@ class ClusoWebSocketFactory(WebSocketServerFactory):
         publisher: IPublisher | None = None,
         limits: Limits | None = None,
         policy: AccessPolicy | None = None,
-        wamp_realm: str = DEFAULT_REALM,
+        wamp_realm: str | WampRealm = DEFAULT_REALM,
     ) -> None:
         super().__init__(server=f"cluso-router/{__version__}")
         limits = limits if limits is not None else Limits()
-        realm = WampRealm(wamp_realm)
+        realm = WampRealm(wamp_realm) if isinstance(wamp_realm, str) else wamp_realm
         router.audience = realm
         self.context = ConnectionContext(
             router,

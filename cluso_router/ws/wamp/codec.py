@@ -1,6 +1,7 @@
 """
-WAMP messages on the wire: frames in and out with Autobahn's own message
-classes and JSON serializer, and events encoded once per subscription.
+WAMP messages in: a received frame decoded by the session's serializer and
+checked by Autobahn's own message classes, and the mapping between the
+router's error codes and WAMP error URIs.
 """
 
 from __future__ import annotations
@@ -9,19 +10,10 @@ import re
 import secrets
 from typing import Any, Final
 
-import txaio
 from autobahn.wamp import message
-from autobahn.wamp.serializer import JsonSerializer
-from zope.interface import implementer
 
-from cluso_router._json import JSONError, loads
-from cluso_router.interfaces import IFrameEncoder
-from cluso_router.router.event import Event
-from cluso_router.router.payload import arguments_of
-from cluso_router.router.subscriptions import Subscription
-from cluso_router.ws.json.codec import text_frame
+from cluso_router.ws.wamp.serializers import WampSerializer
 
-SUBPROTOCOL: Final = "wamp.2.json"
 #: WAMP ids are integers in [1, 2**53], exactly representable in JavaScript.
 MAX_ID: Final = 2**53
 
@@ -38,9 +30,20 @@ REQUEST_TYPES: Final = frozenset(
     }
 )
 
-txaio.use_twisted()
-_SERIALIZER: Final = JsonSerializer()
-_MESSAGE_TYPES: Final[dict[int, Any]] = JsonSerializer.MESSAGE_TYPE_MAP
+def _message_types() -> dict[int, Any]:
+    """
+    Autobahn's message classes by their message type.
+    """
+    types: dict[int, Any] = {}
+    for klass in vars(message).values():
+        if isinstance(klass, type) and issubclass(klass, message.Message):
+            message_type = getattr(klass, "MESSAGE_TYPE", None)
+            if isinstance(message_type, int):
+                types[message_type] = klass
+    return types
+
+
+_MESSAGE_TYPES: Final = _message_types()
 _URI_CHARACTERS: Final = re.compile(r"[^a-z0-9_]+")
 
 #: Router error codes with a WAMP-defined error URI; any other code C{x}
@@ -86,22 +89,28 @@ class InvalidMessage(Exception):
         self.quiet = quiet
 
 
-def parse(payload: bytes) -> Any:
+def decode(serializer: WampSerializer, payload: bytes) -> list[Any]:
     """
-    The one WAMP message in C{payload}, as an Autobahn message object.
+    The raw messages in one received frame.
 
-    The JSON is decoded as plain JSON (no NaN, and none of the binary-string
-    conventions of Autobahn's decoder, so values cross to the JSON dialect
-    unchanged); Autobahn's message classes then check and parse it.
-
-    @raise InvalidMessage: for anything else.
+    @raise InvalidMessage: when C{serializer} cannot read it.
     """
     try:
-        raw = loads(payload)
-    except JSONError as e:
-        raise InvalidMessage(f"not JSON: {e}") from None
+        return serializer.loads(payload)
+    except Exception as e:
+        raise InvalidMessage(f"not {serializer.id}: {e}") from None
+
+
+def parse(raw: Any) -> tuple[Any, dict[str, Any]]:
+    """
+    One raw WAMP message as an Autobahn message object, and its options
+    (or details) as sent, for the ones Autobahn does not keep
+    (C{disclose_me}, C{ppt_*}, C{forward_timeout}).
+
+    @raise InvalidMessage: for anything that is not a valid message.
+    """
     if not isinstance(raw, list) or not raw:
-        raise InvalidMessage("a WAMP message is a non-empty JSON array")
+        raise InvalidMessage("a WAMP message is a non-empty array")
     message_type = raw[0]
     if not isinstance(message_type, int) or isinstance(message_type, bool):
         raise InvalidMessage("a WAMP message starts with its integer type")
@@ -109,7 +118,7 @@ def parse(payload: bytes) -> Any:
     if klass is None:
         raise InvalidMessage(f"unknown WAMP message type {message_type}")
     try:
-        return klass.parse(raw)
+        parsed = klass.parse(raw)
     except Exception as e:
         request_id: Any = raw[1] if len(raw) > 1 else None
         readable = (
@@ -127,16 +136,8 @@ def parse(payload: bytes) -> Any:
             and message_type == message.Publish.MESSAGE_TYPE
             and not (isinstance(options, dict) and options.get("acknowledge") is True),
         ) from None
-
-
-def encode(msg: Any) -> bytes:
-    """
-    C{msg} serialized and framed as one WebSocket text message.
-
-    @raise TypeError: or C{ValueError} when its payload is not JSON.
-    """
-    payload, _ = _SERIALIZER.serialize(msg)
-    return text_frame(payload)
+    options = next((item for item in raw[1:4] if isinstance(item, dict)), {})
+    return parsed, options
 
 
 def error_uri(code: str) -> str:
@@ -156,38 +157,3 @@ def error_code(uri: str) -> str:
             uri = uri[len(prefix) :]
             break
     return _URI_CHARACTERS.sub("_", uri.lower()).strip("_") or "error"
-
-
-@implementer(IFrameEncoder)
-class WampEventEncoder:
-    """
-    Encodes an event as a WAMP EVENT for one subscription.
-
-    The router encodes each event once per subscription and shares the
-    frame among that subscription's sessions. All frames of one event carry
-    its publication id, which lets a client that holds several matching
-    subscriptions tell it is one event. A WAMP publisher's arguments go out
-    as it gave them; any other event's data as
-    L{cluso_router.router.payload.arguments_of} makes it.
-    """
-
-    per_subscription = True
-
-    def encode_event(self, event: Event, subscription: Subscription) -> bytes:
-        extras = event.extras
-        if extras is not None and extras.args is not None:
-            args, kwargs = extras.args, extras.kwargs
-        else:
-            args, kwargs = arguments_of(event.data)
-        return encode(
-            message.Event(
-                subscription.id,
-                event.publication,
-                args=args,
-                kwargs=kwargs,
-                topic=event.channel if subscription.match != "exact" else None,
-            )
-        )
-
-
-WAMP_ENCODER: Final = WampEventEncoder()

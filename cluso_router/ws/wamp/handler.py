@@ -15,11 +15,12 @@ from twisted.logger import Logger
 
 from cluso_router.security import UNAUTHORIZED_MESSAGE, AccessPolicy, Refusal
 from cluso_router.ws.limits import Admission, MessageRateLimiter
-from cluso_router.ws.session import Connection
-from cluso_router.ws.wamp.codec import WAMP_ENCODER, InvalidMessage, encode, parse
+from cluso_router.ws.wamp.codec import InvalidMessage, decode, parse
 from cluso_router.ws.wamp.pubsub import SessionPubSub
 from cluso_router.ws.wamp.realm import WampSession
 from cluso_router.ws.wamp.rpc import SessionRPC
+from cluso_router.ws.wamp.serializers import WampSerializer, answering
+from cluso_router.ws.wamp.wire import Wire, wire
 
 if TYPE_CHECKING:
     from cluso_router.ws.context import ConnectionContext
@@ -65,10 +66,12 @@ class WampHandler:
         self,
         context: ConnectionContext,
         session: WampSession,
+        wire: Wire,
         handshake_authenticated: bool,
         limiter: MessageRateLimiter | None = None,
     ) -> None:
         self.session = session
+        self.wire = wire
         self.state = State.HELLO
         self._router = context.router
         self._realm = context.realm
@@ -105,22 +108,56 @@ class WampHandler:
         }
 
     def send(self, msg: Any) -> None:
-        self.session.deliver(encode(msg))
+        """
+        Send C{msg}, serialized for this session.
+
+        @raise ValueError: (or C{TypeError}) when a value in it has no form
+            in this session's serializer; nothing is sent then.
+        """
+        self.session.deliver(self.wire.frame(msg.marshal()))
 
     def received(self, payload: bytes, is_binary: bool) -> None:
         """
-        Handle one inbound frame. A frame that is not a valid WAMP message
-        is answered with ERROR when it is a readable request of a joined
-        session, else with ABORT; nothing a client sends raises.
+        Handle one inbound frame: one message, or several with a batched
+        serializer. A frame that is not a valid WAMP message is answered
+        with ERROR when it is a readable request of a joined session, else
+        with ABORT; nothing a client sends raises.
         """
         if self.state is State.CLOSED:
             return
         self.session.heard = True
-        if is_binary:
-            self.abort("wamp.error.protocol_violation", "wamp.2.json uses text frames only")
+        serializer = self.wire.serializer
+        if is_binary != serializer.binary:
+            kind = "binary" if serializer.binary else "text"
+            self.abort(
+                "wamp.error.protocol_violation",
+                f"{serializer.subprotocol} uses {kind} frames only",
+            )
             return
         try:
-            msg = parse(payload)
+            raws = decode(serializer, payload)
+        except InvalidMessage as e:
+            self._invalid(e)
+            return
+        answering_with = answering(serializer, payload)
+        if answering_with is not serializer:
+            self._rewire(answering_with)
+        for raw in raws:
+            if self.state is State.CLOSED:
+                return
+            self._handle(raw)
+
+    def _rewire(self, serializer: WampSerializer) -> None:
+        """
+        Answer with C{serializer}'s variant of this session's serializer
+        from now on (the peer's events too).
+        """
+        self.wire = wire(serializer, self.wire.transport)
+        self.session.encoder = self.wire.encoder
+
+    def _handle(self, raw: Any) -> None:
+        try:
+            msg, _ = parse(raw)
         except InvalidMessage as e:
             self._invalid(e)
             return
@@ -241,7 +278,9 @@ class WampHandler:
         wamp_id = self._realm.join(session)
         session.authid = hello.authid or authrole
         session.authrole = authrole
-        session.farewell = encode(message.Goodbye("wamp.close.system_shutdown", "server stopping"))
+        session.farewell = self.wire.frame(
+            message.Goodbye("wamp.close.system_shutdown", "server stopping").marshal()
+        )
         self.state = State.ESTABLISHED
         self.send(
             message.Welcome(
@@ -308,21 +347,14 @@ class WampHandler:
 
 def open_wamp(
     context: ConnectionContext,
-    connection: Connection,
-    transport: Any,
+    session: WampSession,
+    wire: Wire,
     handshake_authenticated: bool,
 ) -> WampHandler:
     """
-    Register a WAMP session for C{connection}, which just opened with the
-    C{wamp.2.json} subprotocol, and return its handler.
+    Register C{session}, a connection that just opened speaking WAMP on
+    C{wire}, and return its handler.
     """
-    session = WampSession(
-        connection,
-        transport,
-        WAMP_ENCODER,
-        max_queue_bytes=context.limits.max_queue_bytes,
-        counters=context.router.queue_counters,
-    )
     session.attach()
     context.router.register_session(session)
-    return WampHandler(context, session, handshake_authenticated, context.rate_limiter())
+    return WampHandler(context, session, wire, handshake_authenticated, context.rate_limiter())
