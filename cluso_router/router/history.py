@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -127,6 +128,20 @@ class MemoryHistory:
         oldest_needed = seq + 1
         complete = seq == channel.seq or (bool(missed) and missed[0].seq == oldest_needed)
         return Recovery(missed, complete, position)
+
+    def kept(self, matching: Callable[[str], bool]) -> list[Event]:
+        """
+        The kept events of every channel whose name C{matching} accepts,
+        oldest first (by when they were kept).
+        """
+        now = self._clock.seconds()
+        found: list[tuple[float, Event]] = []
+        for name, channel in self._channels.items():
+            if matching(name):
+                self._expire(channel, now)
+                found.extend(channel.events)
+        found.sort(key=lambda kept: kept[0])
+        return [event for _, event in found]
 
     def _expire(self, channel: _Channel, now: float) -> None:
         horizon = now - self.seconds

@@ -44,6 +44,12 @@ class ProcedureRegistry:
     def __init__(self) -> None:
         self._procedures: dict[str, Callable[[Any], Any]] = {}
         self._progressive: set[str] = set()
+        #: Called as C{fallback(name, data, progress)} for a name no
+        #: procedure here has (the WAMP dealer answers with procedures WAMP
+        #: callees registered); returns a Deferred.
+        self.fallback: Callable[[str, Any, Callable[[Any], None] | None], Deferred[Any]] | None = (
+            None
+        )
 
     def register(self, name: str, procedure: Callable[[Any], Any]) -> None:
         if name in self._procedures:
@@ -75,9 +81,12 @@ class ProcedureRegistry:
             result. Other procedures are called without it.
         @return: a L{Deferred} firing with the result, or failing with
             L{NoSuchProcedure}, a L{ProcedureError} or whatever it raised.
+            A name no procedure here has goes to L{fallback}, when set.
         """
         procedure: Callable[..., Any] | None = self._procedures.get(name)
         if procedure is None:
+            if self.fallback is not None:
+                return self.fallback(name, data, progress)
             return fail(NoSuchProcedure(name))
         if progress is not None and name in self._progressive:
             d = maybeDeferred(procedure, data, progress=progress)

@@ -181,7 +181,7 @@ class Router(Service):
         index = self._indexes[match]
         subscription = index.get(channel)
         if subscription is None:
-            subscription = Subscription(channel, match)
+            subscription = Subscription(channel, match, iso_timestamp(self._wallclock()))
             index.add(subscription)
         subscription.sessions.add(session)
         self._has_patterns = bool(len(self._indexes["prefix"]) or len(self._indexes["wildcard"]))
@@ -245,6 +245,13 @@ class Router(Service):
         """
         subscription: Subscription | None = self._indexes[match].get(channel)
         return subscription
+
+    def subscriptions(self) -> Iterator[Subscription]:
+        """
+        Every subscription, of every match policy.
+        """
+        for index in self._indexes.values():
+            yield from index
 
     def matching_subscriptions(self, channel: str) -> list[Subscription]:
         """

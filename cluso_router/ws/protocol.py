@@ -230,15 +230,11 @@ class ClusoWebSocketFactory(WebSocketServerFactory):
     ) -> None:
         super().__init__(server=f"cluso-router/{__version__}")
         limits = limits if limits is not None else Limits()
-        realm = WampRealm(wamp_realm) if isinstance(wamp_realm, str) else wamp_realm
-        router.audience = realm
-        self.context = ConnectionContext(
-            router,
-            publisher if publisher is not None else router,
-            limits,
-            policy,
-            realm,
+        publisher = publisher if publisher is not None else router
+        realm = (
+            WampRealm(router, publisher, wamp_realm) if isinstance(wamp_realm, str) else wamp_realm
         )
+        self.context = ConnectionContext(router, publisher, limits, policy, realm)
         self.setProtocolOptions(
             maxMessagePayloadSize=limits.max_message_bytes,
             maxFramePayloadSize=limits.max_message_bytes,

@@ -805,3 +805,37 @@ async def test_rawsocket(rawsocket_server: Any, join: Join, serializer: str) -> 
     assert raw.details.authmethod == "ticket"
     assert await within(events.get()) == ((1, b"\x01"), {"k": "v"})
     assert (tuple(result.results), result.kwresults) == ((2,), {"k": [3]})
+
+
+@pytest_twisted.ensureDeferred
+async def test_json_client_invokes_pattern_and_shared_registrations(
+    server: Any, join: Join
+) -> None:
+    """
+    A JSON-dialect client's invoke reaches the WAMP registration a WAMP
+    caller's CALL would: a prefix registration, and a shared one in turn.
+    """
+    from autobahn.wamp.types import CallResult
+
+    a = await join(server.ws_url)
+    b = await join(server.ws_url)
+    await a.session.register(
+        lambda *args, details: CallResult(details.procedure, *args),
+        "calc.",
+        RegisterOptions(match="prefix", details_arg="details"),
+    )
+    await a.session.register(lambda *_: "a", "turns", RegisterOptions(invoke="roundrobin"))
+    await b.session.register(lambda *_: "b", "turns", RegisterOptions(invoke="roundrobin"))
+    json_client = await connect_client(server.ws_url)
+    await json_client.next_message()
+
+    prefixed = await json_client.request(
+        {"type": "invoke", "id": 1, "channel": "calc.add", "data": [1, 2]}
+    )
+    turns = [
+        (await json_client.request({"type": "invoke", "id": n, "channel": "turns"}))["data"]
+        for n in range(2, 6)
+    ]
+
+    assert prefixed["data"] == {"args": ["calc.add", [1, 2]], "kwargs": {}}
+    assert turns == ["a", "b", "a", "b"]

@@ -132,7 +132,9 @@ def test_length_exponent(max_bytes: int, nibble: int) -> None:
 
 def rawsocket(max_connections: int = 10) -> tuple[Any, StringTransport, Router]:
     router = Router(clock=Clock())
-    factory = RawSocketFactory(router, WampRealm(), limits=Limits(max_connections=max_connections))
+    factory = RawSocketFactory(
+        router, WampRealm(router), limits=Limits(max_connections=max_connections)
+    )
     protocol = factory.buildProtocol(None)
     transport = StringTransport()
     protocol.makeConnection(transport)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Mapping
 from typing import Any, Final
 
 from autobahn.wamp import message
@@ -29,6 +30,7 @@ REQUEST_TYPES: Final = frozenset(
         message.Call.MESSAGE_TYPE,
     }
 )
+
 
 def _message_types() -> dict[int, Any]:
     """
@@ -54,6 +56,13 @@ _WAMP_ERRORS: Final = {
     "canceled": "wamp.error.canceled",
     "not_authorized": "wamp.error.not_authorized",
 }
+
+
+class ProtocolViolation(Exception):
+    """
+    A message a session may not send in its state or with what it
+    announced; the session is aborted with C{wamp.error.protocol_violation}.
+    """
 
 
 def random_id() -> int:
@@ -157,3 +166,19 @@ def error_code(uri: str) -> str:
             uri = uri[len(prefix) :]
             break
     return _URI_CHARACTERS.sub("_", uri.lower()).strip("_") or "error"
+
+
+#: Autobahn's names for the payload transparency options.
+_ENC_OPTIONS: Final = ("enc_algo", "enc_key", "enc_serializer")
+
+
+def passthru_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """
+    The payload passthru options of a message's options, to forward as they
+    are: the specification's C{ppt_*} (when C{ppt_scheme} names a scheme)
+    or Autobahn's C{enc_*}.
+    """
+    scheme = options.get("ppt_scheme")
+    if isinstance(scheme, str) and scheme:
+        return {key: value for key, value in options.items() if key.startswith("ppt_")}
+    return {key: options[key] for key in _ENC_OPTIONS if options.get(key) is not None}

@@ -1,21 +1,23 @@
 """
-One WAMP connection: the session's lifecycle (HELLO, ticket
-authentication, WELCOME, GOODBYE, ABORT) and the dispatch of every other
-message to its publish/subscribe and call/register parts.
+One WAMP connection: the session's lifecycle (HELLO, authentication,
+WELCOME, GOODBYE, ABORT, and what happens when it leaves: testaments, meta
+events, cleanup) and the dispatch of every other message to its
+publish/subscribe and call/register parts.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from autobahn.wamp import message, role
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from cluso_router.security import UNAUTHORIZED_MESSAGE, AccessPolicy, Refusal
 from cluso_router.ws.limits import Admission, MessageRateLimiter
-from cluso_router.ws.wamp.codec import InvalidMessage, decode, parse
+from cluso_router.ws.wamp.codec import InvalidMessage, ProtocolViolation, decode, parse
 from cluso_router.ws.wamp.pubsub import SessionPubSub
 from cluso_router.ws.wamp.realm import WampSession
 from cluso_router.ws.wamp.rpc import SessionRPC
@@ -29,15 +31,45 @@ if TYPE_CHECKING:
 CLOSE_NORMAL: Final = 1000
 #: Close code for a client far over its message rate (as in the JSON dialect).
 CLOSE_POLICY_VIOLATION: Final = 1008
+GOODBYE: Final = 6
 
-ROLES: Final = {
-    "broker": role.RoleBrokerFeatures(
+
+def router_roles() -> dict[str, role.RoleFeatures]:
+    """
+    The features WELCOME announces: exactly those this router implements.
+    """
+    broker = role.RoleBrokerFeatures(
+        publisher_identification=True,
         pattern_based_subscription=True,
-        publisher_exclusion=True,
+        session_meta_api=True,
+        subscription_meta_api=True,
         subscriber_blackwhite_listing=True,
-    ),
-    "dealer": role.RoleDealerFeatures(progressive_call_results=True, call_canceling=True),
-}
+        publisher_exclusion=True,
+        subscription_revocation=True,
+        event_history=True,
+        payload_transparency=True,
+    )
+    dealer = role.RoleDealerFeatures(
+        caller_identification=True,
+        pattern_based_registration=True,
+        session_meta_api=True,
+        registration_meta_api=True,
+        shared_registration=True,
+        call_timeout=True,
+        call_canceling=True,
+        progressive_call_results=True,
+        registration_revocation=True,
+        testament_meta_api=True,
+        payload_transparency=True,
+    )
+    # Autobahn's feature classes have no parameter for the specification's
+    # name of payload passthru; their marshalling sends any attribute.
+    broker.payload_passthru_mode = True  # type: ignore[attr-defined]
+    dealer.payload_passthru_mode = True  # type: ignore[attr-defined]
+    return {"broker": broker, "dealer": dealer}
+
+
+ROLES: Final = router_roles()
 
 
 class State(enum.Enum):
@@ -46,18 +78,22 @@ class State(enum.Enum):
     #: CHALLENGE sent, waiting for AUTHENTICATE.
     CHALLENGED = "challenged"
     ESTABLISHED = "established"
+    #: The router said GOODBYE (the session was killed); waiting for the
+    #: client's GOODBYE, then back to HELLO.
+    CLOSING = "closing"
     #: ABORT sent or the connection gone; nothing more is read.
     CLOSED = "closed"
+
+
+Handler = Callable[[Any, Mapping[str, Any]], None]
 
 
 class WampHandler:
     """
     The WAMP side of one connection.
 
-    @param policy: the access policy with the server token; ticket
-        authentication is required when it requires a token, unless the
-        WebSocket handshake already carried the token
-        (C{handshake_authenticated}).
+    @param handshake_authenticated: whether the WebSocket handshake carried
+        the server token (then ticket authentication is not needed).
     """
 
     log = Logger()
@@ -78,18 +114,13 @@ class WampHandler:
         self._policy: AccessPolicy | None = context.policy
         self._handshake_authenticated = handshake_authenticated
         self._limiter = limiter
-        self._hello: message.Hello | None = None
+        self._hello: tuple[message.Hello, Mapping[str, Any]] | None = None
         self.pubsub = SessionPubSub(
-            session,
-            context.router,
-            context.publisher,
-            context.realm,
-            context.limits.max_subscriptions,
-            self.send,
+            session, context.realm, context.limits.max_subscriptions, self.send
         )
-        self.rpc = SessionRPC(session, context.router, context.realm, self.send)
+        self.rpc = SessionRPC(session, context.realm, self.send, context.limits.max_subscriptions)
         pubsub, rpc = self.pubsub, self.rpc
-        self._dispatch: dict[State, dict[type, Callable[[Any], None]]] = {
+        self._dispatch: dict[State, dict[type, Handler]] = {
             State.HELLO: {message.Hello: self._on_hello},
             State.CHALLENGED: {message.Authenticate: self._on_authenticate},
             State.ESTABLISHED: {
@@ -104,17 +135,20 @@ class WampHandler:
                 message.Yield: rpc.yield_,
                 message.Error: self._on_error,
             },
+            State.CLOSING: {message.Goodbye: self._on_goodbye_reply},
             State.CLOSED: {},
         }
 
     def send(self, msg: Any) -> None:
         """
-        Send C{msg}, serialized for this session.
+        Send C{msg} (an Autobahn message, or a raw message as a list),
+        serialized for this session.
 
         @raise ValueError: (or C{TypeError}) when a value in it has no form
             in this session's serializer; nothing is sent then.
         """
-        self.session.deliver(self.wire.frame(msg.marshal()))
+        raw = msg if isinstance(msg, list) else msg.marshal()
+        self.session.deliver(self.wire.frame(raw))
 
     def received(self, payload: bytes, is_binary: bool) -> None:
         """
@@ -157,7 +191,7 @@ class WampHandler:
 
     def _handle(self, raw: Any) -> None:
         try:
-            msg, _ = parse(raw)
+            msg, options = parse(raw)
         except InvalidMessage as e:
             self._invalid(e)
             return
@@ -168,13 +202,17 @@ class WampHandler:
             return
         handle = self._dispatch[self.state].get(type(msg))
         if handle is None:
+            if self.state is State.CLOSING:
+                return
             self.abort(
                 "wamp.error.protocol_violation",
                 f"{type(msg).__name__.upper()} is not allowed in state {self.state.value}",
             )
             return
         try:
-            handle(msg)
+            handle(msg, options)
+        except ProtocolViolation as e:
+            self.abort("wamp.error.protocol_violation", str(e))
         except Exception:
             self.log.failure(
                 "WAMP {kind} from {connection_id} failed",
@@ -213,6 +251,7 @@ class WampHandler:
                 "Closing {connection_id}: far over its message rate",
                 connection_id=self.session.connection_id,
             )
+            self._leave()
             self.state = State.CLOSED
             self.session.close(CLOSE_POLICY_VIOLATION, "message rate limit exceeded")
             return False
@@ -241,7 +280,7 @@ class WampHandler:
 
     # lifecycle
 
-    def _on_hello(self, msg: message.Hello) -> None:
+    def _on_hello(self, msg: message.Hello, details: Mapping[str, Any]) -> None:
         if msg.realm != self._realm.name:
             self.abort(
                 "wamp.error.no_such_realm",
@@ -250,11 +289,11 @@ class WampHandler:
             return
         policy = self._policy
         if policy is None or not policy.auth_required:
-            self._welcome(msg, "anonymous", "anonymous")
+            self._welcome(msg, details, "anonymous", "anonymous")
         elif self._handshake_authenticated:
-            self._welcome(msg, "token", "user")
+            self._welcome(msg, details, "token", "user")
         elif "ticket" in (msg.authmethods or ()):
-            self._hello = msg
+            self._hello = (msg, details)
             self.state = State.CHALLENGED
             self.send(message.Challenge("ticket", {}))
         else:
@@ -263,21 +302,29 @@ class WampHandler:
                 "this router needs ticket authentication with the server token",
             )
 
-    def _on_authenticate(self, msg: message.Authenticate) -> None:
+    def _on_authenticate(self, msg: message.Authenticate, options: Mapping[str, Any]) -> None:
         assert self._policy is not None
         assert self._hello is not None
-        hello, self._hello = self._hello, None
+        (hello, details), self._hello = self._hello, None
         if self._policy.token_matches(msg.signature):
-            self._welcome(hello, "ticket", "user")
+            self._welcome(hello, details, "ticket", "user")
             return
         self._policy.refuse(Refusal(401, UNAUTHORIZED_MESSAGE, "token"), "wamp ticket")
         self.abort("wamp.error.authentication_failed", "wrong ticket")
 
-    def _welcome(self, hello: message.Hello, authmethod: str, authrole: str) -> None:
+    def _welcome(
+        self, hello: message.Hello, details: Mapping[str, Any], authmethod: str, authrole: str
+    ) -> None:
         session = self.session
-        wamp_id = self._realm.join(session)
+        roles = details.get("roles")
+        session.roles = roles if isinstance(roles, dict) else {}
         session.authid = hello.authid or authrole
         session.authrole = authrole
+        session.authmethod = authmethod
+        session.authprovider = "static"
+        session.authextra = {}
+        wamp_id = self._realm.join(session)
+        session.peer = self
         session.farewell = self.wire.frame(
             message.Goodbye("wamp.close.system_shutdown", "server stopping").marshal()
         )
@@ -297,20 +344,35 @@ class WampHandler:
                 },
             )
         )
+        self._realm.meta_event("wamp.session.on_join", session.details(self._realm.name))
 
-    def _on_goodbye(self, msg: message.Goodbye) -> None:
+    def _on_goodbye(self, msg: message.Goodbye, details: Mapping[str, Any]) -> None:
         self._leave()
         self.state = State.HELLO
         self.send(message.Goodbye("wamp.close.goodbye_and_out"))
 
-    def _on_error(self, msg: message.Error) -> None:
+    def _on_goodbye_reply(self, msg: message.Goodbye, details: Mapping[str, Any]) -> None:
+        self.state = State.HELLO
+
+    def kill(self, reason: str, text: str | None) -> None:
+        """
+        End the session from the router's side (the session meta API's
+        kill): GOODBYE with C{reason}, then the client's GOODBYE is awaited.
+        """
+        if self.state is not State.ESTABLISHED:
+            return
+        self.send([GOODBYE, {"message": text} if text else {}, reason])
+        self._leave()
+        self.state = State.CLOSING
+
+    def _on_error(self, msg: message.Error, details: Mapping[str, Any]) -> None:
         if msg.request_type != message.Invocation.MESSAGE_TYPE:
             self.abort(
                 "wamp.error.protocol_violation",
                 "a client sends ERROR only in answer to an INVOCATION",
             )
             return
-        self.rpc.error(msg)
+        self.rpc.error(msg, details)
 
     def abort(self, reason: str, text: str) -> None:
         """
@@ -331,15 +393,39 @@ class WampHandler:
         self.session.close(CLOSE_NORMAL, reason)
 
     def _leave(self) -> None:
+        """
+        Leave the realm, once: publish the session's testaments (C{detached}
+        before C{destroyed}) and C{wamp.session.on_leave}, drop its
+        subscriptions and registrations, end its calls.
+        """
+        session = self.session
+        if session.wamp_id is None:
+            return
+        for scope in ("detached", "destroyed"):
+            for testament in session.testaments.pop(scope, ()):
+                self._publish_testament(testament)
+        self._realm.meta_event(
+            "wamp.session.on_leave", session.wamp_id, session.authid, session.authrole
+        )
         self.pubsub.leave()
         self.rpc.leave()
-        self._realm.leave(self.session)
-        self.session.farewell = None
+        self._realm.leave(session)
+        session.peer = None
+        session.farewell = None
+
+    def _publish_testament(self, testament: message.Publish) -> None:
+        d: Deferred[Any] = self.pubsub.publish_as(testament, {}, self.session)
+        d.addErrback(
+            lambda failure: self.log.warn(
+                "A testament on {topic} was not published: {reason}",
+                topic=testament.topic,
+                reason=failure.getErrorMessage(),
+            )
+        )
 
     def closed(self) -> None:
         """
-        The connection is gone: leave the realm, dropping subscriptions and
-        registrations.
+        The connection is gone: leave the realm.
         """
         self._leave()
         self.state = State.CLOSED
@@ -357,4 +443,18 @@ def open_wamp(
     """
     session.attach()
     context.router.register_session(session)
+    session.transport_details = transport_details(session, wire)
     return WampHandler(context, session, wire, handshake_authenticated, context.rate_limiter())
+
+
+def transport_details(session: WampSession, wire: Wire) -> dict[str, Any]:
+    """
+    What the session meta API says about a session's transport.
+    """
+    peer = session.peer_address()
+    host, port = getattr(peer, "host", None), getattr(peer, "port", None)
+    return {
+        "type": wire.transport,
+        "serializer": wire.serializer.id,
+        "peer": f"tcp:{host}:{port}" if host is not None else None,
+    }
