@@ -20,6 +20,7 @@ from cluso_router.security import (
 )
 from cluso_router.web.bodylimit import DEFAULT_MAX_BODY
 from cluso_router.ws.limits import Limits
+from cluso_router.ws.wamp.config import WampConfig
 
 DEFAULT_LISTEN = "tcp:3000:interface=127.0.0.1"
 
@@ -61,6 +62,8 @@ class ServerConfig:
     redis_prefix: str = DEFAULT_PREFIX
     #: Endpoint of the WAMP RawSocket transport; C{None} serves none.
     listen_rawsocket: str | None = None
+    #: The WAMP realm, authentication methods and roles (C{--wamp-config}).
+    wamp: WampConfig = field(default_factory=WampConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", os.path.realpath(self.root))

@@ -195,7 +195,7 @@ class ClusoService(MultiService):
             config.allowed_hosts,
             refusals=self.router.refusals,
         )
-        self.realm = WampRealm(self.router, self.backplane)
+        self.realm = WampRealm(self.router, self.backplane, config.wamp)
         self.root_resource = build_root(
             self.router,
             self.backplane,

@@ -27,6 +27,7 @@ from cluso_router.sources import (
 )
 from cluso_router.web.bodylimit import DEFAULT_MAX_BODY
 from cluso_router.ws.limits import Limits
+from cluso_router.ws.wamp.config import WampConfig, load_config
 
 
 class Options(usage.Options):
@@ -166,6 +167,13 @@ class Options(usage.Options):
             "Also serve WAMP over RawSocket on this endpoint (e.g. "
             "tcp:8081:interface=127.0.0.1; default: none).",
         ],
+        [
+            "wamp-config",
+            None,
+            None,
+            "TOML file with the WAMP realm, authentication (anonymous, tickets, WAMP-CRA, "
+            "cryptosign) and roles with their permissions and rate limits (see docs/wamp.md).",
+        ],
     ]
     optFlags = [
         ["list-sources", None, "Print the event sources found, then exit."],
@@ -242,6 +250,7 @@ class Options(usage.Options):
             except UnknownSource as e:
                 raise usage.UsageError(str(e)) from None
         try:
+            wamp = load_config(self["wamp-config"]) if self["wamp-config"] else WampConfig()
             self["config"] = ServerConfig(
                 root=root,
                 listen=self["listen"],
@@ -273,6 +282,7 @@ class Options(usage.Options):
                 redis=self["redis"],
                 redis_prefix=self["redis-prefix"],
                 listen_rawsocket=self["listen-rawsocket"],
+                wamp=wamp,
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None

@@ -36,6 +36,7 @@ from cluso_router.ws.wamp import (
     open_wamp,
     wire,
 )
+from cluso_router.ws.wamp.config import WampConfig
 from cluso_router.ws.wamp.serializers import SUBPROTOCOL_PREFIX, subprotocols
 
 _HANDSHAKE_LEFTOVERS: Final = (
@@ -125,6 +126,9 @@ class ClusoServerProtocol(WebSocketServerProtocol):
         if context.router.connection_count >= context.limits.max_connections:
             context.router.refusals["capacity"] += 1
             raise ConnectionDeny(503, "Service Unavailable: too many connections")
+        if serializer is not None and not context.realm.admits_unjoined():
+            context.router.refusals["unjoined"] += 1
+            raise ConnectionDeny(503, "Service Unavailable: too many WAMP connections joining")
         self._wamp = serializer
         return serializer.subprotocol if serializer is not None else None
 
@@ -232,7 +236,9 @@ class ClusoWebSocketFactory(WebSocketServerFactory):
         limits = limits if limits is not None else Limits()
         publisher = publisher if publisher is not None else router
         realm = (
-            WampRealm(router, publisher, wamp_realm) if isinstance(wamp_realm, str) else wamp_realm
+            WampRealm(router, publisher, WampConfig(realm=wamp_realm))
+            if isinstance(wamp_realm, str)
+            else wamp_realm
         )
         self.context = ConnectionContext(router, publisher, limits, policy, realm)
         self.setProtocolOptions(

@@ -23,7 +23,7 @@ from autobahn.wamp.types import (
     SubscribeOptions,
 )
 from support.servers import ChildServer, start_twistd, stop_child_server
-from support.wampclient import Clients, within
+from support.wampclient import Clients, Credentials, public_key, within
 from twisted.internet import reactor
 from twisted.internet.defer import CancelledError, Deferred, DeferredQueue, ensureDeferred
 from twisted.internet.task import deferLater
@@ -670,3 +670,280 @@ async def test_passthru_without_announcing_is_a_protocol_violation(router: Child
 
     assert aborted[:1] == [3]
     assert aborted[2] == "wamp.error.protocol_violation"
+
+
+SECURE_PRIVATE_KEY = "4d" * 32
+SECURED_CONFIG = """
+realm = "cluso"
+
+[auth.anonymous]
+role = "guest"
+
+[auth.ticket.principals.svc]
+ticket = "svc-ticket-secret"
+role = "backend"
+
+[auth.wampcra.users.bob]
+secret = "bob-secret"
+role = "backend"
+salt = "s4lt"
+iterations = 100
+keylen = 32
+
+[auth.cryptosign.principals.carol]
+authorized_keys = ["{public}"]
+role = "backend"
+
+[roles.backend]
+rate_limit = 0
+disclose = ["caller", "publisher"]
+
+[[roles.backend.permissions]]
+uri = ""
+match = "prefix"
+allow = ["publish", "subscribe", "call", "register"]
+
+[roles.guest]
+rate_limit = 10
+rate_burst = 10
+
+[[roles.guest.permissions]]
+uri = "public."
+match = "prefix"
+allow = ["publish", "subscribe", "call"]
+
+[roles.user]
+
+[[roles.user.permissions]]
+uri = ""
+match = "prefix"
+allow = ["publish", "subscribe", "call", "register"]
+
+[[roles.user.permissions]]
+uri = "locked."
+match = "prefix"
+allow = []
+"""
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChildServer]:
+    """
+    A C{twistd cluso} with the token on and a C{--wamp-config}: anonymous
+    guests, a ticket, a WAMP-CRA and a cryptosign principal of a backend
+    role, and token holders kept out of C{locked.}.
+    """
+    root = tmp_path_factory.mktemp("secured")
+    config = root / "wamp.toml"
+    config.write_text(SECURED_CONFIG.replace("{public}", public_key(SECURE_PRIVATE_KEY)))
+    child = start_twistd(
+        root,
+        "--sources",
+        "",
+        "--listen-rawsocket",
+        "tcp:0:interface=127.0.0.1",
+        "--wamp-config",
+        str(config),
+        auth=True,
+    )
+    child.rs_url = rawsocket_url(child)  # type: ignore[attr-defined]
+    yield child
+    stop_child_server(child)
+
+
+@pytest.mark.parametrize(
+    ("credentials", "authid", "authrole", "authmethod"),
+    [
+        (Credentials("ticket", "svc", "svc-ticket-secret"), "svc", "backend", "ticket"),
+        (Credentials("wampcra", "bob", "bob-secret"), "bob", "backend", "wampcra"),
+        (Credentials("cryptosign", None, SECURE_PRIVATE_KEY), "carol", "backend", "cryptosign"),
+        (None, None, "guest", "anonymous"),
+    ],
+)
+@pytest.mark.parametrize("transport", ["websocket", "rawsocket"])
+@pytest_twisted.ensureDeferred
+async def test_authentication_methods(
+    secured: ChildServer,
+    clients: Clients,
+    credentials: Credentials | None,
+    authid: str | None,
+    authrole: str,
+    authmethod: str,
+    transport: str,
+) -> None:
+    """
+    Each configured method joins with its principal's role, on WebSocket
+    and RawSocket alike (cryptosign finds the principal by its key).
+    """
+    url = secured.ws_url if transport == "websocket" else secured.rs_url  # type: ignore[attr-defined]
+
+    client = await clients.join(url, credentials=credentials)
+
+    details = client.details
+    assert (details.authrole, details.authmethod) == (authrole, authmethod)
+    if authid is not None:
+        assert details.authid == authid
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        Credentials("ticket", "svc", "wrong"),
+        Credentials("ticket", None, "not-the-token"),
+        Credentials("wampcra", "bob", "wrong"),
+        Credentials("wampcra", "nobody", "bob-secret"),
+        Credentials("cryptosign", None, "5e" * 32),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_failed_authentication_is_aborted(
+    secured: ChildServer, clients: Clients, credentials: Credentials
+) -> None:
+    """
+    A wrong ticket, CRA secret or key, or an unknown principal, is aborted.
+    """
+    with pytest.raises(Exception) as refused:
+        await clients.join(secured.ws_url, credentials=credentials)
+
+    assert "wamp.error" in str(refused.value)
+
+
+@pytest_twisted.ensureDeferred
+async def test_server_token_as_ticket(secured: ChildServer, clients: Clients) -> None:
+    """
+    The server token still works as a ticket (and in the handshake), with
+    the role of token holders.
+    """
+    by_ticket = await clients.join(
+        secured.ws_url, credentials=Credentials("ticket", "me", secured.token or "")
+    )
+    by_header = await clients.join(secured.ws_url, headers=secured.headers)
+
+    assert (by_ticket.details.authrole, by_ticket.details.authmethod) == ("user", "ticket")
+    assert (by_header.details.authrole, by_header.details.authmethod) == ("user", "token")
+
+
+@pytest_twisted.ensureDeferred
+async def test_permission_denials(secured: ChildServer, clients: Clients) -> None:
+    """
+    A guest may do what its rules allow under C{public.} and nothing else:
+    subscribing, publishing (acknowledged), calling and registering
+    elsewhere get C{wamp.error.not_authorized}, meta procedures too.
+    """
+    guest = await clients.join(secured.ws_url)
+
+    await guest.session.subscribe(lambda *a: None, "public.news")
+    denied = []
+    for attempt in (
+        guest.session.subscribe(lambda *a: None, "secret.news"),
+        guest.session.publish("secret.news", 1, options=PublishOptions(acknowledge=True)),
+        guest.session.call("secret.proc"),
+        guest.session.register(lambda: None, "public.proc"),
+        guest.session.call("wamp.session.count"),
+    ):
+        with pytest.raises(ApplicationError) as refused:
+            await within(attempt)
+        denied.append(refused.value.error)
+
+    assert denied == ["wamp.error.not_authorized"] * 5
+
+
+@pytest_twisted.ensureDeferred
+async def test_roles_apply_to_the_json_dialect(secured: ChildServer, clients: Clients) -> None:
+    """
+    The JSON dialect's connections have the role of token holders: its
+    rules refuse their subscribe, send and invoke under C{locked.}, as they
+    refuse a token holder's WAMP session.
+    """
+    client = await within(ensureDeferred(connect_client(secured.ws_url, headers=secured.headers)))
+    await received(client)
+    token_holder = await clients.join(secured.ws_url, headers=secured.headers)
+
+    codes = []
+    for n, request in enumerate(
+        (
+            {"type": "subscribe", "channel": "locked.x"},
+            {"type": "send", "channel": "locked.x", "data": 1},
+            {"type": "invoke", "channel": "locked.proc"},
+            {"type": "subscribe", "channel": "open.x"},
+        )
+    ):
+        reply = await within(ensureDeferred(client.request({**request, "id": n})))
+        codes.append(reply.get("code", reply["data"].get("status")))
+    with pytest.raises(ApplicationError) as refused:
+        await token_holder.session.subscribe(lambda *a: None, "locked.y")
+
+    assert codes == ["not_authorized", "not_authorized", "not_authorized", "subscribed"]
+    assert refused.value.error == "wamp.error.not_authorized"
+
+
+@pytest_twisted.ensureDeferred
+async def test_identification_by_role(secured: ChildServer, clients: Clients) -> None:
+    """
+    A role that discloses callers and publishers has its sessions named in
+    INVOCATION and EVENT details without asking.
+    """
+    backend = await clients.join(
+        secured.ws_url, credentials=Credentials("ticket", "svc", "svc-ticket-secret")
+    )
+    other = await clients.join(
+        secured.ws_url, credentials=Credentials("wampcra", "bob", "bob-secret")
+    )
+    events: DeferredQueue[Any] = DeferredQueue()
+    await other.session.subscribe(
+        lambda details: events.put((details.publisher, details.publisher_authid)),
+        "ident.role",
+        options=SubscribeOptions(details_arg="details"),
+    )
+    await other.session.register(
+        lambda details: [details.caller, details.caller_authid],
+        "ident.role.proc",
+        RegisterOptions(details_arg="details"),
+    )
+
+    await backend.session.publish("ident.role", options=PublishOptions(acknowledge=True))
+    caller = await backend.session.call("ident.role.proc")
+
+    assert await within(events.get()) == (backend.id, "svc")
+    assert caller == [backend.id, "svc"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_rate_limits_by_role(secured: ChildServer, clients: Clients) -> None:
+    """
+    A backend role without a rate limit publishes a burst of 3,000 events
+    without losing one; a guest (10 per second, bursts of 10) over its
+    rate gets an ERROR for each acknowledged publish it loses, never
+    silence.
+    """
+    backend = await clients.join(
+        secured.ws_url, credentials=Credentials("ticket", "svc", "svc-ticket-secret")
+    )
+    listener = await clients.join(
+        secured.ws_url, credentials=Credentials("wampcra", "bob", "bob-secret")
+    )
+    counted: list[Any] = []
+    done: Deferred[None] = Deferred()
+
+    def count(*args: Any) -> None:
+        counted.append(args)
+        if len(counted) == 3000:
+            done.callback(None)
+
+    await listener.session.subscribe(count, "burst.topic")
+    for n in range(2999):
+        backend.session.publish("burst.topic", n)
+    await backend.session.publish("burst.topic", 2999, options=PublishOptions(acknowledge=True))
+    await within(done, 30)
+    guest = await clients.join(secured.ws_url)
+    outcomes = []
+    for n in range(15):
+        try:
+            await guest.session.publish("public.rate", n, options=PublishOptions(acknowledge=True))
+            outcomes.append("ok")
+        except ApplicationError as e:
+            outcomes.append(e.error)
+
+    assert [args[0] for args in counted] == list(range(3000))
+    assert outcomes.count("ok") >= 10
+    assert set(outcomes) == {"ok", "cluso.error.rate_limited"}

@@ -7,8 +7,9 @@ procedures, so JSON-dialect and WAMP clients see the same events and call
 the same operations. See C{docs/wamp.md}.
 """
 
+from cluso_router.ws.wamp.config import DEFAULT_REALM, WampConfig
 from cluso_router.ws.wamp.handler import WampHandler, open_wamp
-from cluso_router.ws.wamp.realm import DEFAULT_REALM, WampRealm, WampSession
+from cluso_router.ws.wamp.realm import WampRealm, WampSession
 from cluso_router.ws.wamp.serializers import SERIALIZERS, WampSerializer, by_subprotocol
 from cluso_router.ws.wamp.wire import RAWSOCKET, WEBSOCKET, Wire, wire
 
@@ -17,6 +18,7 @@ __all__ = [
     "RAWSOCKET",
     "SERIALIZERS",
     "WEBSOCKET",
+    "WampConfig",
     "WampHandler",
     "WampRealm",
     "WampSerializer",

@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from autobahn.wamp import message, role
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from cluso_router.security import UNAUTHORIZED_MESSAGE, AccessPolicy, Refusal
+from cluso_router.security import AccessPolicy, Refusal
 from cluso_router.ws.limits import Admission, MessageRateLimiter
+from cluso_router.ws.wamp.auth import Authenticator, AuthFailure, Challenge, Hello, Principal
 from cluso_router.ws.wamp.codec import InvalidMessage, ProtocolViolation, decode, parse
 from cluso_router.ws.wamp.pubsub import SessionPubSub
 from cluso_router.ws.wamp.realm import WampSession
@@ -92,8 +94,12 @@ class WampHandler:
     """
     The WAMP side of one connection.
 
+    Until it joins, a connection counts against the realm's budget of
+    joining connections and has the realm's C{hello_timeout} to do so;
+    then it is aborted.
+
     @param handshake_authenticated: whether the WebSocket handshake carried
-        the server token (then ticket authentication is not needed).
+        the server token (then the session joins as a token holder).
     """
 
     log = Logger()
@@ -112,9 +118,13 @@ class WampHandler:
         self._router = context.router
         self._realm = context.realm
         self._policy: AccessPolicy | None = context.policy
+        self._authenticator = Authenticator(context.realm.config, context.policy)
         self._handshake_authenticated = handshake_authenticated
         self._limiter = limiter
-        self._hello: tuple[message.Hello, Mapping[str, Any]] | None = None
+        self._default_limiter = context.rate_limiter
+        self._hello: tuple[message.Hello, Mapping[str, Any], Challenge, int] | None = None
+        self._deadline: IDelayedCall | None = None
+        self._waiting()
         self.pubsub = SessionPubSub(
             session, context.realm, context.limits.max_subscriptions, self.send
         )
@@ -251,6 +261,7 @@ class WampHandler:
                 "Closing {connection_id}: far over its message rate",
                 connection_id=self.session.connection_id,
             )
+            self._done_waiting()
             self._leave()
             self.state = State.CLOSED
             self.session.close(CLOSE_POLICY_VIOLATION, "message rate limit exceeded")
@@ -280,6 +291,29 @@ class WampHandler:
 
     # lifecycle
 
+    # joining
+
+    def _waiting(self) -> None:
+        """
+        Start waiting for the client to join: one more joining connection,
+        with a deadline.
+        """
+        self._realm.unjoined += 1
+        self._deadline = self._router.clock.callLater(self._realm.hello_timeout, self._too_slow)
+
+    def _done_waiting(self) -> None:
+        deadline, self._deadline = self._deadline, None
+        if deadline is None:
+            return
+        self._realm.unjoined -= 1
+        if deadline.active():
+            deadline.cancel()
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        self._realm.unjoined -= 1
+        self.abort("wamp.error.timeout", f"no session joined within {self._realm.hello_timeout}s")
+
     def _on_hello(self, msg: message.Hello, details: Mapping[str, Any]) -> None:
         if msg.realm != self._realm.name:
             self.abort(
@@ -288,56 +322,80 @@ class WampHandler:
             )
             return
         policy = self._policy
-        if policy is None or not policy.auth_required:
-            self._welcome(msg, details, "anonymous", "anonymous")
-        elif self._handshake_authenticated:
-            self._welcome(msg, details, "token", "user")
-        elif "ticket" in (msg.authmethods or ()):
-            self._hello = (msg, details)
-            self.state = State.CHALLENGED
-            self.send(message.Challenge("ticket", {}))
-        else:
-            self.abort(
-                "wamp.error.no_auth_method",
-                "this router needs ticket authentication with the server token",
-            )
+        if self._handshake_authenticated and policy is not None and policy.auth_required:
+            self._welcome(msg, details, self._authenticator.token_holder(msg.authid))
+            return
+        wamp_id = self._realm.new_session_id()
+        authextra = msg.authextra if isinstance(msg.authextra, dict) else {}
+        hello = Hello(tuple(msg.authmethods or ()), msg.authid, authextra)
+        try:
+            answer = self._authenticator.start(hello, wamp_id)
+        except AuthFailure as e:
+            self._refuse(e, "hello")
+            return
+        if isinstance(answer, Principal):
+            self._welcome(msg, details, answer, wamp_id)
+            return
+        self._hello = (msg, details, answer, wamp_id)
+        self.state = State.CHALLENGED
+        self.send(message.Challenge(answer.method, dict(answer.extra)))
 
     def _on_authenticate(self, msg: message.Authenticate, options: Mapping[str, Any]) -> None:
-        assert self._policy is not None
         assert self._hello is not None
-        (hello, details), self._hello = self._hello, None
-        if self._policy.token_matches(msg.signature):
-            self._welcome(hello, details, "ticket", "user")
+        (hello, details, challenge, wamp_id), self._hello = self._hello, None
+        try:
+            principal = self._authenticator.finish(challenge, msg.signature)
+        except AuthFailure as e:
+            self._refuse(e, challenge.method)
             return
-        self._policy.refuse(Refusal(401, UNAUTHORIZED_MESSAGE, "token"), "wamp ticket")
-        self.abort("wamp.error.authentication_failed", "wrong ticket")
+        self._welcome(hello, details, principal, wamp_id)
+
+    def _refuse(self, failure: AuthFailure, method: str) -> None:
+        """
+        ABORT a session that may not join; a failed proof counts as a
+        refused token (and is logged once) like a wrong token over HTTP.
+        """
+        if failure.uri == "wamp.error.authentication_failed":
+            refusal = Refusal(401, failure.message, "token")
+            if self._policy is not None:
+                self._policy.refuse(refusal, f"wamp {method}")
+            else:
+                self._router.refusals["token"] += 1
+        self.abort(failure.uri, failure.message)
 
     def _welcome(
-        self, hello: message.Hello, details: Mapping[str, Any], authmethod: str, authrole: str
+        self,
+        hello: message.Hello,
+        details: Mapping[str, Any],
+        principal: Principal,
+        wamp_id: int | None = None,
     ) -> None:
+        self._done_waiting()
         session = self.session
         roles = details.get("roles")
         session.roles = roles if isinstance(roles, dict) else {}
-        session.authid = hello.authid or authrole
-        session.authrole = authrole
-        session.authmethod = authmethod
-        session.authprovider = "static"
-        session.authextra = {}
-        wamp_id = self._realm.join(session)
+        session.authid = principal.authid
+        session.authrole = principal.authrole
+        session.authmethod = principal.authmethod
+        session.authprovider = principal.authprovider
+        session.authextra = dict(principal.authextra)
+        wamp_id = self._realm.join(session, wamp_id)
         session.peer = self
         session.farewell = self.wire.frame(
             message.Goodbye("wamp.close.system_shutdown", "server stopping").marshal()
         )
+        self._limiter = self._default_limiter(principal.authrole)
         self.state = State.ESTABLISHED
         self.send(
             message.Welcome(
                 wamp_id,
                 ROLES,
                 realm=self._realm.name,
-                authid=session.authid,
-                authrole=authrole,
-                authmethod=authmethod,
-                authprovider="static",
+                authid=principal.authid,
+                authrole=principal.authrole,
+                authmethod=principal.authmethod,
+                authprovider=principal.authprovider,
+                authextra=dict(principal.authextra) or None,
                 custom={
                     "x_cluso_cwd": self._router.cwd,
                     "x_cluso_connection_id": session.connection_id,
@@ -349,10 +407,12 @@ class WampHandler:
     def _on_goodbye(self, msg: message.Goodbye, details: Mapping[str, Any]) -> None:
         self._leave()
         self.state = State.HELLO
+        self._waiting()
         self.send(message.Goodbye("wamp.close.goodbye_and_out"))
 
     def _on_goodbye_reply(self, msg: message.Goodbye, details: Mapping[str, Any]) -> None:
         self.state = State.HELLO
+        self._waiting()
 
     def kill(self, reason: str, text: str | None) -> None:
         """
@@ -388,6 +448,7 @@ class WampHandler:
         self._close(reason)
 
     def _close(self, reason: str = "wamp.close.normal") -> None:
+        self._done_waiting()
         self._leave()
         self.state = State.CLOSED
         self.session.close(CLOSE_NORMAL, reason)
@@ -427,6 +488,7 @@ class WampHandler:
         """
         The connection is gone: leave the realm.
         """
+        self._done_waiting()
         self._leave()
         self.state = State.CLOSED
 

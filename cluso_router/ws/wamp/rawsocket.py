@@ -128,6 +128,9 @@ class RawSocketProtocol(Protocol):
         if context.router.connection_count >= context.limits.max_connections:
             context.router.refusals["capacity"] += 1
             return self._refuse(ERROR_CONNECTIONS)
+        if not context.realm.admits_unjoined():
+            context.router.refusals["unjoined"] += 1
+            return self._refuse(ERROR_CONNECTIONS)
         ours = length_exponent(context.limits.max_message_bytes)
         self._max_length = 2 ** (ours + MIN_LENGTH_EXPONENT)
         assert self.transport is not None

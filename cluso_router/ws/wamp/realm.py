@@ -20,13 +20,18 @@ from cluso_router.router.payload import data_of
 from cluso_router.router.router import CLOSE_GOING_AWAY, Router
 from cluso_router.ws.session import Session
 from cluso_router.ws.wamp.codec import random_id
+from cluso_router.ws.wamp.config import WampConfig
 
 if TYPE_CHECKING:
     from cluso_router.ws.wamp.pubsub import SessionPubSub
 
-DEFAULT_REALM: Final = "cluso"
 #: Topics and procedures the router itself owns.
 RESERVED_PREFIX: Final = "wamp."
+#: Seconds a connection has to join (HELLO, and authentication if any).
+HELLO_TIMEOUT: Final = 5.0
+#: Connections that may be joining at once; more are refused at their
+#: handshake.
+MAX_UNJOINED: Final = 64
 
 
 class Peer(Protocol):
@@ -120,13 +125,20 @@ class WampRealm:
         self,
         router: Router,
         publisher: IPublisher | None = None,
-        name: str = DEFAULT_REALM,
+        config: WampConfig | None = None,
         wallclock: Callable[[], float] | None = None,
     ) -> None:
         from cluso_router.ws.wamp.dealer import Dealer
         from cluso_router.ws.wamp.meta import MetaApi
 
-        self.name = name
+        self.config = config if config is not None else WampConfig()
+        self.access = self.config.access
+        self.name = self.config.realm
+        #: Connections that have not joined yet (HELLO or authentication
+        #: pending): at most L{max_unjoined}, each for L{hello_timeout}.
+        self.unjoined = 0
+        self.max_unjoined = MAX_UNJOINED
+        self.hello_timeout = HELLO_TIMEOUT
         self.router = router
         self.publisher: IPublisher = publisher if publisher is not None else router
         self.sessions: dict[int, WampSession] = {}
@@ -136,19 +148,25 @@ class WampRealm:
         router.audience = self
         router.procedures.fallback = self.dealer.call_from_router
 
+    def admits_unjoined(self) -> bool:
+        """
+        Whether another connection may start joining.
+        """
+        return self.unjoined < self.max_unjoined
+
     def authorize(self, session: WampSession, uri: str, action: str) -> bool:
         """
         Whether C{session} may C{action} (C{publish}, C{subscribe}, C{call},
-        C{register}) on C{uri}.
+        C{register}) on C{uri}, by its role.
         """
-        return True
+        return self.access.allows(session.authrole, uri, action)
 
     def discloses(self, authrole: str | None, what: str) -> bool:
         """
         Whether sessions of C{authrole} are always identified as C{what}
         (C{caller}, C{publisher}).
         """
-        return False
+        return self.access.discloses(authrole, what)
 
     def now(self) -> str:
         """
@@ -158,13 +176,21 @@ class WampRealm:
             return iso_timestamp(self._wallclock())
         return iso_timestamp(self.router.clock.seconds())
 
-    def join(self, session: WampSession) -> int:
+    def new_session_id(self) -> int:
         """
-        Give C{session} a fresh random WAMP session id.
+        A random WAMP session id no session has.
         """
         wamp_id = random_id()
         while wamp_id in self.sessions:
             wamp_id = random_id()
+        return wamp_id
+
+    def join(self, session: WampSession, wamp_id: int | None = None) -> int:
+        """
+        Enter C{session} under C{wamp_id} (a fresh one by default).
+        """
+        if wamp_id is None or wamp_id in self.sessions:
+            wamp_id = self.new_session_id()
         self.sessions[wamp_id] = session
         session.wamp_id = wamp_id
         session.testaments = {}
