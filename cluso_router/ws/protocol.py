@@ -25,7 +25,7 @@ from cluso_router.ws.context import ConnectionContext
 from cluso_router.ws.json import codec as messages
 from cluso_router.ws.json.handler import JsonHandler
 from cluso_router.ws.limits import Limits
-from cluso_router.ws.session import Session
+from cluso_router.ws.session import Session, batched_writes
 from cluso_router.ws.wamp import (
     DEFAULT_REALM,
     WEBSOCKET,
@@ -161,10 +161,13 @@ class ClusoServerProtocol(WebSocketServerProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         """
-        Autobahn's version formats the arguments of a debug log line
-        (colours, qualified names) for every read, logged or not.
+        Handle one read, whatever it holds, with the frames it causes sent
+        per session at the end (L{batched_writes}). (Autobahn's version
+        also formats the arguments of a debug log line for every read,
+        logged or not.)
         """
-        self._dataReceived(data)
+        with batched_writes():
+            self._dataReceived(data)
 
     def onMessageEnd(self) -> None:
         """

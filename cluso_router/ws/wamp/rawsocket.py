@@ -23,6 +23,7 @@ from cluso_router.router.router import Router
 from cluso_router.security import AccessPolicy
 from cluso_router.ws.context import ConnectionContext
 from cluso_router.ws.limits import Limits
+from cluso_router.ws.session import batched_writes
 from cluso_router.ws.wamp.handler import WampHandler, open_wamp
 from cluso_router.ws.wamp.realm import WampRealm, WampSession
 from cluso_router.ws.wamp.serializers import RAWSOCKET_SERIALIZERS
@@ -89,6 +90,10 @@ class RawSocketProtocol(Protocol):
         self._max_length = 0
 
     def dataReceived(self, data: bytes) -> None:
+        with batched_writes():
+            self._received(data)
+
+    def _received(self, data: bytes) -> None:
         self._buffer += data
         if self._handler is None:
             if len(self._buffer) < 4:
