@@ -38,6 +38,7 @@ from cluso_router.workspace.api import WorkspaceApi, install_workspace_api
 from cluso_router.workspace.git import GitEventType, git_event
 from cluso_router.workspace.ledger import FileChangeLedger, FileEvent, file_changed
 from cluso_router.ws.wamp import WampRealm
+from cluso_router.ws.wamp.cluster import WampCluster
 from cluso_router.ws.wamp.rawsocket import RawSocketFactory
 
 __all__ = ["DEFAULT_LISTEN", "ClusoService", "EventBroadcaster", "ServerConfig"]
@@ -239,6 +240,7 @@ class ClusoService(MultiService):
         self.router.setServiceParent(self)
         if isinstance(self.backplane, RedisBackplane):
             self.backplane.setServiceParent(self)
+            WampCluster(self.realm, self.backplane, clock=reactor).setServiceParent(self)
         self.sweeper.setServiceParent(self)
         self.web.setServiceParent(self)
         if self.rawsocket is not None:

@@ -61,6 +61,8 @@ MAX_TRACKED_CHANNELS: Final = 10_000
 #: real epoch is empty, so a client holding it is always told it may have
 #: missed events.
 UNKNOWN_EPOCH: Final = ""
+#: The first word of a control message (events start with their seq).
+CONTROL: Final = "c"
 
 _PUBLISH: Final = """
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[2])
@@ -218,6 +220,9 @@ class RedisBackplane(Service):
         self.publish_failures = 0
         self.gap_closes = 0
         self.replayed = 0
+        #: Called with the body of each control message other nodes (or
+        #: this one) send (L{send_control}); the WAMP cluster's.
+        self.control: Callable[[str], None] | None = None
 
     # status
 
@@ -356,6 +361,9 @@ class RedisBackplane(Service):
 
     def _handle(self, message: str) -> None:
         head, _, payload = message.partition(" ")
+        if head == CONTROL:
+            self._control(payload)
+            return
         if not payload:
             marker = self._markers.pop(head, None)
             if marker is not None:
@@ -385,6 +393,27 @@ class RedisBackplane(Service):
         self._last.move_to_end(channel)
         if len(self._last) > MAX_TRACKED_CHANNELS:
             self._last.popitem(last=False)
+
+    # control messages between nodes
+
+    def send_control(self, body: str, node: str | None = None) -> Deferred[Any]:
+        """
+        Send C{body} to node C{node}'s own channel, or with C{None} to every
+        node (this one too), in order with events.
+        """
+        command = self._command
+        if not self.connected or command is None:
+            return fail(BackplaneUnavailable("Redis cannot be reached"))
+        channel = self.events_channel if node is None else f"{self.prefix}node:{node}"
+        d: Deferred[Any] = command.publish(channel, f"{CONTROL} {body}")
+        return d
+
+    def _control(self, body: str) -> None:
+        if self.control is not None:
+            try:
+                self.control(body)
+            except Exception:
+                self.log.failure("A control message failed: {body!r}", body=body[:200])
 
     # IBackplane
 

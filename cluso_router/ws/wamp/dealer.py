@@ -31,7 +31,7 @@ from cluso_router.router.subscriptions import Match, PrefixIndex, WildcardIndex
 from cluso_router.ws.wamp.codec import error_code, error_uri
 
 if TYPE_CHECKING:
-    from cluso_router.ws.wamp.realm import WampRealm, WampSession
+    from cluso_router.ws.wamp.realm import WampRealm
 
 INVOKE_POLICIES: Final = ("single", "roundrobin", "random", "first", "last")
 CANCEL_MODES: Final = ("skip", "kill", "killnowait")
@@ -111,18 +111,44 @@ def text(message: str) -> Payload:
     return Payload([message])
 
 
-class Callee(Protocol):
+class Identity(Protocol):
     """
-    A registered endpoint: one session's callee side.
+    Who a caller or callee is, and what its client announced; a session of
+    this node or of another one.
     """
 
-    session: WampSession
+    @property
+    def wamp_id(self) -> int | None: ...
+
+    @property
+    def authid(self) -> str | None: ...
+
+    @property
+    def authrole(self) -> str | None: ...
+
+    def supports(self, role: str, feature: str) -> bool: ...
+
+
+class Callee(Protocol):
+    """
+    A registered endpoint: one session's callee side, here or on another
+    node.
+    """
+
+    @property
+    def session(self) -> Identity: ...
 
     def invoke(self, call: Call, registration: Registration) -> None: ...
 
     def interrupt(self, call: Call, mode: str) -> None: ...
 
     def revoke(self, registration: Registration, reason: str) -> None: ...
+
+
+class RegistrationObserver(Protocol):
+    def registered(self, callee: Callee, registration: Registration) -> None: ...
+
+    def unregistered(self, callee: Callee, registration: Registration) -> None: ...
 
 
 class Reply(Protocol):
@@ -196,7 +222,7 @@ class Call:
     procedure: str
     payload: Payload
     reply: Reply
-    caller: WampSession | None = None
+    caller: Identity | None = None
     receive_progress: bool = False
     timeout: int = 0
     disclose: bool = False
@@ -204,6 +230,8 @@ class Call:
     #: router procedure.
     callee: Callee | None = None
     invocation: int = 0
+    #: The key of its call to another node's callee.
+    remote: str | None = None
     running: Deferred[Any] | None = None
     timer: IDelayedCall | None = None
     #: Set once canceled with C{kill}: the caller waits for the callee's
@@ -264,6 +292,9 @@ class Dealer:
         self.registrations: dict[int, Registration] = {}
         #: Procedures answered by the realm itself (the meta API), by name.
         self.meta: dict[str, Callable[[Call], Any]] = {}
+        #: Told of this node's callees registering and unregistering (the
+        #: cluster, which tells the other nodes).
+        self.observer: RegistrationObserver | None = None
 
     # registrations
 
@@ -291,11 +322,19 @@ class Dealer:
         return {match: list(index) for match, index in self._indexes.items()}
 
     def register(
-        self, callee: Callee, uri: str, match: Match, invoke: str, force: bool = False
+        self,
+        callee: Callee,
+        uri: str,
+        match: Match,
+        invoke: str,
+        force: bool = False,
+        remote: bool = False,
     ) -> Registration:
         """
         Add C{callee} to the registration of C{uri} under C{match},
-        creating it (with the C{invoke} policy) when it is the first.
+        creating it (with the C{invoke} policy) when it is the first. For a
+        C{remote} callee (another node's) no meta events are published and
+        the observer is not told: its own node does both.
 
         @raise DealerError: for a reserved or taken name, or another policy
             than the registration's.
@@ -322,7 +361,7 @@ class Dealer:
             if force and registration.invoke == "single" == invoke:
                 for previous in list(registration.callees):
                     previous.revoke(registration, "wamp.error.unregistered")
-                    self._remove_callee(previous, registration)
+                    self.unregister(previous, registration)
                 registration = self.lookup(uri, match)
             elif registration.invoke == "single" or invoke == "single":
                 raise DealerError(
@@ -340,33 +379,39 @@ class Dealer:
             self._indexes[match].add(registration)
             self.registrations[registration.id] = registration
         registration.callees.append(callee)
+        if remote:
+            return registration
         session_id = callee.session.wamp_id
         if created:
             self._realm.meta_event(
                 "wamp.registration.on_create", session_id, registration.details()
             )
         self._realm.meta_event("wamp.registration.on_register", session_id, registration.id)
+        if self.observer is not None:
+            self.observer.registered(callee, registration)
         return registration
 
-    def unregister(self, callee: Callee, registration: Registration, leaving: bool = False) -> None:
+    def unregister(self, callee: Callee, registration: Registration, remote: bool = False) -> None:
         """
-        Remove C{callee} from C{registration} (dropping it once nobody is
-        left); C{leaving} when its session is going (the meta events then
-        name no session, as the session is gone).
+        Remove C{callee} from C{registration}, dropping the registration
+        once nobody is left (a C{remote} callee's quietly, as in
+        L{register}).
         """
-        self._remove_callee(callee, registration, None if leaving else callee.session.wamp_id)
-
-    def _remove_callee(
-        self, callee: Callee, registration: Registration, session_id: int | None = None
-    ) -> None:
         if callee not in registration.callees:
             return
         registration.callees.remove(callee)
-        self._realm.meta_event("wamp.registration.on_unregister", session_id, registration.id)
+        if not remote:
+            if self.observer is not None:
+                self.observer.unregistered(callee, registration)
+            session_id = callee.session.wamp_id
+            self._realm.meta_event("wamp.registration.on_unregister", session_id, registration.id)
         if not registration.callees:
             self._indexes[registration.match].remove(registration)
             del self.registrations[registration.id]
-            self._realm.meta_event("wamp.registration.on_delete", session_id, registration.id)
+            if not remote:
+                self._realm.meta_event(
+                    "wamp.registration.on_delete", callee.session.wamp_id, registration.id
+                )
 
     # calls
 
@@ -595,7 +640,7 @@ def _named_components(pattern: str) -> int:
     return sum(1 for component in pattern.split(".") if component)
 
 
-def _takes_passthru(session: WampSession, options: Mapping[str, Any]) -> bool:
+def _takes_passthru(session: Identity, options: Mapping[str, Any]) -> bool:
     feature = "payload_passthru_mode" if "ppt_scheme" in options else "payload_transparency"
     return session.supports("callee", feature)
 

@@ -392,7 +392,7 @@ class MetaApi:
 
 
 def _caller(call: Call) -> WampSession:
-    if call.caller is None:
+    if not isinstance(call.caller, WampSession):
         raise DealerError("wamp.error.no_such_session", "only WAMP sessions may call this")
     return call.caller
 

@@ -24,6 +24,7 @@ from cluso_router.ws.wamp.config import WampConfig
 
 if TYPE_CHECKING:
     from cluso_router.ws.wamp.pubsub import SessionPubSub
+    from cluso_router.ws.wamp.rpc import SessionRPC
 
 #: Topics and procedures the router itself owns.
 RESERVED_PREFIX: Final = "wamp."
@@ -40,6 +41,7 @@ class Peer(Protocol):
     """
 
     pubsub: SessionPubSub
+    rpc: SessionRPC
 
     def send(self, msg: Any) -> None: ...
 

@@ -274,7 +274,7 @@ class SessionRPC:
         """
         registrations, self._registrations = self._registrations, {}
         for registration in registrations.values():
-            self._dealer.unregister(self, registration, leaving=True)
+            self._dealer.unregister(self, registration)
         invocations, self._invocations = self._invocations, {}
         for call in invocations.values():
             self._dealer.callee_lost(call)
