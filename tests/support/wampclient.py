@@ -9,8 +9,6 @@ client side of it needs PyNaCl).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,7 +100,6 @@ class Clients:
         serializer: str = "json",
         credentials: Credentials | None = None,
         headers: dict[str, str] | None = None,
-        setup: Callable[[ApplicationSession], Any] | None = None,
     ) -> Client:
         """
         A client joined to C{realm} at C{url} (C{ws://} or C{rs://}).
@@ -148,8 +145,6 @@ class Clients:
         session, details = await within(opened)
         client = Client(session, details, left)
         self.joined.append(client)
-        if setup is not None:
-            await setup(session)
         return client
 
     async def close(self) -> None:
@@ -161,6 +156,3 @@ class Clients:
                 except Exception:
                     client.session._transport.close()
 
-
-def dump(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=repr)

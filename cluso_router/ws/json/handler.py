@@ -252,7 +252,7 @@ class JsonHandler:
     def _handle_send(self, session: Session, request: Send) -> None:
         self._authorize(request.channel, "publish", request.request_id)
         router = self._context.router
-        if router.claims.is_claimed(request.channel):
+        if router.claims.is_claimed(request.channel) or request.channel.startswith("wamp."):
             raise ProtocolError(
                 "forbidden_channel",
                 f"channel {request.channel!r} is published by the server only",
