@@ -17,6 +17,7 @@ from twisted.internet.testing import StringTransport
 from cluso_router.router.event import Audience, Event, Extras
 from cluso_router.router.router import Router
 from cluso_router.router.subscriptions import Subscription
+from cluso_router.ws.wamp.codec import ProtocolViolation
 from cluso_router.ws.wamp.dealer import MAX_PENDING_CALLS, Call, DealerError, Payload
 from cluso_router.ws.wamp.meta import MAX_TESTAMENTS, HistoryQuery
 from cluso_router.ws.wamp.realm import WampRealm, WampSession
@@ -339,3 +340,31 @@ def test_history_query() -> None:
     assert ask(limit=10_000) == [0, 3, 4, 5]
     with pytest.raises(DealerError):
         HistoryQuery({"limit": 0})
+
+
+def test_payload_passthru_calls(realm: WampRealm) -> None:
+    """
+    A call in payload passthru mode reaches a callee that announced it with
+    its C{ppt_*} options and binary argument untouched, and the answer
+    comes back the same way; a callee that did not announce it is not
+    called (C{wamp.error.feature_not_supported}); a caller that did not
+    announce it violates the protocol.
+    """
+    announced = {"features": {"payload_passthru_mode": True}}
+    callee = Peer(realm, {"callee": announced})
+    callee.register("ppt.proc")
+    plain = Peer(realm)
+    plain.register("plain.proc")
+    caller = Peer(realm, {"caller": announced})
+    options = {"ppt_scheme": "mqtt", "ppt_serializer": "mqtt"}
+
+    caller.rpc.call(message.Call(1, "ppt.proc", args=[b"\x01"]), options)
+    caller.rpc.call(message.Call(2, "plain.proc", args=[b"\x01"]), options)
+    invocation = callee.sent[-1]
+    callee.rpc.yield_(message.Yield(invocation[1], args=[b"\x02"]), {"ppt_scheme": "mqtt"})
+
+    assert invocation[3:] == [options, [b"\x01"]]
+    assert caller.sent[0][4] == "wamp.error.feature_not_supported"
+    assert caller.sent[1] == [50, 1, {"ppt_scheme": "mqtt"}, [b"\x02"]]
+    with pytest.raises(ProtocolViolation):
+        Peer(realm).rpc.call(message.Call(3, "ppt.proc", args=[b"\x01"]), options)

@@ -15,7 +15,7 @@ from autobahn.wamp import message
 from twisted.logger import Logger
 
 from cluso_router.router.subscriptions import Match
-from cluso_router.ws.wamp.codec import passthru_options
+from cluso_router.ws.wamp.codec import ProtocolViolation, passthru_options
 from cluso_router.ws.wamp.dealer import (
     CALL,
     CANCEL_MODES,
@@ -35,11 +35,22 @@ from cluso_router.ws.wamp.realm import WampRealm, WampSession
 Send = Callable[[Any], None]
 
 
-def payload_of(msg: Any, options: Mapping[str, Any]) -> Payload:
+def payload_of(
+    msg: Any, options: Mapping[str, Any], sender: WampSession | None = None, role: str = ""
+) -> Payload:
     """
     The payload of a CALL, YIELD or ERROR as sent.
+
+    @raise ProtocolViolation: for C{ppt_*} options from a C{sender} that did
+        not announce payload passthru mode for its C{role}.
     """
     passthru = passthru_options(options)
+    if (
+        "ppt_scheme" in passthru
+        and sender is not None
+        and not sender.supports(role, "payload_passthru_mode")
+    ):
+        raise ProtocolViolation(f"payload passthru mode was not announced by this {role}")
     raw = msg.payload if isinstance(msg.payload, bytes) else None
     return Payload(list(msg.args or []), msg.kwargs or None, raw, passthru)
 
@@ -192,9 +203,10 @@ class SessionRPC:
         call = self._invocations.get(msg.request)
         if call is None:
             return
+        answer = payload_of(msg, options, self.session, "callee")
         if not msg.progress:
             del self._invocations[msg.request]
-        self._dealer.answered(call, payload_of(msg, options), bool(msg.progress))
+        self._dealer.answered(call, answer, bool(msg.progress))
 
     def error(self, msg: message.Error, options: Mapping[str, Any]) -> None:
         call = self._invocations.pop(msg.request, None)
@@ -227,7 +239,7 @@ class SessionRPC:
         timeout = msg.timeout or 0
         call = Call(
             msg.procedure,
-            payload_of(msg, options),
+            payload_of(msg, options, session, "caller"),
             _CallerReply(self, msg.request),
             caller=session,
             receive_progress=bool(msg.receive_progress),
