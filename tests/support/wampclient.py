@@ -155,4 +155,3 @@ class Clients:
                     await within(client.left)
                 except Exception:
                     client.session._transport.close()
-
