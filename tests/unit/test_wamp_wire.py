@@ -228,3 +228,26 @@ def test_a_broken_serializer_backend_disables_only_its_serializer(tmp_path: Path
     assert "'msgpack'" in result.stdout
     assert "'cbor'" in result.stdout
     assert "ubjson" not in result.stdout
+
+
+def test_rawsocket_handshake_deadline_and_budget() -> None:
+    """
+    A connection that does not shake hands in time is dropped; one beyond
+    the realm's budget of joining connections is dropped at once; the
+    handshake ends a connection's turn in the budget.
+    """
+    protocol, transport, router = rawsocket()
+    realm = protocol.factory.context.realm
+    clock: Clock = router.clock  # type: ignore[assignment]
+    realm.max_unjoined = 1
+    waiting = realm.unjoined
+    late = protocol.factory.buildProtocol(None)
+    late_transport = StringTransport()
+    late.makeConnection(late_transport)
+
+    clock.advance(realm.hello_timeout)
+
+    assert waiting == 1
+    assert late_transport.disconnecting
+    assert transport.disconnecting
+    assert realm.unjoined == 0

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any, Final
 
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IDelayedCall
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
@@ -84,25 +84,57 @@ class RawSocketProtocol(Protocol):
     factory: RawSocketFactory
     _handler: WampHandler | None = None
     session: RawSocketSession | None = None
+    _deadline: IDelayedCall | None = None
 
     def __init__(self) -> None:
         self._buffer = b""
         self._max_length = 0
+
+    def connectionMade(self) -> None:
+        """
+        A connection that has not shaken hands counts as joining the realm:
+        refused when too many are, and dropped after the realm's deadline.
+        """
+        realm = self.factory.context.realm
+        if not realm.admits_unjoined():
+            self.factory.context.router.refusals["unjoined"] += 1
+            self._drop("too many connections joining")
+            return
+        realm.unjoined += 1
+        self._deadline = self.factory.context.router.clock.callLater(
+            realm.hello_timeout, self._too_slow
+        )
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        self.factory.context.realm.unjoined -= 1
+        self._drop("no handshake in time")
+
+    def _shaken(self) -> None:
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None:
+            self.factory.context.realm.unjoined -= 1
+            if deadline.active():
+                deadline.cancel()
 
     def dataReceived(self, data: bytes) -> None:
         with batched_writes():
             self._received(data)
 
     def _received(self, data: bytes) -> None:
-        self._buffer += data
+        buffer = self._buffer + data if self._buffer else data
+        offset = 0
         if self._handler is None:
-            if len(self._buffer) < 4:
+            if len(buffer) < 4:
+                self._buffer = buffer
                 return
-            handshake, self._buffer = self._buffer[:4], self._buffer[4:]
-            if not self._handshake(handshake):
+            self._buffer = b""
+            if not self._handshake(buffer[:4]):
                 return
-        while len(self._buffer) >= 4 and self.transport is not None:
-            header = self._buffer[:4]
+            offset = 4
+        size = len(buffer)
+        while size - offset >= 4 and self.transport is not None:
+            header = buffer[offset : offset + 4]
             if header[0] & 0xF0:
                 self._drop("reserved bits set in a frame header")
                 return
@@ -110,17 +142,19 @@ class RawSocketProtocol(Protocol):
             if length > self._max_length:
                 self._drop(f"a {length}-byte frame is more than the {self._max_length} announced")
                 return
-            if len(self._buffer) < 4 + length:
-                return
-            payload = self._buffer[4 : 4 + length]
-            self._buffer = self._buffer[4 + length :]
+            if size - offset < 4 + length:
+                break
+            payload = buffer[offset + 4 : offset + 4 + length]
+            offset += 4 + length
             self._frame(header[0] & 0x07, payload)
+        self._buffer = buffer[offset:]
 
     def _handshake(self, octets: bytes) -> bool:
         """
         Answer the client's handshake: agree and open the WAMP session, or
         reply with the error the specification names and close.
         """
+        self._shaken()
         context = self.factory.context
         if octets[0] != MAGIC:
             self._drop("not a RawSocket handshake")
@@ -199,6 +233,7 @@ class RawSocketProtocol(Protocol):
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def connectionLost(self, reason: Any = None) -> None:
+        self._shaken()
         session, self.session = self.session, None
         if self._handler is not None:
             self._handler.closed()
