@@ -275,9 +275,11 @@ def _subscribers(
 
     def check_stop() -> None:
         if stop.is_set():
+            watching.stop()
             reactor.stop()  # type: ignore[attr-defined]
 
-    task.LoopingCall(check_stop).start(0.2)
+    watching = task.LoopingCall(check_stop)
+    watching.start(0.2)
     reactor.run()  # type: ignore[attr-defined]
 
 
