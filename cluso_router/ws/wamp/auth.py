@@ -17,7 +17,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 from autobahn.wamp import auth as wamp_auth
 from cryptography.exceptions import InvalidSignature
@@ -26,9 +26,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cluso_router._time import iso_timestamp
 from cluso_router.security import AccessPolicy
 from cluso_router.ws.wamp.config import WampConfig
-
-#: The methods, in the order a router offers them when a client lists none.
-METHODS: Final = ("ticket", "wampcra", "cryptosign", "anonymous")
 
 
 @dataclass(frozen=True)

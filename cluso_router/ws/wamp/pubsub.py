@@ -60,10 +60,6 @@ class SessionPubSub:
     def _error(self, request_type: int, request: int, uri: str, text: str) -> None:
         self._send(message.Error(request_type, request, uri, args=[text]))
 
-    @property
-    def subscription_ids(self) -> list[int]:
-        return list(self._subscriptions)
-
     def subscribe(self, msg: message.Subscribe, options: Mapping[str, Any]) -> None:
         """
         Subscribe; a session subscribing again to the same topic and match

@@ -293,7 +293,3 @@ class SessionRPC:
         calls, self._calls = self._calls, {}
         for call in calls.values():
             self._dealer.caller_left(call)
-
-    @property
-    def registration_ids(self) -> list[int]:
-        return list(self._registrations)
