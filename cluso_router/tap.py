@@ -105,7 +105,8 @@ class Options(usage.Options):
             "max-subscriptions",
             None,
             Limits.max_subscriptions,
-            "Subscriptions one connection may hold; more get too_many_subscriptions.",
+            "Subscriptions one connection may hold (and registrations a WAMP session may); "
+            "more get too_many_subscriptions (too_many_registrations).",
             int,
         ],
         [
