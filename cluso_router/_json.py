@@ -7,16 +7,23 @@ C{1e400}) and lone UTF-16 surrogates are not JSON that every peer can read
 (browsers' C{JSON.parse} rejects the first, UTF-8 cannot carry the last),
 so they are refused on the way in and can never be produced on the way out.
 A value that passed L{loads} always passes L{dumps}.
+
+WAMP carries binary values; in JSON its convention is a string made of a
+NUL character and the value's base64 (C{"\\u0000AAEC"}). With C{binary},
+L{dumps} writes C{bytes} that way and L{loads} reads such strings back as
+C{bytes}; without it neither happens, so the JSON dialect sees strings.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import re
 from typing import Any, Final
 
-__all__ = ["JSONError", "check", "dumps", "loads"]
+__all__ = ["JSONError", "binary_values", "check", "dumps", "loads"]
 
 MAX_DEPTH: Final = 500
 
@@ -35,22 +42,34 @@ class JSONError(ValueError):
         self.parsed = parsed
 
 
+def _binary_string(value: Any) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\x00" + base64.b64encode(value).decode("ascii")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_BINARY_ENCODER: Final = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_binary_string
+)
+#: How a NUL character (which starts a binary string) looks in JSON text.
+_NUL_ESCAPE: Final = b"\\u0000"
 #: A \\u escape of a surrogate code point; without one, parsed strings
 #: hold none (raw surrogates cannot appear in valid UTF-8).
 _SURROGATE_ESCAPE: Final = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 
 
-def dumps(value: Any) -> bytes:
+def dumps(value: Any, binary: bool = False) -> bytes:
     """
-    C{value} as compact UTF-8 JSON.
+    C{value} as compact UTF-8 JSON; with C{binary}, C{bytes} as WAMP's
+    binary strings.
 
     @raise JSONError: for NaN, infinities, lone surrogates and values
         JSON has no form for.
     """
     try:
-        return _ENCODER.encode(value).encode("utf-8")
+        return (_BINARY_ENCODER if binary else _ENCODER).encode(value).encode("utf-8")
     except UnicodeEncodeError:
         raise JSONError("a string holds a lone UTF-16 surrogate") from None
     except RecursionError:
@@ -59,9 +78,10 @@ def dumps(value: Any) -> bytes:
         raise JSONError(str(e)) from None
 
 
-def loads(data: bytes | str) -> Any:
+def loads(data: bytes | str, binary: bool = False) -> Any:
     """
-    Parse C{data}, refusing what L{dumps} could not write back.
+    Parse C{data}, refusing what L{dumps} could not write back; with
+    C{binary}, WAMP's binary strings become C{bytes}.
 
     @raise JSONError: saying what is wrong.
     """
@@ -79,6 +99,42 @@ def loads(data: bytes | str) -> Any:
             check(value)
         except JSONError as e:
             raise JSONError(str(e), value) from None
+    if binary and _NUL_ESCAPE in raw:
+        value = binary_values(value)
+    return value
+
+
+def binary_values(value: Any) -> Any:
+    """
+    C{value} (as parsed from JSON) with each WAMP binary string replaced by
+    its bytes.
+
+    @raise JSONError: when such a string is not base64.
+    """
+    try:
+        return _decode_binary(value)
+    except RecursionError:
+        raise JSONError("the value is nested too deeply") from None
+
+
+def _decode_binary(value: Any) -> Any:
+    """
+    C{value} with each string that starts with a NUL character replaced by
+    the bytes its base64 rest encodes.
+
+    @raise JSONError: when such a string is not base64.
+    """
+    if isinstance(value, str):
+        if value[:1] != "\x00":
+            return value
+        try:
+            return base64.b64decode(value[1:], validate=True)
+        except (binascii.Error, ValueError):
+            raise JSONError("a binary string (starting with \\u0000) is not base64") from None
+    if isinstance(value, list):
+        return [_decode_binary(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _decode_binary(item) for key, item in value.items()}
     return value
 
 

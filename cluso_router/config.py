@@ -26,6 +26,7 @@ from cluso_router.web.bodylimit import DEFAULT_MAX_BODY
 from cluso_router.workspace.backups import BackupSettings
 from cluso_router.workspace.files import DEFAULT_MAX_READ_BYTES
 from cluso_router.ws.limits import Limits
+from cluso_router.ws.wamp.config import WampConfig
 
 DEFAULT_LISTEN = "tcp:3000:interface=127.0.0.1"
 
@@ -85,6 +86,10 @@ class ServerConfig:
     redis_prefix: str = DEFAULT_PREFIX
     #: Where project backups are kept, and how much.
     backups: BackupSettings = field(default_factory=BackupSettings)
+    #: Endpoint of the WAMP RawSocket transport; C{None} serves none.
+    listen_rawsocket: str | None = None
+    #: The WAMP realm, authentication methods and roles (C{--wamp-config}).
+    wamp: WampConfig = field(default_factory=WampConfig)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", os.path.realpath(self.root))
@@ -116,12 +121,13 @@ class ServerConfig:
         if self.auth not in ("token", "none"):
             raise ValueError(f"auth must be 'token' or 'none', not {self.auth!r}")
         if self.auth == "none":
-            if self.listen is not None and endpoint_is_loopback(self.listen) is False:
-                raise ValueError(
-                    f"--auth none is refused on {self.listen}, which other machines can "
-                    "reach; listen on a loopback address (tcp:PORT:interface=127.0.0.1) "
-                    "or use a token"
-                )
+            for endpoint in filter(None, (self.listen, self.listen_rawsocket)):
+                if endpoint_is_loopback(endpoint) is False:
+                    raise ValueError(
+                        f"--auth none is refused on {endpoint}, which other machines can "
+                        "reach; listen on a loopback address (tcp:PORT:interface=127.0.0.1) "
+                        "or use a token"
+                    )
             object.__setattr__(self, "token", None)
         elif self.token is None:
             object.__setattr__(self, "token", generate_token())

@@ -81,9 +81,24 @@ class IPublisher(Interface):
     backplane that carries them to every node first.
     """
 
-    def publish(channel: str, data: Any) -> Any:
+    def publish(channel: str, data: Any, extras: Any = None) -> Any:
         """
-        Publish C{data} on C{channel}; return a delivery report.
+        Publish C{data} on C{channel}; return a delivery report (or a
+        Deferred of it). C{extras} (an L{cluso_router.router.event.Extras})
+        is what a WAMP publisher gave beyond C{data}.
+        """
+
+
+class IAudienceResolver(Interface):
+    """
+    Finds the sessions of this node a publication's
+    L{cluso_router.router.event.Audience} names.
+    """
+
+    def resolve(audience: Any) -> Any:
+        """
+        Return C{(excluded, eligible)}: the sessions to leave out, and
+        (C{None} for no limit) the only sessions to deliver to.
         """
 
 

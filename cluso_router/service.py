@@ -46,6 +46,9 @@ from cluso_router.web.static import mount_static
 from cluso_router.workspace.api import WorkspaceApi, install_workspace_api
 from cluso_router.workspace.git import GitEventType, git_event
 from cluso_router.workspace.ledger import FileChangeLedger, FileEvent, file_changed
+from cluso_router.ws.wamp import WampRealm
+from cluso_router.ws.wamp.cluster import WampCluster
+from cluso_router.ws.wamp.rawsocket import RawSocketFactory
 
 __all__ = ["DEFAULT_LISTEN", "CannotListen", "ClusoService", "EventBroadcaster", "ServerConfig"]
 
@@ -133,6 +136,8 @@ class AnnouncingEndpoint:
     again and the listen fails: C{--auth none} must not serve the network.
 
     @param sign_in: makes the sign-in block from the server's URL.
+    @param what: names what listens, for an endpoint that is not the web
+        site (which is announced with its URL).
     """
 
     log = Logger()
@@ -142,10 +147,12 @@ class AnnouncingEndpoint:
         endpoint: IStreamServerEndpoint,
         loopback_only: bool,
         sign_in: Callable[[str], str] | None = None,
+        what: str | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._loopback_only = loopback_only
         self._sign_in = sign_in
+        self._what = what
         self.port: IListeningPort | None = None
 
     def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
@@ -165,6 +172,14 @@ class AnnouncingEndpoint:
             host = "localhost"
         elif ":" in host:
             host = f"[{host}]"
+        if self._what is not None:
+            self.log.info(
+                "cluso-router {what} listening on {host}:{port}",
+                what=self._what,
+                host=host,
+                port=getattr(address, "port", ""),
+            )
+            return port
         url = f"http://{host}:{getattr(address, 'port', '')}/"
         self.log.info(
             "cluso-router listening on {url} (WebSocket {ws_url})",
@@ -197,9 +212,10 @@ class CannotListen(Exception):
     """
 
 
-def cannot_listen(error: CannotListenError) -> str:
+def cannot_listen(error: CannotListenError, option: str = "--listen") -> str:
     """
-    What to tell the user when listening failed with C{error}.
+    What to tell the user when listening failed with C{error}; C{option}
+    is the one that chooses the address.
     """
     interface, port = error.interface, error.port
     if not interface:
@@ -216,8 +232,8 @@ def cannot_listen(error: CannotListenError) -> str:
     other = port + 1 if isinstance(port, int) and 0 < port < 65535 else 3000
     host = interface if interface and ":" not in interface else "127.0.0.1"
     return (
-        f"cannot listen on {where}: {why}; choose another address with --listen, "
-        f"e.g. --listen tcp:{other}:interface={host}"
+        f"cannot listen on {where}: {why}; choose another address with {option}, "
+        f"e.g. {option} tcp:{other}:interface={host}"
     )
 
 
@@ -226,15 +242,18 @@ class WebService(StreamServerEndpointService):
     The site on its endpoint. Failing to listen raises from
     C{privilegedStartService} (so the server does not start half-way), as
     a L{CannotListen} when the address could not be taken.
+
+    @ivar option: the command-line option that chooses the address.
     """
 
     _raiseSynchronously = True
+    option = "--listen"
 
     def privilegedStartService(self) -> None:
         try:
             super().privilegedStartService()
         except CannotListenError as e:
-            raise CannotListen(cannot_listen(e)) from None
+            raise CannotListen(cannot_listen(e, self.option)) from None
 
 
 def listening_service(
@@ -243,6 +262,7 @@ def listening_service(
     factory: IProtocolFactory,
     token: str | None,
     sign_in: Callable[[str], str] | None = None,
+    name: str = "web",
 ) -> tuple[StreamServerEndpointService, AnnouncingEndpoint]:
     """
     A service listening on endpoint C{description} (a UNIX socket there is
@@ -254,9 +274,11 @@ def listening_service(
         serverFromString(reactor, private_unix_endpoint(description)),
         loopback_only=token is None,
         sign_in=sign_in,
+        what="WAMP RawSocket" if name == "rawsocket" else None,
     )
     service = WebService(endpoint, factory)
-    service.setName("web")
+    service.option = f"--listen-{name}" if name != "web" else "--listen"
+    service.setName(name)
     return service, endpoint
 
 
@@ -296,8 +318,13 @@ class ClusoService(MultiService):
             refusals=self.router.refusals,
             sessions=SessionTable(reactor, config.session_lifetime, config.max_sessions),
         )
+        self.realm = WampRealm(self.router, self.backplane, config.wamp)
         self.root_resource = build_root(
-            self.router, self.backplane, limits=config.limits, policy=self.policy
+            self.router,
+            self.backplane,
+            limits=config.limits,
+            policy=self.policy,
+            realm=self.realm,
         )
         registry = metrics_registry(self.router, self.sweeper)
         registry.register(BackplaneCollector(self.backplane))
@@ -336,14 +363,29 @@ class ClusoService(MultiService):
             self.web, self.endpoint = listening_service(
                 reactor, config.listen, self.site, config.token, self._sign_in_banner()
             )
+        self.rawsocket: StreamServerEndpointService | None = None
+        self.rawsocket_endpoint: AnnouncingEndpoint | None = None
+        if config.listen_rawsocket is not None:
+            self.rawsocket, self.rawsocket_endpoint = listening_service(
+                reactor,
+                config.listen_rawsocket,
+                RawSocketFactory(
+                    self.router, self.realm, self.backplane, config.limits, self.policy
+                ),
+                config.token,
+                name="rawsocket",
+            )
         self.sources = SourcesService(self.source_context, config.sources, config.source_options)
         self.router.setServiceParent(self)
         self.mcp.setServiceParent(self)
         if isinstance(self.backplane, RedisBackplane):
             self.backplane.setServiceParent(self)
+            WampCluster(self.realm, self.backplane, clock=reactor).setServiceParent(self)
         self.sweeper.setServiceParent(self)
         if self.web is not None:
             self.web.setServiceParent(self)
+        if self.rawsocket is not None:
+            self.rawsocket.setServiceParent(self)
         self.sources.setServiceParent(self)
         self.workspace_api.setServiceParent(self)
 

@@ -40,6 +40,7 @@ from cluso_router.workspace.backup_walk import DEFAULT_MAX_BYTES, DEFAULT_MAX_FI
 from cluso_router.workspace.backups import DEFAULT_KEEP, BackupSettings
 from cluso_router.workspace.files import DEFAULT_MAX_READ_BYTES
 from cluso_router.ws.limits import Limits
+from cluso_router.ws.wamp.config import WampConfig, load_config
 
 
 def versions() -> str:
@@ -175,7 +176,8 @@ class Options(usage.Options):
             "max-subscriptions",
             None,
             Limits.max_subscriptions,
-            "Subscriptions one connection may hold; more get too_many_subscriptions.",
+            "Subscriptions one connection may hold (and registrations a WAMP session may); "
+            "more get too_many_subscriptions (too_many_registrations).",
             int,
         ],
         [
@@ -229,6 +231,20 @@ class Options(usage.Options):
             DEFAULT_PREFIX,
             "Prefix of this deployment's Redis keys and pub/sub channels, so several "
             "deployments can share one Redis.",
+        ],
+        [
+            "listen-rawsocket",
+            None,
+            None,
+            "Also serve WAMP over RawSocket on this endpoint (e.g. "
+            "tcp:8081:interface=127.0.0.1; default: none).",
+        ],
+        [
+            "wamp-config",
+            None,
+            None,
+            "TOML file with the WAMP realm, authentication (anonymous, tickets, WAMP-CRA, "
+            "cryptosign) and roles with their permissions and rate limits (see docs/wamp.md).",
         ],
     ]
     optParameters += [
@@ -401,6 +417,7 @@ class Options(usage.Options):
         source_values = self._source_values(chosen)
         try:
             token, token_store = self._token()
+            wamp = load_config(self["wamp-config"]) if self["wamp-config"] else WampConfig()
             self["config"] = ServerConfig(
                 root=root,
                 listen=self["listen"],
@@ -434,6 +451,8 @@ class Options(usage.Options):
                 redis=self["redis"],
                 redis_prefix=self["redis-prefix"],
                 backups=self._backup_settings(),
+                listen_rawsocket=self["listen-rawsocket"],
+                wamp=wamp,
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None

@@ -111,7 +111,7 @@ class RecordingPublisher:
     def __init__(self) -> None:
         self.published: list[tuple[str, Any]] = []
 
-    def publish(self, channel: str, data: Any) -> DeliveryReport:
+    def publish(self, channel: str, data: Any, extras: Any = None) -> DeliveryReport:
         self.published.append((channel, data))
         return DeliveryReport(0, 0)
 

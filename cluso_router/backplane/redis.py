@@ -38,10 +38,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from cluso_router._json import dumps, loads
 from cluso_router._time import iso_timestamp
+from cluso_router.backplane.envelope import envelope, event_of
 from cluso_router.interfaces import IBackplane
-from cluso_router.router.event import DeliveryReport, Event, InvalidEvent, encode_data
+from cluso_router.router.event import (
+    DeliveryReport,
+    Event,
+    Extras,
+    InvalidEvent,
+    encode_data,
+    new_publication_id,
+)
 from cluso_router.router.history import DEFAULT_HISTORY_SIZE, Position, Recovery
 from cluso_router.router.router import Router
 
@@ -60,6 +67,8 @@ MAX_BUFFERED: Final = 50_000
 #: real epoch is empty, so a client holding it is always told it may have
 #: missed events.
 UNKNOWN_EPOCH: Final = ""
+#: The first word of a control message (events start with their seq).
+CONTROL: Final = "c"
 
 _PUBLISH: Final = """
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[2])
@@ -264,6 +273,9 @@ class RedisBackplane(MultiService):
                 clock=self.clock,
                 prepareConnection=partial(_prepare, ready),
             ).setServiceParent(self)
+        #: Called with the body of each control message other nodes (or
+        #: this one) send (L{send_control}); the WAMP cluster's.
+        self.control: Callable[[str], None] | None = None
 
     # status
 
@@ -393,6 +405,9 @@ class RedisBackplane(MultiService):
 
     def _handle(self, message: str) -> None:
         head, _, payload = message.partition(" ")
+        if head == CONTROL:
+            self._control(payload)
+            return
         if not payload:
             marker = self._markers.pop(head, None)
             if marker is not None:
@@ -400,8 +415,7 @@ class RedisBackplane(MultiService):
             return
         epoch, _, body = payload.partition(" ")
         try:
-            envelope = loads(body)
-            event = Event(envelope["c"], envelope["d"], envelope["t"], int(head))
+            event = event_of(body, int(head))
         except (ValueError, KeyError, TypeError):
             self.log.error(
                 "Unreadable message on the backplane: {message!r}", message=message[:200]
@@ -424,15 +438,38 @@ class RedisBackplane(MultiService):
         if len(self._last) > MAX_TRACKED_CHANNELS:
             self._last.popitem(last=False)
 
+    # control messages between nodes
+
+    def send_control(self, body: str, node: str | None = None) -> Deferred[Any]:
+        """
+        Send C{body} to node C{node}'s own channel, or with C{None} to every
+        node (this one too), in order with events.
+        """
+        command = self._command
+        if not self.connected or command is None:
+            return fail(BackplaneUnavailable("Redis cannot be reached"))
+        channel = self.events_channel if node is None else f"{self.prefix}node:{node}"
+        d: Deferred[Any] = command.publish(channel, f"{CONTROL} {body}")
+        return d
+
+    def _control(self, body: str) -> None:
+        if self.control is not None:
+            try:
+                self.control(body)
+            except Exception:
+                self.log.failure("A control message failed: {body!r}", body=body[:200])
+
     # IBackplane
 
-    def publish(self, channel: str, data: Any) -> Deferred[DeliveryReport]:
+    def publish(
+        self, channel: str, data: Any, extras: Extras | None = None
+    ) -> Deferred[DeliveryReport]:
         """
         Number and store the event in Redis and send it to every node; the
         report's C{delivered} counts the nodes it went to.
         """
         try:
-            encoded = encode_data(channel, data)
+            encoded = encode_data(channel, data, binary=extras is not None)
         except InvalidEvent:
             return fail()
         command = self._command
@@ -441,21 +478,18 @@ class RedisBackplane(MultiService):
             return fail(
                 BackplaneUnavailable("Redis cannot be reached; the event was not published")
             )
-        body = (
-            b'{"c":'
-            + dumps(channel)
-            + b',"t":'
-            + dumps(iso_timestamp(self._wallclock()))
-            + b',"d":'
-            + encoded
-            + b"}"
+        publication = new_publication_id()
+        body = envelope(
+            channel, iso_timestamp(self._wallclock()), encoded, publication, extras
         ).decode("utf-8")
         d: Deferred[Any] = command.eval(
             _PUBLISH,
             [self._meta_key(channel), self._stream_key(channel)],
             [body, secrets.token_hex(6), self.history_size, self.ttl, self.events_channel],
         )
-        return d.addCallbacks(lambda reply: DeliveryReport(int(reply[2]), 0), self._publish_failed)
+        return d.addCallbacks(
+            lambda reply: DeliveryReport(int(reply[2]), 0, publication), self._publish_failed
+        )
 
     def _publish_failed(self, failure: Failure) -> Failure:
         self.publish_failures += 1
@@ -524,8 +558,7 @@ class RedisBackplane(MultiService):
     def _entry_event(channel: str, entry: list[Any]) -> Event:
         entry_id, fields = entry
         values = dict(zip(fields[::2], fields[1::2], strict=True))
-        envelope = loads(values["p"])
-        return Event(channel, envelope["d"], envelope["t"], int(entry_id.partition("-")[2]))
+        return event_of(values["p"], int(entry_id.partition("-")[2]))
 
     def _meta_key(self, channel: str) -> str:
         return f"{self.prefix}ch:{{{channel}}}"

@@ -147,7 +147,7 @@ class ToolCatalog:
         tools: dict[str, Tool] = {}
         for operation in self._table:
             tools.setdefault(operation.name, operation_tool(operation))
-        for name in self._router.procedures:
+        for name in self._router.procedures.names():
             if name not in tools:
                 tools[name] = procedure_tool(self._router, name)
         return [tools[name] for name in sorted(tools) if TOOL_NAME.fullmatch(name)]
@@ -156,7 +156,7 @@ class ToolCatalog:
         operation = self._table.named(name)
         if operation is not None:
             return operation_tool(operation)
-        if name in self._router.procedures and TOOL_NAME.fullmatch(name):
+        if TOOL_NAME.fullmatch(name) and name in self._router.procedures.names():
             return procedure_tool(self._router, name)
         return None
 

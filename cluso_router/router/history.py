@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import secrets
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from twisted.internet.interfaces import IReactorTime
 
 from cluso_router._json import dumps, loads
-from cluso_router.router.event import Event
+from cluso_router.router.event import Event, Extras
 
 DEFAULT_HISTORY_SIZE: Final = 1000
 DEFAULT_HISTORY_SECONDS: Final = 300.0
@@ -60,18 +61,56 @@ class Recovery:
 
 class _Kept:
     """
-    One kept event: its JSON only (half the memory of keeping the decoded
-    value too); replays decode it again.
+    One kept event: its JSON, not the decoded value (half the memory of
+    keeping both; replays decode it again), and what a WAMP publisher gave
+    beyond it.
     """
 
-    __slots__ = ("at", "encoded", "seq", "size", "timestamp")
+    __slots__ = ("at", "encoded", "extras", "publication", "seq", "size", "timestamp")
 
-    def __init__(self, at: float, seq: int, timestamp: str, encoded: bytes) -> None:
+    def __init__(
+        self,
+        at: float,
+        seq: int,
+        timestamp: str,
+        encoded: bytes,
+        publication: int = 0,
+        extras: Extras | None = None,
+    ) -> None:
         self.at = at
         self.seq = seq
         self.timestamp = timestamp
         self.encoded = encoded
-        self.size = len(encoded) + EVENT_OVERHEAD
+        self.publication = publication
+        self.extras = extras
+        self.size = len(encoded) + EVENT_OVERHEAD + _extras_size(extras, len(encoded))
+
+    def event(self, channel: str) -> Event:
+        return Event(
+            channel,
+            loads(self.encoded),
+            self.timestamp,
+            self.seq,
+            self.encoded,
+            self.publication,
+            self.extras,
+        )
+
+
+def _extras_size(extras: Extras | None, encoded: int) -> int:
+    """
+    What a WAMP publication's extras cost beside its JSON: its arguments
+    are about the size of that JSON (the data is made from them), a
+    transparent payload its own length.
+    """
+    if extras is None:
+        return 0
+    size = EVENT_OVERHEAD
+    if extras.args is not None or extras.kwargs is not None:
+        size += encoded
+    if extras.payload is not None:
+        size += len(extras.payload)
+    return size
 
 
 class _Channel:
@@ -138,7 +177,13 @@ class MemoryHistory:
         return sum(len(channel.events) for channel in self._holding.values())
 
     def record(
-        self, channel_name: str, data: Any, timestamp: str, encoded: bytes | None = None
+        self,
+        channel_name: str,
+        data: Any,
+        timestamp: str,
+        encoded: bytes | None = None,
+        publication: int = 0,
+        extras: Extras | None = None,
     ) -> Event:
         """
         Give the next C{seq} of C{channel_name} to a new event and keep it
@@ -153,11 +198,11 @@ class MemoryHistory:
         else:
             self._channels.move_to_end(channel_name)
         channel.seq += 1
-        event = Event(channel_name, data, timestamp, channel.seq, encoded)
+        event = Event(channel_name, data, timestamp, channel.seq, encoded, publication, extras)
         if self.size:
             now = self._clock.seconds()
             self._expire_channel(channel, now - self.seconds)
-            kept = _Kept(now, channel.seq, timestamp, encoded)
+            kept = _Kept(now, channel.seq, timestamp, encoded, publication, extras)
             if len(encoded) > self.max_event_bytes or kept.size > self.max_bytes:
                 self.unkept += 1
             else:
@@ -192,13 +237,23 @@ class MemoryHistory:
         if channel is None:
             return Recovery([], True, position)
         self._expire_channel(channel, self._clock.seconds() - self.seconds)
-        missed = [
-            Event(channel_name, loads(kept.encoded), kept.timestamp, kept.seq, kept.encoded)
-            for kept in channel.events
-            if kept.seq > seq
-        ]
+        missed = [kept.event(channel_name) for kept in channel.events if kept.seq > seq]
         complete = len(missed) == position.seq - seq
         return Recovery(missed, complete, position)
+
+    def kept(self, matching: Callable[[str], bool]) -> list[Event]:
+        """
+        The kept events of every channel whose name C{matching} accepts,
+        oldest first (by when they were kept).
+        """
+        horizon = self._clock.seconds() - self.seconds
+        found: list[tuple[float, Event]] = []
+        for name, channel in list(self._holding.items()):
+            if matching(name):
+                self._expire_channel(channel, horizon)
+                found.extend((kept.at, kept.event(name)) for kept in channel.events)
+        found.sort(key=lambda pair: pair[0])
+        return [event for _, event in found]
 
     def expire(self) -> int:
         """

@@ -8,8 +8,8 @@ API, WAMP calls), so an operation is written once.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, ensureDeferred, fail, maybeDeferred
 
@@ -49,6 +49,10 @@ class ProcedureRegistry:
         self._procedures: dict[str, Callable[[Any], Any]] = {}
         self._progressive: set[str] = set()
         self.changes = Observers()
+        #: Where a name no procedure here has is called (the WAMP dealer,
+        #: with the procedures WAMP callees registered); it tells
+        #: L{changes} when its names change.
+        self.remote: RemoteProcedures | None = None
 
     def register(self, name: str, procedure: Callable[[Any], Any]) -> None:
         if name in self._procedures:
@@ -69,6 +73,14 @@ class ProcedureRegistry:
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._procedures))
 
+    def names(self) -> list[str]:
+        """
+        Every procedure callable by name: this registry's and the remote
+        ones', sorted.
+        """
+        remote = self.remote.exact_names() if self.remote is not None else ()
+        return sorted({*self._procedures, *remote})
+
     def takes_progress(self, name: str) -> bool:
         """
         Whether procedure C{name} reports progress when called with C{progress}.
@@ -88,9 +100,12 @@ class ProcedureRegistry:
             result. Other procedures are called without it.
         @return: a L{Deferred} firing with the result, or failing with
             L{NoSuchProcedure}, a L{ProcedureError} or whatever it raised.
+            A name no procedure here has goes to L{remote}, when set.
         """
         procedure: Callable[..., Any] | None = self._procedures.get(name)
         if procedure is None:
+            if self.remote is not None:
+                return self.remote.call_from_router(name, data, progress)
             return fail(NoSuchProcedure(name))
         if progress is not None and name in self._progressive:
             d = maybeDeferred(procedure, data, progress=progress)
@@ -98,6 +113,25 @@ class ProcedureRegistry:
             d = maybeDeferred(procedure, data)
 
         return d.addCallback(await_result)
+
+
+class RemoteProcedures(Protocol):
+    """
+    Procedures answered outside the registry, called by name.
+    """
+
+    def call_from_router(
+        self, name: str, data: Any, progress: Callable[[Any], None] | None
+    ) -> Deferred[Any]:
+        """
+        Call C{name} with C{data}; fails with L{NoSuchProcedure} for a
+        name nobody answers.
+        """
+
+    def exact_names(self) -> Iterable[str]:
+        """
+        The names callable exactly as they are (not patterns).
+        """
 
 
 def takes_progress(procedure: Callable[..., Any]) -> bool:

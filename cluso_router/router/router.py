@@ -22,10 +22,16 @@ from zope.interface import implementer
 from cluso_router._reactor import default_reactor
 from cluso_router._time import iso_timestamp
 from cluso_router._version import __version__
-from cluso_router.interfaces import IBackplane, IPublisher, ISession
+from cluso_router.interfaces import IAudienceResolver, IBackplane, IPublisher, ISession
 from cluso_router.router.channels import ChannelRegistry
 from cluso_router.router.conflation import KeyFunction, keyed_frame
-from cluso_router.router.event import DeliveryReport, Event, encode_data
+from cluso_router.router.event import (
+    DeliveryReport,
+    Event,
+    Extras,
+    encode_data,
+    new_publication_id,
+)
 from cluso_router.router.history import MemoryHistory, Position, Recovery
 from cluso_router.router.procedures import ProcedureRegistry
 from cluso_router.router.stats import QueueCounters
@@ -121,6 +127,9 @@ class Router(Service):
         #: Frames kept back from sessions that are being replayed a
         #: channel's history: channel -> session -> [(seq, frame)].
         self._holds: dict[str, dict[ISession, list[tuple[int, bytes]]]] = {}
+        #: Resolves the WAMP identities a publication names (its
+        #: L{cluso_router.router.event.Audience}) to this node's sessions.
+        self.audience: IAudienceResolver | None = None
         self.procedures.register("server.info", self.server_info)
 
     # sessions
@@ -193,7 +202,7 @@ class Router(Service):
         index = self._indexes[match]
         subscription = index.get(channel)
         if subscription is None:
-            subscription = Subscription(channel, match)
+            subscription = Subscription(channel, match, iso_timestamp(self._wallclock()))
             index.add(subscription)
         subscription.sessions.add(session)
         self._has_patterns = bool(len(self._indexes["prefix"]) or len(self._indexes["wildcard"]))
@@ -258,6 +267,13 @@ class Router(Service):
         subscription: Subscription | None = self._indexes[match].get(channel)
         return subscription
 
+    def subscriptions(self) -> Iterator[Subscription]:
+        """
+        Every subscription, of every match policy.
+        """
+        for index in self._indexes.values():
+            yield from index
+
     def matching_subscriptions(self, channel: str) -> list[Subscription]:
         """
         Every subscription an event on C{channel} goes to, exact first.
@@ -318,19 +334,28 @@ class Router(Service):
         self,
         channel: str,
         data: Any,
+        extras: Extras | None = None,
         exclude: AbstractSet[ISession] = frozenset(),
         eligible: AbstractSet[ISession] | None = None,
     ) -> DeliveryReport:
         """
         Stamp C{data} as the next event on C{channel}, keep it in the
         channel's history and deliver it here; see L{deliver} for
-        C{exclude} and C{eligible}.
+        C{exclude} and C{eligible}. C{extras} is what a WAMP publisher gave
+        beyond C{data} (its binary values are allowed).
 
         @raise InvalidEvent: for a bad channel name or data that is not
             strict JSON; nothing is numbered, kept or sent.
         """
-        encoded = encode_data(channel, data)
-        event = self.history.record(channel, data, iso_timestamp(self._wallclock()), encoded)
+        encoded = encode_data(channel, data, binary=extras is not None)
+        event = self.history.record(
+            channel,
+            data,
+            iso_timestamp(self._wallclock()),
+            encoded,
+            new_publication_id(),
+            extras,
+        )
         return self.deliver(event, exclude, eligible)
 
     def deliver(
@@ -362,8 +387,14 @@ class Router(Service):
         self.published[counted] += 1
         subscriptions = self.matching_subscriptions(channel)
         if not subscriptions:
-            return DeliveryReport(0, 0)
+            return DeliveryReport(0, 0, event.publication)
         started = self._timer()
+        extras = event.extras
+        if extras is not None and extras.audience is not None and self.audience is not None:
+            excluded, limited = self.audience.resolve(extras.audience)
+            exclude = exclude | excluded
+            if limited is not None:
+                eligible = limited if eligible is None else eligible & limited
         keyer = self.claims.key_function(channel)
         conflation_key = self._conflation_key(keyer, event) if keyer is not None else None
         frames: dict[Any, bytes] = {}
@@ -427,7 +458,7 @@ class Router(Service):
         elapsed = self._timer() - started
         self.fanout_counts[bisect_left(FANOUT_BUCKETS, elapsed)] += 1
         self.fanout_seconds += elapsed
-        return DeliveryReport(delivered, failed)
+        return DeliveryReport(delivered, failed, event.publication)
 
     def _keep(
         self,
@@ -492,7 +523,7 @@ class Router(Service):
             "cwd": self.cwd,
             "connections": self.connection_count,
             "channels": dict(self.subscriber_counts()),
-            "procedures": list(self.procedures),
+            "procedures": self.procedures.names(),
             "problems": dict(sorted(self.problems.items())),
             "uptimeSeconds": round(self.uptime, 3),
         }

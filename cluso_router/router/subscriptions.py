@@ -29,14 +29,17 @@ class Subscription:
 
     Sessions subscribing to the same pattern and policy share it, so it has
     one id (what WAMP calls the subscription id).
+
+    @ivar created: when it was created, as an ISO timestamp (or empty).
     """
 
-    __slots__ = ("id", "match", "pattern", "sessions")
+    __slots__ = ("created", "id", "match", "pattern", "sessions")
 
-    def __init__(self, pattern: str, match: Match) -> None:
+    def __init__(self, pattern: str, match: Match, created: str = "") -> None:
         self.id = next(_ids)
         self.pattern = pattern
         self.match = match
+        self.created = created
         self.sessions: set[ISession] = set()
 
     def __repr__(self) -> str:

@@ -31,6 +31,7 @@ from cluso_router._json import dumps
 from cluso_router._time import TIMESTAMP_SCHEMA
 from cluso_router._version import __version__
 from cluso_router.router.observers import Observers
+from cluso_router.router.payload import spelled_out
 from cluso_router.router.procedures import ProcedureError
 from cluso_router.web.resources import (
     ApiError,
@@ -175,10 +176,17 @@ class Operation:
         """
         Named values from an C{invoke}'s C{data}: absent or null is no
         arguments, an object is named arguments, an array is positional
-        arguments, any other value is the first argument.
+        arguments, any other value is the first argument. A WAMP call's
+        positional and keyword arguments together (spelled out as
+        C{{"args": [...], "kwargs": {...}}}, see
+        L{cluso_router.router.payload}) are both.
         """
         if data is None:
             return {}
+        arguments = spelled_out(data)
+        if arguments is not None:
+            args, kwargs = arguments
+            return {**self.invoke_values(args), **kwargs} if args else kwargs
         if isinstance(data, dict):
             return data
         names = [p.name for p in self.params]

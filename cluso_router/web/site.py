@@ -5,6 +5,7 @@ The one twisted.web site: C{/ws} for WebSocket clients, C{/api/} for HTTP.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from typing import Any
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -23,6 +24,7 @@ from cluso_router.web.publish import PublishResource
 from cluso_router.web.resources import Directory
 from cluso_router.ws.limits import Limits
 from cluso_router.ws.protocol import websocket_resource
+from cluso_router.ws.wamp import WampRealm
 
 
 class SiteRoot(Directory):
@@ -46,11 +48,13 @@ def build_root(
     limits: Limits | None = None,
     *,
     policy: AccessPolicy,
+    realm: WampRealm | None = None,
 ) -> SiteRoot:
     """
     The resource tree; other parts add their routes with C{putChild} on it
-    or on its C{api} child. C{limits} and C{policy} go to the WebSocket
-    endpoint (put the tree behind L{guard} with the same policy for HTTP).
+    or on its C{api} child. C{limits}, C{policy} and the WAMP C{realm} go
+    to the WebSocket endpoint (put the tree behind L{guard} with the same
+    policy for HTTP).
     """
     publisher = publisher if publisher is not None else router
     api = Directory(
@@ -66,7 +70,10 @@ def build_root(
         AsyncApiResource(router.claims, policy.auth_required),
     )
     root = SiteRoot({b"api": api})
-    root.putChild(b"ws", websocket_resource(router, publisher, limits=limits, policy=policy))
+    options: dict[str, Any] = {"limits": limits}
+    if realm is not None:
+        options["wamp_realm"] = realm
+    root.putChild(b"ws", websocket_resource(router, publisher, policy=policy, **options))
     return root
 
 

@@ -32,11 +32,33 @@ class ConnectionContext:
     policy: AccessPolicy | None
     realm: WampRealm
 
-    def rate_limiter(self) -> MessageRateLimiter | None:
+    def rate_limiter(self, role: str | None = None) -> MessageRateLimiter | None:
         """
-        A new connection's inbound message budget, or C{None} without a limit.
+        A new connection's inbound message budget, or C{None} without a
+        limit: its C{role}'s rate (none when 0) when the role sets one,
+        else the server's (C{--rate-limit}, C{--rate-burst}).
         """
         limits = self.limits
-        if limits.message_rate <= 0:
+        rate, burst = limits.message_rate, limits.message_burst
+        if role is not None:
+            configured = self.realm.access.role(role)
+            if configured.rate is not None:
+                rate = configured.rate
+                burst = configured.burst if configured.burst is not None else max(1, int(rate * 2))
+        if rate <= 0:
             return None
-        return MessageRateLimiter(limits.message_rate, limits.message_burst, self.router.clock)
+        return MessageRateLimiter(rate, burst, self.router.clock)
+
+    @property
+    def token_role(self) -> str:
+        """
+        The role of token holders, which every JSON-dialect connection is
+        (with C{--auth none}, every client is trusted as one).
+        """
+        return self.realm.config.token_role
+
+    def allows(self, uri: str, action: str) -> bool:
+        """
+        Whether a JSON-dialect connection may C{action} on C{uri}.
+        """
+        return self.realm.access.allows(self.token_role, uri, action)

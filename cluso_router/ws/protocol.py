@@ -25,8 +25,19 @@ from cluso_router.ws.context import ConnectionContext
 from cluso_router.ws.json import codec as messages
 from cluso_router.ws.json.handler import JsonHandler
 from cluso_router.ws.limits import Limits
-from cluso_router.ws.session import Session
-from cluso_router.ws.wamp import DEFAULT_REALM, SUBPROTOCOL, WampRealm, open_wamp
+from cluso_router.ws.session import Session, batched_writes
+from cluso_router.ws.wamp import (
+    DEFAULT_REALM,
+    WEBSOCKET,
+    WampRealm,
+    WampSerializer,
+    WampSession,
+    by_subprotocol,
+    open_wamp,
+    wire,
+)
+from cluso_router.ws.wamp.config import WampConfig
+from cluso_router.ws.wamp.serializers import SUBPROTOCOL_PREFIX, subprotocols
 
 _HANDSHAKE_LEFTOVERS: Final = (
     "http_request_data",
@@ -68,8 +79,9 @@ class DialectHandler(Protocol):
 
 class ClusoServerProtocol(WebSocketServerProtocol):
     """
-    One client speaking the JSON dialect, or WAMP when it asked for the
-    C{wamp.2.json} subprotocol (then L{WampHandler} does the talking).
+    One client speaking the JSON dialect, or WAMP when it asked for a
+    C{wamp.2.<serializer>} subprotocol this router has (then
+    L{cluso_router.ws.wamp.WampHandler} does the talking).
     """
 
     # Not "log": Autobahn's own txaio logger lives there and filters levels.
@@ -82,19 +94,24 @@ class ClusoServerProtocol(WebSocketServerProtocol):
     session: Session | None = None
     _handler: DialectHandler | None = None
     _wamp_authenticated = False
+    _wamp: WampSerializer | None = None
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
         """
         Apply the access policy (for a factory used outside the bundled
         site, which checks HTTP requests first) and the connection limit,
-        and pick WAMP when the client offers it. A WAMP client may leave
-        the token out of the handshake: it authenticates in WAMP instead.
-        A browser client that sends its token as a subprotocol also offers
+        and pick WAMP with the first serializer the client offers that this
+        router has. A WAMP client may leave the token out of the handshake:
+        it authenticates in WAMP instead. One offering only WAMP
+        serializers this router lacks is refused saying so. A browser
+        client that sends its token as a subprotocol also offers
         C{cluso.v1}, the answer, so the token is never echoed back.
         """
         context = self.factory.context
         policy = context.policy
-        wamp = SUBPROTOCOL in request.protocols
+        offered = [p for p in request.protocols if p.startswith(SUBPROTOCOL_PREFIX)]
+        serializer = next(filter(None, map(by_subprotocol, offered)), None)
+        wamp = bool(offered)
         if policy is not None:
             local = self.transport.getHost() if self.transport is not None else None
             view = RequestView(
@@ -108,18 +125,37 @@ class ClusoServerProtocol(WebSocketServerProtocol):
             if refusal is not None:
                 raise ConnectionDeny(refusal.status, refusal.message)
             self._wamp_authenticated = wamp and policy.authenticated(view)
+        if wamp and serializer is None:
+            context.router.refusals["subprotocol"] += 1
+            raise ConnectionDeny(
+                400,
+                f"Bad Request: no WAMP serializer of {', '.join(offered)} is supported; "
+                f"this router speaks {', '.join(subprotocols())}",
+            )
         if context.router.connection_count >= context.limits.max_connections:
             context.router.refusals["capacity"] += 1
             raise ConnectionDeny(503, "Service Unavailable: too many connections")
-        if wamp:
-            return SUBPROTOCOL
+        if serializer is not None and not context.realm.admits_unjoined():
+            context.router.refusals["unjoined"] += 1
+            raise ConnectionDeny(503, "Service Unavailable: too many WAMP connections joining")
+        self._wamp = serializer
+        if serializer is not None:
+            return serializer.subprotocol
         return CLIENT_SUBPROTOCOL if CLIENT_SUBPROTOCOL in request.protocols else None
 
     def onOpen(self) -> None:
         self._forget_handshake()
         context = self.factory.context
-        if self.websocket_protocol_in_use == SUBPROTOCOL:
-            self._handler = open_wamp(context, self, self.transport, self._wamp_authenticated)
+        if self._wamp is not None:
+            wamp_wire = wire(self._wamp, WEBSOCKET)
+            wamp_session = WampSession(
+                self,
+                self.transport,
+                wamp_wire.encoder,
+                max_queue_bytes=context.limits.max_queue_bytes,
+                counters=context.router.queue_counters,
+            )
+            self._handler = open_wamp(context, wamp_session, wamp_wire, self._wamp_authenticated)
         else:
             session = Session(
                 self,
@@ -136,10 +172,13 @@ class ClusoServerProtocol(WebSocketServerProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         """
-        Autobahn's version formats the arguments of a debug log line
-        (colours, qualified names) for every read, logged or not.
+        Handle one read, whatever it holds, with the frames it causes sent
+        per session at the end (L{batched_writes}). (Autobahn's version
+        also formats the arguments of a debug log line for every read,
+        logged or not.)
         """
-        self._dataReceived(data)
+        with batched_writes():
+            self._dataReceived(data)
 
     def onMessageEnd(self) -> None:
         """
@@ -203,6 +242,8 @@ class ClusoWebSocketFactory(WebSocketServerFactory):
     C{publisher} is where client C{send}s go: the router itself, or a
     backplane in front of it. C{policy}, when given, is checked at every
     handshake (the bundled site checks it on the HTTP request already).
+    C{wamp_realm} is a realm's name, or a realm shared with other endpoints
+    (a RawSocket one).
     Per-message compression is not offered. A client that breaks the
     WebSocket protocol or a limit gets a close frame with the code saying
     why (1002, 1007, 1009) before the connection is dropped. WAMP clients
@@ -217,17 +258,17 @@ class ClusoWebSocketFactory(WebSocketServerFactory):
         publisher: IPublisher | None = None,
         limits: Limits | None = None,
         policy: AccessPolicy | None = None,
-        wamp_realm: str = DEFAULT_REALM,
+        wamp_realm: str | WampRealm = DEFAULT_REALM,
     ) -> None:
         super().__init__(server=f"cluso-router/{__version__}")
         limits = limits if limits is not None else Limits()
-        self.context = ConnectionContext(
-            router,
-            publisher if publisher is not None else router,
-            limits,
-            policy,
-            WampRealm(wamp_realm),
+        publisher = publisher if publisher is not None else router
+        realm = (
+            WampRealm(router, publisher, WampConfig(realm=wamp_realm))
+            if isinstance(wamp_realm, str)
+            else wamp_realm
         )
+        self.context = ConnectionContext(router, publisher, limits, policy, realm)
         self.setProtocolOptions(
             maxMessagePayloadSize=limits.max_message_bytes,
             maxFramePayloadSize=limits.max_message_bytes,

@@ -8,7 +8,8 @@ import secrets
 import string
 import time
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
 from typing import Any, Final, Protocol
 
 from twisted.internet.interfaces import IPushProducer
@@ -27,6 +28,8 @@ CLOSE_SLOW_CONSUMER: Final = 4008
 DEFAULT_MAX_QUEUE_BYTES: Final = 1024 * 1024
 #: Superseded queue entries tolerated before the queue is compacted.
 _COMPACT_AFTER: Final = 64
+#: Bytes a session gathers during one batch before it sends them anyway.
+MAX_BATCH_BYTES: Final = 256 * 1024
 
 _ALPHABET: Final = string.digits + string.ascii_lowercase
 #: An unmasked ping frame without payload.
@@ -40,6 +43,44 @@ def new_connection_id() -> str:
     """
     tail = "".join(secrets.choice(_ALPHABET) for _ in range(8))
     return f"conn-{int(time.time() * 1000)}-{tail}"
+
+
+class _WriteBatch:
+    """
+    The sessions that gathered frames while one inbound read was handled
+    (L{batched_writes}); the reactor runs one read at a time, so one batch
+    serves them all.
+    """
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.sessions: list[Session] = []
+
+    def flush(self) -> None:
+        sessions, self.sessions = self.sessions, []
+        for session in sessions:
+            session.flush()
+
+
+_BATCH: Final = _WriteBatch()
+
+
+@contextmanager
+def batched_writes() -> Iterator[None]:
+    """
+    While inside, what sessions are handed gathers per session; on leaving,
+    each session sends what it gathered at once. An inbound read holding
+    many messages (a publisher's burst) then costs each subscriber one
+    send instead of one per event; order is kept, and frames go out before
+    the reactor does anything else.
+    """
+    _BATCH.depth += 1
+    try:
+        yield
+    finally:
+        _BATCH.depth -= 1
+        if not _BATCH.depth:
+            _BATCH.flush()
 
 
 class Connection(Protocol):
@@ -92,6 +133,8 @@ class Session:
         "_direct",
         "_keyed",
         "_paused",
+        "_pending",
+        "_pending_bytes",
         "_queue",
         "_queued_bytes",
         "_superseded",
@@ -126,6 +169,8 @@ class Session:
         self.counters = counters if counters is not None else QueueCounters()
         self._queue: deque[bytes | _Slot] | None = None
         self._queued_bytes = 0
+        self._pending: list[bytes] | None = None
+        self._pending_bytes = 0
         self._keyed: dict[Hashable, _Slot] | None = None
         self._superseded = 0
 
@@ -172,10 +217,35 @@ class Session:
             # that frame.
             self._overflow()
             return False
+        if _BATCH.depth:
+            pending = self._pending
+            if pending is None:
+                pending = self._pending = []
+                _BATCH.sessions.append(self)
+            pending.append(frame)
+            self._pending_bytes += len(frame)
+            if self._pending_bytes > MAX_BATCH_BYTES:
+                self.flush()
+            return not self._closed
         if write_frame(self._transport, frame, self._direct):
             return True
         self._closed = True
         return False
+
+    def flush(self) -> None:
+        """
+        Send what this session gathered in the current batch, in one write.
+        """
+        pending = self._pending
+        if pending is None:
+            return
+        self._pending = None
+        self._pending_bytes = 0
+        if self._closed or not pending:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        if not write_frame(self._transport, data, self._direct):
+            self._closed = True
 
     def ping(self) -> None:
         """
@@ -200,6 +270,7 @@ class Session:
         (Autobahn's C{sendClose} only takes 1000 and 3000-4999, which rules
         out 1001 "going away" and 1008 "policy violation").
         """
+        self.flush()
         self.stopProducing()
         reason_bytes = reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
         self._connection.sendCloseFrame(code, reason_bytes)
@@ -258,6 +329,8 @@ class Session:
         self._queue = self._keyed = None
         self._queued_bytes = 0
         self._superseded = 0
+        self._pending = None
+        self._pending_bytes = 0
 
     def _overflow(self) -> None:
         self.counters.slow_consumer_closes += 1

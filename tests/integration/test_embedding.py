@@ -198,7 +198,7 @@ async def test_wamp_component_example_joins_as_a_component_of_the_router(tmp_pat
     component = guide_example("wamp-component")["make_component"](server.ws_url, TOKEN, seen)
     done: Deferred[Any] = component.start(reactor)
     try:
-        await until(lambda: "myapp.shout" in server.service.router.procedures)
+        await until(lambda: "myapp.shout" in server.service.router.procedures.names())
         client = await connect_client(server.ws_url, headers=server.headers)
         await client.next_message()
         reply = await client.request(

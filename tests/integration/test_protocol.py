@@ -182,6 +182,11 @@ BAD_INPUTS = [
     pytest.param(
         b'{"type": "send", "channel": "git", "data": 1}', "forbidden_channel", id="send-git"
     ),
+    pytest.param(
+        b'{"type": "send", "channel": "wamp.session.on_join", "data": 1}',
+        "forbidden_channel",
+        id="send-wamp-meta",
+    ),
     pytest.param(b'{"type": "invoke", "channel": "server.info"}', "missing_id", id="invoke-no-id"),
     pytest.param(b'{"type": "invoke", "id": 1}', "invalid_procedure", id="invoke-no-name"),
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -18,9 +19,13 @@ import pytest_twisted
 from autobahn.twisted.component import Component
 from autobahn.twisted.wamp import ApplicationRunner, ApplicationSession
 from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.serializer import create_transport_serializer
 from autobahn.wamp.types import CallOptions, PublishOptions, RegisterOptions, SubscribeOptions
+from support.rawws import upgrade_request
+from support.servers import TEST_TOKEN, serve
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredQueue, ensureDeferred
+from twisted.internet.threads import deferToThread
 
 from cluso_router.router.router import Router
 from cluso_router.security import AccessPolicy
@@ -58,9 +63,9 @@ Join = Callable[..., Awaitable[Joined]]
 async def join() -> AsyncIterator[Join]:
     """
     Joins Autobahn Python clients to a router: a C{Component} (with ticket
-    authentication when given a ticket), or with C{headers} an
-    C{ApplicationRunner} (Autobahn's component ignores headers). Leaves
-    them after the test.
+    authentication when given a ticket), or with C{headers} or a batched
+    serializer an C{ApplicationRunner} (Autobahn's component takes
+    neither). Leaves them after the test.
     """
     joined: list[Joined] = []
 
@@ -69,6 +74,7 @@ async def join() -> AsyncIterator[Join]:
         realm: str = "cluso",
         ticket: str | None = None,
         headers: dict[str, str] | None = None,
+        serializer: str = "json",
     ) -> Joined:
         opened: Deferred[tuple[ApplicationSession, Any]] = Deferred()
         left: Deferred[Any] = Deferred()
@@ -77,11 +83,14 @@ async def join() -> AsyncIterator[Join]:
             if not opened.called:
                 opened.errback(failure)
 
-        if headers is None:
+        if headers is None and not serializer.endswith(".batched"):
+            transport: dict[str, Any] = (
+                {"type": "rawsocket", "url": url, "serializer": serializer}
+                if url.startswith("rs://")
+                else {"type": "websocket", "url": url, "serializers": [serializer]}
+            )
             component = Component(
-                transports=[
-                    {"type": "websocket", "url": url, "serializers": ["json"], "max_retries": 0}
-                ],
+                transports=[{**transport, "max_retries": 0}],
                 realm=realm,
                 authentication={"ticket": {"authid": "tester", "ticket": ticket}}
                 if ticket
@@ -103,7 +112,13 @@ async def join() -> AsyncIterator[Join]:
                         left.callback(details)
                     super().onLeave(details)
 
-            runner = ApplicationRunner(url, realm, headers=headers)
+            # Autobahn's component takes neither headers nor batched serializers.
+            runner = ApplicationRunner(
+                url,
+                realm,
+                headers=headers,
+                serializers=[create_transport_serializer(serializer)],
+            )
             runner.run(Session, start_reactor=False, auto_reconnect=False).addErrback(fail)
         session, details = await within(opened)
         client = Joined(session, details, left)
@@ -115,6 +130,22 @@ async def join() -> AsyncIterator[Join]:
         if client.session.is_attached():
             client.session.leave()
             await within(client.left)
+
+
+def handshake_answer(port: int, protocols: str) -> tuple[int, str]:
+    """
+    The status and the whole text of the answer to a WebSocket handshake
+    asking for C{protocols} (blocking: run it in a thread).
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        request = upgrade_request("127.0.0.1", port).replace(
+            b"\r\n\r\n", f"\r\nSec-WebSocket-Protocol: {protocols}\r\n\r\n".encode()
+        )
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return int(answer.split()[1]), answer.decode("utf-8", "replace")
 
 
 async def connect_raw(url: str) -> WebSocketTestClient:
@@ -569,3 +600,242 @@ async def test_cancel_answers_at_once(server: Any) -> None:
 
     assert canceled[:5] == [8, 48, 1, {}, "wamp.error.canceled"]
     assert following[:2] == [50, 2]
+
+
+#: The four shapes of a WAMP payload (positional, keyword arguments) and the
+#: JSON dialect's value for each.
+SHAPES = [
+    (({"file": "a.py"},), {}, {"file": "a.py"}),
+    ((1, "x"), {}, {"args": [1, "x"], "kwargs": {}}),
+    ((), {"k": "v"}, {"args": [], "kwargs": {"k": "v"}}),
+    ((1, 2), {"k": "v"}, {"args": [1, 2], "kwargs": {"k": "v"}}),
+]
+
+
+@pytest_twisted.ensureDeferred
+async def test_payload_shapes_through_pubsub(server: Any, join: Join) -> None:
+    """
+    Each payload shape a WAMP publisher gives reaches a WAMP subscriber
+    unchanged and a JSON-dialect subscriber as its mapped value; each
+    mapped value a JSON-dialect client sends reaches the WAMP subscriber as
+    the shape it stands for.
+    """
+    publisher = await join(server.ws_url)
+    subscriber = await join(server.ws_url)
+    json_client = await subscribe_json(server.ws_url, "shapes")
+    events: DeferredQueue[tuple[Any, Any]] = DeferredQueue()
+    await subscriber.session.subscribe(lambda *a, **k: events.put((a, k)), "shapes")
+
+    from_wamp, to_json = [], []
+    for args, kwargs, _ in SHAPES:
+        await publisher.session.publish(
+            "shapes", *args, options=PublishOptions(acknowledge=True), **kwargs
+        )
+        from_wamp.append(await within(events.get()))
+        to_json.append((await json_client.next_message())["data"])
+    from_json = []
+    for _, _, data in SHAPES:
+        json_client.send_json({"type": "send", "channel": "shapes", "data": data})
+        from_json.append(await within(events.get()))
+
+    shapes = [(args, kwargs) for args, kwargs, _ in SHAPES]
+    assert from_wamp == shapes
+    assert to_json == [data for _, _, data in SHAPES]
+    assert from_json == shapes
+
+
+@pytest_twisted.ensureDeferred
+async def test_payload_shapes_through_rpc(server: Any, join: Join) -> None:
+    """
+    Each payload shape passes unchanged from a WAMP caller to a WAMP callee
+    and back; a JSON-dialect client invoking the callee with a mapped value
+    calls it with the shape it stands for and gets the callee's shape back
+    as its mapped value; a router procedure called by a WAMP caller gets
+    the mapped value and its result comes back as the shape it stands for.
+    """
+    from autobahn.wamp.types import CallResult
+
+    callee = await join(server.ws_url)
+    caller = await join(server.ws_url)
+    seen: list[tuple[Any, Any]] = []
+
+    def echo(*args: Any, **kwargs: Any) -> Any:
+        seen.append((args, kwargs))
+        return CallResult(*args, **kwargs)
+
+    await callee.session.register(echo, "shapes.echo")
+    server.service.router.register("shapes.data", lambda data: data)
+    json_client = await connect_client(server.ws_url)
+    await json_client.next_message()
+
+    def shape(result: Any) -> tuple[Any, Any]:
+        if isinstance(result, CallResult):
+            return tuple(result.results), result.kwresults
+        return (result,), {}
+
+    wamp_results, json_results, router_results = [], [], []
+    for request, (args, kwargs, data) in enumerate(SHAPES):
+        wamp_results.append(shape(await caller.session.call("shapes.echo", *args, **kwargs)))
+        reply = await json_client.request(
+            {"type": "invoke", "id": request, "channel": "shapes.echo", "data": data}
+        )
+        json_results.append(reply["data"])
+        router_results.append(shape(await caller.session.call("shapes.data", *args, **kwargs)))
+
+    shapes = [(args, kwargs) for args, kwargs, _ in SHAPES]
+    assert wamp_results == shapes
+    assert seen == [shape for pair in zip(shapes, shapes, strict=True) for shape in pair]
+    assert json_results == [data for _, _, data in SHAPES]
+    assert router_results == shapes
+
+
+@pytest_twisted.ensureDeferred
+async def test_operations_take_positional_and_keyword_arguments(server: Any, join: Join) -> None:
+    """
+    A files operation called over WAMP takes its parameters as one object,
+    as positional arguments, as keyword arguments or both mixed.
+    """
+    root = Path(server.service.config.root)
+    (root / "a.txt").write_text("one")
+    client = await join(server.ws_url)
+
+    as_object = await client.session.call("files.writeFile", {"path": "b.txt", "content": "x"})
+    positional = await client.session.call("files.writeFile", "c.txt", "y")
+    keywords = await client.session.call("files.writeFile", path="d.txt", content="z")
+    mixed = await client.session.call("files.writeFile", "e.txt", content="w")
+
+    assert all(result is not None for result in (as_object, positional, keywords, mixed))
+    assert [(root / f"{n}.txt").read_text() for n in "bcde"] == ["x", "y", "z", "w"]
+
+
+SERIALIZERS = ["json", "msgpack", "cbor", "json.batched", "msgpack.batched", "cbor.batched"]
+
+
+@pytest.mark.parametrize("serializer", SERIALIZERS)
+@pytest_twisted.ensureDeferred
+async def test_every_serializer(server: Any, join: Join, serializer: str) -> None:
+    """
+    A client of each serializer joins (the subprotocol it asked for is the
+    one chosen) and exchanges every payload shape, binary values included,
+    with a JSON client, both ways, through pub/sub and calls.
+    """
+    from autobahn.wamp.types import CallResult
+
+    client = await join(server.ws_url, serializer=serializer)
+    other = await join(server.ws_url)
+    assert client.session._transport.websocket_protocol_in_use == f"wamp.2.{serializer}"
+    received: dict[str, DeferredQueue[Any]] = {"client": DeferredQueue(), "other": DeferredQueue()}
+    await client.session.subscribe(lambda *a, **k: received["client"].put((a, k)), "ser")
+    await other.session.subscribe(lambda *a, **k: received["other"].put((a, k)), "ser")
+    await client.session.register(lambda *a, **k: CallResult(*a, **k), "ser.echo")
+    await other.session.register(lambda *a, **k: CallResult(*a, **k), "ser.echo2")
+    shapes = [(args, kwargs) for args, kwargs, _ in SHAPES] + [((b"\x00\xff",), {"b": b"x"})]
+
+    def shape(result: Any) -> tuple[Any, Any]:
+        if isinstance(result, CallResult):
+            return tuple(result.results), result.kwresults
+        return (result,), {}
+
+    got = []
+    for args, kwargs in shapes:
+        for sender, receiver in ((client, "other"), (other, "client")):
+            await sender.session.publish(
+                "ser", *args, options=PublishOptions(acknowledge=True), **kwargs
+            )
+            got.append(await within(received[receiver].get()))
+        got.append(shape(await client.session.call("ser.echo2", *args, **kwargs)))
+        got.append(shape(await other.session.call("ser.echo", *args, **kwargs)))
+
+    assert got == [shape for shape in shapes for _ in range(4)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_unsupported_subprotocol_is_refused_clearly(secured_server: Any) -> None:
+    """
+    A handshake offering only WAMP serializers the router lacks is refused
+    with 400 naming them and the ones it speaks, also without the token
+    (not as a missing token).
+    """
+    status, answer = await within(
+        deferToThread(handshake_answer, secured_server.port, "wamp.2.flatbuffers, wamp.2.yaml")
+    )
+
+    assert status == 400
+    assert "wamp.2.flatbuffers" in answer
+    assert "wamp.2.msgpack" in answer
+    assert "API key" not in answer
+
+
+@pytest_twisted.async_yield_fixture
+async def rawsocket_server(tmp_path: Path) -> Any:
+    """
+    A whole service with the RawSocket endpoint on a free loopback port
+    too, and token auth on; C{rs_url} is its RawSocket URL.
+    """
+    async for running in serve(
+        tmp_path, token=TEST_TOKEN, listen_rawsocket="tcp:0:interface=127.0.0.1"
+    ):
+        endpoint = running.service.rawsocket_endpoint
+        assert endpoint is not None
+        assert endpoint.port is not None
+        running.rs_url = f"rs://127.0.0.1:{endpoint.port.getHost().port}"
+        yield running
+
+
+@pytest.mark.parametrize("serializer", ["json", "msgpack", "cbor"])
+@pytest_twisted.ensureDeferred
+async def test_rawsocket(rawsocket_server: Any, join: Join, serializer: str) -> None:
+    """
+    A RawSocket client authenticates by ticket (there is no HTTP handshake
+    to carry the token), and exchanges events and calls with a WebSocket
+    client of the same realm.
+    """
+    from autobahn.wamp.types import CallResult
+
+    token = rawsocket_server.token
+    raw = await join(rawsocket_server.rs_url, ticket=token, serializer=serializer)
+    web = await join(rawsocket_server.ws_url, ticket=token)
+    events: DeferredQueue[Any] = DeferredQueue()
+    await raw.session.subscribe(lambda *a, **k: events.put((a, k)), "rs")
+    await raw.session.register(lambda *a, **k: CallResult(*a, **k), "rs.echo")
+
+    await web.session.publish("rs", 1, b"\x01", options=PublishOptions(acknowledge=True), k="v")
+    result = await web.session.call("rs.echo", 2, k=[3])
+
+    assert raw.details.authmethod == "ticket"
+    assert await within(events.get()) == ((1, b"\x01"), {"k": "v"})
+    assert (tuple(result.results), result.kwresults) == ((2,), {"k": [3]})
+
+
+@pytest_twisted.ensureDeferred
+async def test_json_client_invokes_pattern_and_shared_registrations(
+    server: Any, join: Join
+) -> None:
+    """
+    A JSON-dialect client's invoke reaches the WAMP registration a WAMP
+    caller's CALL would: a prefix registration, and a shared one in turn.
+    """
+    from autobahn.wamp.types import CallResult
+
+    a = await join(server.ws_url)
+    b = await join(server.ws_url)
+    await a.session.register(
+        lambda *args, details: CallResult(details.procedure, *args),
+        "calc.",
+        RegisterOptions(match="prefix", details_arg="details"),
+    )
+    await a.session.register(lambda *_: "a", "turns", RegisterOptions(invoke="roundrobin"))
+    await b.session.register(lambda *_: "b", "turns", RegisterOptions(invoke="roundrobin"))
+    json_client = await connect_client(server.ws_url)
+    await json_client.next_message()
+
+    prefixed = await json_client.request(
+        {"type": "invoke", "id": 1, "channel": "calc.add", "data": [1, 2]}
+    )
+    turns = [
+        (await json_client.request({"type": "invoke", "id": n, "channel": "turns"}))["data"]
+        for n in range(2, 6)
+    ]
+
+    assert prefixed["data"] == {"args": ["calc.add", [1, 2]], "kwargs": {}}
+    assert turns == ["a", "b", "a", "b"]

@@ -9,7 +9,12 @@ from twisted.internet.testing import StringTransport
 
 from cluso_router.testing import decode_text_frame
 from cluso_router.ws.json.codec import JSON_ENCODER
-from cluso_router.ws.session import CLOSE_SLOW_CONSUMER, Session
+from cluso_router.ws.session import (
+    CLOSE_SLOW_CONSUMER,
+    MAX_BATCH_BYTES,
+    Session,
+    batched_writes,
+)
 
 
 class FakeConnection:
@@ -121,3 +126,68 @@ def split_frames(data: bytes) -> list[bytes]:
         frames.append(data[: header + length])
         data = data[header + length :]
     return frames
+
+
+class CountingTransport(StringTransport):
+    """
+    A transport that counts its writes.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+
+def test_batched_writes_send_each_session_one_write() -> None:
+    """
+    Frames handed to sessions inside L{batched_writes} are written once per
+    session when it ends, in order; outside, each frame is written at once.
+    """
+    transports = [CountingTransport() for _ in range(2)]
+    sessions = [Session(FakeConnection(), t, JSON_ENCODER) for t in transports]
+
+    with batched_writes():
+        for n in range(5):
+            for session in sessions:
+                assert session.deliver(b"%d," % n)
+        assert [t.writes for t in transports] == [0, 0]
+    sessions[0].deliver(b"after")
+
+    assert [t.writes for t in transports] == [2, 1]
+    assert transports[0].value() == b"0,1,2,3,4,after"
+    assert transports[1].value() == b"0,1,2,3,4,"
+
+
+def test_batch_is_bounded_and_flushed_before_control_frames() -> None:
+    """
+    A session that gathers more than L{MAX_BATCH_BYTES} in one batch writes
+    them then; a close (or ping) inside a batch sends what was gathered
+    first, so nothing overtakes it; an aborted session drops it.
+    """
+    big, closing, aborted = (CountingTransport() for _ in range(3))
+    connection = FakeConnection()
+    sessions = [
+        Session(FakeConnection(), big, JSON_ENCODER),
+        Session(connection, closing, JSON_ENCODER),
+        Session(FakeConnection(), aborted, JSON_ENCODER),
+    ]
+    chunk = b"x" * (MAX_BATCH_BYTES // 2 + 1)
+
+    with batched_writes():
+        sessions[0].deliver(chunk)
+        sessions[0].deliver(chunk)
+        written_early = big.writes
+        sessions[1].deliver(b"goodbye")
+        sessions[1].close(1000, "bye")
+        closed_after = closing.value()
+        sessions[2].deliver(b"lost")
+        sessions[2].abort()
+
+    assert written_early == 1
+    assert closed_after == b"goodbye"
+    assert connection.close_frames == [(1000, b"bye")]
+    assert aborted.value() == b""

@@ -15,28 +15,19 @@ from twisted.internet.task import Clock
 from cluso_router.router.procedures import ProcedureRegistry
 from cluso_router.router.router import Router
 from cluso_router.testing import FakeSession, decode_text_frame
-from cluso_router.ws.wamp import WAMP_ENCODER
-from cluso_router.ws.wamp.codec import InvalidMessage, error_code, error_uri, parse, value_of
+from cluso_router.ws.wamp.codec import InvalidMessage, decode, error_code, error_uri, parse
+from cluso_router.ws.wamp.serializers import JSON
+from cluso_router.ws.wamp.wire import WEBSOCKET, wire
+
+WAMP_ENCODER = wire(JSON, WEBSOCKET).encoder
 
 
-@pytest.mark.parametrize(
-    ("args", "kwargs", "value"),
-    [
-        (None, None, None),
-        ([], {}, None),
-        ([5], None, 5),
-        ([None], None, None),
-        ([1, 2], None, [1, 2]),
-        (None, {"a": 1}, {"a": 1}),
-        ([1], {"a": 1}, {"args": [1], "kwargs": {"a": 1}}),
-    ],
-)
-def test_value_of_payload(args: Any, kwargs: Any, value: Any) -> None:
+def read(payload: bytes) -> Any:
     """
-    A WAMP payload becomes one value: the only argument, a list of several,
-    the keyword arguments, null, or both spelled out.
+    The one message in a JSON frame.
     """
-    assert value_of(args, kwargs) == value
+    (raw,) = decode(JSON, payload)
+    return parse(raw)[0]
 
 
 def test_error_uris_and_codes() -> None:
@@ -53,14 +44,17 @@ def test_error_uris_and_codes() -> None:
 
 def test_parse_uses_autobahn_messages() -> None:
     """
-    A valid frame becomes Autobahn's message object; strings that
-    Autobahn's own decoder would turn into bytes stay strings.
+    A valid frame becomes Autobahn's message object, with its options as
+    sent; WAMP's binary strings become bytes, as WAMP's JSON says.
     """
-    msg = parse(b'[16, 3, {"acknowledge": true}, "chat", ["\\u0000AAEC"]]')
+    (raw,) = decode(JSON, b'[16, 3, {"acknowledge": true, "x": 1}, "chat", ["\\u0000AAEC"]]')
+
+    msg, options = parse(raw)
 
     assert type(msg).__name__ == "Publish"
     assert (msg.request, msg.topic, msg.acknowledge) == (3, "chat", True)
-    assert msg.args == ["\x00AAEC"]
+    assert msg.args == [b"\x00\x01\x02"]
+    assert options == {"acknowledge": True, "x": 1}
 
 
 @pytest.mark.parametrize(
@@ -88,7 +82,7 @@ def test_parse_refuses_invalid_frames(
     problem, and whether it is a PUBLISH that wants no answer.
     """
     with pytest.raises(InvalidMessage) as raised:
-        parse(payload)
+        read(payload)
 
     error = raised.value
     assert (error.request, error.uri_error, error.quiet) == (request_, uri_error, quiet)

@@ -41,7 +41,7 @@ class JsonHandler:
     def __init__(self, context: ConnectionContext, session: Session) -> None:
         self._context = context
         self._session = session
-        self._limiter: MessageRateLimiter | None = context.rate_limiter()
+        self._limiter: MessageRateLimiter | None = context.rate_limiter(context.token_role)
         self._closed = False
 
     @property
@@ -147,6 +147,7 @@ class JsonHandler:
         """
         router = self._context.router
         limit = self._context.limits.max_subscriptions
+        self._authorize(request.channel, "subscribe", request.request_id)
         if (
             router.subscribe(session, request.channel, request.match)
             and router.subscription_count(session) > limit
@@ -251,9 +252,20 @@ class JsonHandler:
             messages.ack("unsubscribed", request.channel, request.request_id, **details)
         )
 
+    def _authorize(self, uri: str, action: str, request_id: Any) -> None:
+        """
+        Refuse what the role of token holders may not do (see
+        L{cluso_router.ws.access}; without configured roles, anything goes).
+        """
+        if not self._context.allows(uri, action):
+            raise ProtocolError(
+                "not_authorized", f"not authorized to {action} on {uri!r}", request_id
+            )
+
     def _handle_send(self, session: Session, request: Send) -> None:
+        self._authorize(request.channel, "publish", request.request_id)
         router = self._context.router
-        if router.claims.is_claimed(request.channel):
+        if router.claims.is_claimed(request.channel) or request.channel.startswith("wamp."):
             raise ProtocolError(
                 "forbidden_channel",
                 f"channel {request.channel!r} is published by the server only",
@@ -293,6 +305,7 @@ class JsonHandler:
 
     def _handle_invoke(self, session: Session, request: Invoke) -> None:
         request_id = request.request_id
+        self._authorize(request.procedure, "call", request_id)
 
         def answered(value: Any) -> None:
             try:

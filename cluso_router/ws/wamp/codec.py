@@ -1,29 +1,20 @@
 """
-WAMP messages on the wire: frames in and out with Autobahn's own message
-classes and JSON serializer, events encoded once per subscription, and the
-mapping between WAMP payloads (C{args}, C{kwargs}) and the one JSON value
-events and procedures carry in the router.
+WAMP messages in: a received frame decoded by the session's serializer and
+checked by Autobahn's own message classes, and the mapping between the
+router's error codes and WAMP error URIs.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Final
 
-import txaio
 from autobahn.wamp import message
-from autobahn.wamp.serializer import JsonSerializer
-from zope.interface import implementer
 
-from cluso_router._json import JSONError, loads
-from cluso_router.interfaces import IFrameEncoder
-from cluso_router.router.event import Event
-from cluso_router.router.subscriptions import Subscription
-from cluso_router.ws.json.codec import text_frame
+from cluso_router.ws.wamp.serializers import WampSerializer
 
-SUBPROTOCOL: Final = "wamp.2.json"
 #: WAMP ids are integers in [1, 2**53], exactly representable in JavaScript.
 MAX_ID: Final = 2**53
 
@@ -40,9 +31,21 @@ REQUEST_TYPES: Final = frozenset(
     }
 )
 
-txaio.use_twisted()
-_SERIALIZER: Final = JsonSerializer()
-_MESSAGE_TYPES: Final[dict[int, Any]] = JsonSerializer.MESSAGE_TYPE_MAP
+
+def _message_types() -> dict[int, Any]:
+    """
+    Autobahn's message classes by their message type.
+    """
+    types: dict[int, Any] = {}
+    for klass in vars(message).values():
+        if isinstance(klass, type) and issubclass(klass, message.Message):
+            message_type = getattr(klass, "MESSAGE_TYPE", None)
+            if isinstance(message_type, int):
+                types[message_type] = klass
+    return types
+
+
+_MESSAGE_TYPES: Final = _message_types()
 _URI_CHARACTERS: Final = re.compile(r"[^a-z0-9_]+")
 
 #: Router error codes with a WAMP-defined error URI; any other code C{x}
@@ -53,6 +56,13 @@ _WAMP_ERRORS: Final = {
     "canceled": "wamp.error.canceled",
     "not_authorized": "wamp.error.not_authorized",
 }
+
+
+class ProtocolViolation(Exception):
+    """
+    A message a session may not send in its state or with what it
+    announced; the session is aborted with C{wamp.error.protocol_violation}.
+    """
 
 
 def random_id() -> int:
@@ -88,22 +98,28 @@ class InvalidMessage(Exception):
         self.quiet = quiet
 
 
-def parse(payload: bytes) -> Any:
+def decode(serializer: WampSerializer, payload: bytes) -> list[Any]:
     """
-    The one WAMP message in C{payload}, as an Autobahn message object.
+    The raw messages in one received frame.
 
-    The JSON is decoded as plain JSON (no NaN, and none of the binary-string
-    conventions of Autobahn's decoder, so values cross to the JSON dialect
-    unchanged); Autobahn's message classes then check and parse it.
-
-    @raise InvalidMessage: for anything else.
+    @raise InvalidMessage: when C{serializer} cannot read it.
     """
     try:
-        raw = loads(payload)
-    except JSONError as e:
-        raise InvalidMessage(f"not JSON: {e}") from None
+        return serializer.loads(payload)
+    except Exception as e:
+        raise InvalidMessage(f"not {serializer.id}: {e}") from None
+
+
+def parse(raw: Any) -> tuple[Any, dict[str, Any]]:
+    """
+    One raw WAMP message as an Autobahn message object, and its options
+    (or details) as sent, for the ones Autobahn does not keep
+    (C{disclose_me}, C{ppt_*}, C{forward_timeout}).
+
+    @raise InvalidMessage: for anything that is not a valid message.
+    """
     if not isinstance(raw, list) or not raw:
-        raise InvalidMessage("a WAMP message is a non-empty JSON array")
+        raise InvalidMessage("a WAMP message is a non-empty array")
     message_type = raw[0]
     if not isinstance(message_type, int) or isinstance(message_type, bool):
         raise InvalidMessage("a WAMP message starts with its integer type")
@@ -111,7 +127,7 @@ def parse(payload: bytes) -> Any:
     if klass is None:
         raise InvalidMessage(f"unknown WAMP message type {message_type}")
     try:
-        return klass.parse(raw)
+        parsed = klass.parse(raw)
     except Exception as e:
         request_id: Any = raw[1] if len(raw) > 1 else None
         readable = (
@@ -129,31 +145,8 @@ def parse(payload: bytes) -> Any:
             and message_type == message.Publish.MESSAGE_TYPE
             and not (isinstance(options, dict) and options.get("acknowledge") is True),
         ) from None
-
-
-def encode(msg: Any) -> bytes:
-    """
-    C{msg} serialized and framed as one WebSocket text message.
-
-    @raise TypeError: or C{ValueError} when its payload is not JSON.
-    """
-    payload, _ = _SERIALIZER.serialize(msg)
-    return text_frame(payload)
-
-
-def value_of(args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None) -> Any:
-    """
-    The one value the router carries for a WAMP payload: the only
-    positional argument; a list of several; the keyword arguments as an
-    object; C{null} for none; C{{"args": [...], "kwargs": {...}}} for both.
-    """
-    if kwargs:
-        return {"args": list(args), "kwargs": dict(kwargs)} if args else dict(kwargs)
-    if not args:
-        return None
-    if len(args) == 1:
-        return args[0]
-    return list(args)
+    options = next((item for item in raw[1:4] if isinstance(item, dict)), {})
+    return parsed, options
 
 
 def error_uri(code: str) -> str:
@@ -175,39 +168,17 @@ def error_code(uri: str) -> str:
     return _URI_CHARACTERS.sub("_", uri.lower()).strip("_") or "error"
 
 
-@implementer(IFrameEncoder)
-class WampEventEncoder:
+#: Autobahn's names for the payload transparency options.
+_ENC_OPTIONS: Final = ("enc_algo", "enc_key", "enc_serializer")
+
+
+def passthru_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """
-    Encodes an event as a WAMP EVENT for one subscription.
-
-    The router encodes each event once per subscription and shares the
-    frame among that subscription's sessions. All frames of one event carry
-    the same publication id, which lets a client that holds several
-    matching subscriptions tell it is one event.
+    The payload passthru options of a message's options, to forward as they
+    are: the specification's C{ppt_*} (when C{ppt_scheme} names a scheme)
+    or Autobahn's C{enc_*}.
     """
-
-    dialect = "wamp"
-    per_subscription = True
-
-    def __init__(self) -> None:
-        self._event: Event | None = None
-        self._publication = 0
-
-    def publication(self, event: Event) -> int:
-        if event is not self._event:
-            self._event = event
-            self._publication = random_id()
-        return self._publication
-
-    def encode_event(self, event: Event, subscription: Subscription) -> bytes:
-        return encode(
-            message.Event(
-                subscription.id,
-                self.publication(event),
-                args=[event.data],
-                topic=event.channel if subscription.match != "exact" else None,
-            )
-        )
-
-
-WAMP_ENCODER: Final = WampEventEncoder()
+    scheme = options.get("ppt_scheme")
+    if isinstance(scheme, str) and scheme:
+        return {key: value for key, value in options.items() if key.startswith("ppt_")}
+    return {key: options[key] for key in _ENC_OPTIONS if options.get(key) is not None}

@@ -6,23 +6,24 @@ PUBLISH on the router's channels, which are WAMP topics of the same name.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Final
 
 from autobahn.wamp import message
 from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cluso_router.interfaces import IPublisher, ISession
-from cluso_router.router.event import InvalidEvent
-from cluso_router.router.router import Router
-from cluso_router.router.subscriptions import Match
+from cluso_router.router.event import Audience, DeliveryReport, Extras, InvalidEvent
+from cluso_router.router.payload import data_of
+from cluso_router.router.subscriptions import Match, Subscription
 from cluso_router.ws.json.codec import ProtocolError, check_channel
-from cluso_router.ws.wamp.codec import random_id, value_of
-from cluso_router.ws.wamp.realm import WampRealm, WampSession
+from cluso_router.ws.wamp.codec import ProtocolViolation, passthru_options
+from cluso_router.ws.wamp.realm import RESERVED_PREFIX, WampRealm, WampSession
 
 Send = Callable[[Any], None]
+UNSUBSCRIBED: Final = 35
+_EVERYONE: Final = Audience()
 
 
 def topic_problem(topic: str, match: Match) -> str | None:
@@ -47,18 +48,11 @@ class SessionPubSub:
     log = Logger()
 
     def __init__(
-        self,
-        session: WampSession,
-        router: Router,
-        publisher: IPublisher,
-        realm: WampRealm,
-        max_subscriptions: int,
-        send: Send,
+        self, session: WampSession, realm: WampRealm, max_subscriptions: int, send: Send
     ) -> None:
         self._session = session
-        self._router = router
-        self._publisher = publisher
         self._realm = realm
+        self._router = realm.router
         self._max_subscriptions = max_subscriptions
         self._send = send
         self._subscriptions: dict[int, tuple[str, Match]] = {}
@@ -66,17 +60,26 @@ class SessionPubSub:
     def _error(self, request_type: int, request: int, uri: str, text: str) -> None:
         self._send(message.Error(request_type, request, uri, args=[text]))
 
-    def subscribe(self, msg: message.Subscribe) -> None:
+    def subscribe(self, msg: message.Subscribe, options: Mapping[str, Any]) -> None:
         """
         Subscribe; a session subscribing again to the same topic and match
-        gets the same subscription id.
+        gets the same subscription id. Meta events follow the answer.
         """
         match: Match = msg.match or "exact"
         problem = topic_problem(msg.topic, match)
         if problem is not None:
             self._error(msg.MESSAGE_TYPE, msg.request, "wamp.error.invalid_uri", problem)
             return
+        if not self._realm.authorize(self._session, msg.topic, "subscribe"):
+            self._error(
+                msg.MESSAGE_TYPE,
+                msg.request,
+                "wamp.error.not_authorized",
+                f"not authorized to subscribe to {msg.topic!r}",
+            )
+            return
         router = self._router
+        created = router.subscription(msg.topic, match) is None
         added = router.subscribe(self._session, msg.topic, match)
         if added and router.subscription_count(self._session) > self._max_subscriptions:
             router.unsubscribe(self._session, msg.topic, match)
@@ -91,10 +94,16 @@ class SessionPubSub:
         assert subscription is not None
         self._subscriptions[subscription.id] = (msg.topic, match)
         self._send(message.Subscribed(msg.request, subscription.id))
+        if added and not msg.topic.startswith(RESERVED_PREFIX):
+            session_id = self._session.wamp_id
+            if created:
+                self._realm.meta_event(
+                    "wamp.subscription.on_create", session_id, subscription_details(subscription)
+                )
+            self._realm.meta_event("wamp.subscription.on_subscribe", session_id, subscription.id)
 
-    def unsubscribe(self, msg: message.Unsubscribe) -> None:
-        held = self._subscriptions.pop(msg.subscription, None)
-        if held is None:
+    def unsubscribe(self, msg: message.Unsubscribe, options: Mapping[str, Any]) -> None:
+        if msg.subscription not in self._subscriptions:
             self._error(
                 msg.MESSAGE_TYPE,
                 msg.request,
@@ -102,44 +111,94 @@ class SessionPubSub:
                 f"no subscription {msg.subscription} on this session",
             )
             return
-        self._router.unsubscribe(self._session, *held)
         self._send(message.Unsubscribed(msg.request))
+        self._drop(msg.subscription)
 
-    def publish(self, msg: message.Publish) -> None:
+    def _drop(self, subscription_id: int) -> None:
+        topic, match = self._subscriptions.pop(subscription_id)
+        self._router.unsubscribe(self._session, topic, match)
+        if topic.startswith(RESERVED_PREFIX):
+            return
+        session_id = self._session.wamp_id
+        self._realm.meta_event("wamp.subscription.on_unsubscribe", session_id, subscription_id)
+        if self._router.subscription(topic, match) is None:
+            self._realm.meta_event("wamp.subscription.on_delete", session_id, subscription_id)
+
+    def revoke(self, subscription_id: int, reason: str) -> bool:
         """
-        Publish the payload's value (L{value_of}) through the node's
-        publisher; answer with PUBLISHED, or ERROR, only when asked to
-        acknowledge.
+        End this session's subscription C{subscription_id} from the router's
+        side; the client is told when it announced subscription revocation.
+        C{False} when it holds no such subscription.
+        """
+        if subscription_id not in self._subscriptions:
+            return False
+        self._drop(subscription_id)
+        if self._session.supports("subscriber", "subscription_revocation"):
+            self._send([UNSUBSCRIBED, 0, {"subscription": subscription_id, "reason": reason}])
+        return True
+
+    def publish(self, msg: message.Publish, options: Mapping[str, Any]) -> None:
+        """
+        Publish the payload as given through the node's publisher (its JSON
+        value, L{data_of}, for the JSON dialect); answer with PUBLISHED,
+        or ERROR, only when asked to acknowledge.
+
+        @raise ProtocolViolation: for passthru options from a publisher that
+            did not announce the feature.
         """
         topic = msg.topic
         problem = topic_problem(topic, "exact")
         if problem is not None:
             self._refuse(msg, "wamp.error.invalid_uri", problem)
             return
-        if self._router.claims.is_claimed(topic):
+        if self._router.claims.is_claimed(topic) or topic.startswith(RESERVED_PREFIX):
             self._refuse(
                 msg, "wamp.error.not_authorized", f"topic {topic!r} is published by the server only"
             )
             return
-        if msg.payload is not None:
+        if not self._realm.authorize(self._session, topic, "publish"):
             self._refuse(
-                msg, "wamp.error.invalid_argument", "transparent payloads are not supported"
+                msg, "wamp.error.not_authorized", f"not authorized to publish to {topic!r}"
             )
             return
-        data = value_of(msg.args, msg.kwargs)
-        exclude, eligible = self._receivers(msg)
-        if (exclude or eligible is not None) and self._publisher is self._router:
-            d = maybeDeferred(self._router.publish, topic, data, exclude, eligible)
-        else:
-            d = maybeDeferred(self._publisher.publish, topic, data)
+        self.publish_as(msg, options, self._session).addCallbacks(
+            self._published, self._publish_failed, (msg,), None, (msg,)
+        )
+
+    def publish_as(
+        self, msg: message.Publish, options: Mapping[str, Any], publisher: WampSession
+    ) -> Any:
+        """
+        Publish C{msg} as C{publisher} published it; a Deferred of the
+        delivery report.
+        """
+        passthru = passthru_options(options)
+        if "ppt_scheme" in passthru and not publisher.supports(
+            "publisher", "payload_passthru_mode"
+        ):
+            raise ProtocolViolation("payload passthru mode was not announced by this publisher")
+        details = dict(passthru)
+        if options.get("disclose_me") is True or self._realm.discloses(
+            publisher.authrole, "publisher"
+        ):
+            details["publisher"] = publisher.wamp_id
+            details["publisher_authid"] = publisher.authid
+            details["publisher_authrole"] = publisher.authrole
+        raw = msg.payload if isinstance(msg.payload, bytes) else None
+        args = list(msg.args or ())
+        extras = Extras(
+            args=args,
+            kwargs=msg.kwargs or None,
+            details=details or None,
+            payload=raw,
+            audience=self._audience(msg, publisher),
+        )
+        data = data_of([raw] if raw is not None else args, msg.kwargs)
+        return maybeDeferred(self._realm.publisher.publish, msg.topic, data, extras)
+
+    def _published(self, report: DeliveryReport, msg: message.Publish) -> None:
         if msg.acknowledge:
-            d.addCallbacks(
-                lambda _: self._send(message.Published(msg.request, random_id())),
-                self._publish_failed,
-                errbackArgs=(msg,),
-            )
-        else:
-            d.addErrback(self._publish_failed, msg)
+            self._send(message.Published(msg.request, report.publication))
 
     def _refuse(self, msg: message.Publish, uri: str, text: str) -> None:
         if msg.acknowledge:
@@ -157,47 +216,44 @@ class SessionPubSub:
         )
         self._refuse(msg, "cluso.error.publish_failed", "the event could not be published")
 
-    def _receivers(self, msg: message.Publish) -> tuple[set[ISession], set[ISession] | None]:
+    def _audience(self, msg: message.Publish, publisher: WampSession) -> Audience | None:
         """
-        The sessions this publication's exclusion and eligibility options
-        (by WAMP session id, authid or authrole) leave out, and those it is
-        limited to (C{None}: no limit).
+        Whom the publication is for: its exclusion and eligibility options
+        (by WAMP session id, authid or authrole), and the publisher itself
+        unless it asked for its own events (C{exclude_me} false); C{None}
+        when that is everyone. (A publisher without subscriptions gets none
+        of its events anyway, so it is not named.)
         """
-        everyone = self._realm.sessions.values()
-        by_id: Mapping[int, ISession] = self._realm.sessions
-        excluded: set[ISession] = set()
-        if msg.exclude_me is not False and self._subscriptions:
-            excluded.add(self._session)
-        excluded.update(by_id[i] for i in msg.exclude or () if i in by_id)
-        excluded.update(_having(everyone, "authid", msg.exclude_authid) or ())
-        excluded.update(_having(everyone, "authrole", msg.exclude_authrole) or ())
-        by_session_id: set[ISession] | None = (
-            None if msg.eligible is None else {by_id[i] for i in msg.eligible if i in by_id}
-        )
-        eligible: set[ISession] | None = None
-        for allowed in (
-            by_session_id,
-            _having(everyone, "authid", msg.eligible_authid),
-            _having(everyone, "authrole", msg.eligible_authrole),
+        exclude = set(msg.exclude or ())
+        if (
+            msg.exclude_me is not False
+            and publisher is self._session
+            and self._subscriptions
+            and publisher.wamp_id is not None
         ):
-            if allowed is not None:
-                eligible = allowed if eligible is None else eligible & allowed
-        return excluded, eligible
+            exclude.add(publisher.wamp_id)
+        audience = Audience(
+            frozenset(exclude),
+            frozenset(msg.exclude_authid or ()),
+            frozenset(msg.exclude_authrole or ()),
+            None if msg.eligible is None else frozenset(msg.eligible),
+            None if msg.eligible_authid is None else frozenset(msg.eligible_authid),
+            None if msg.eligible_authrole is None else frozenset(msg.eligible_authrole),
+        )
+        return None if audience == _EVERYONE else audience
 
     def leave(self) -> None:
-        for topic, match in self._subscriptions.values():
-            self._router.unsubscribe(self._session, topic, match)
-        self._subscriptions.clear()
+        for subscription_id in list(self._subscriptions):
+            self._drop(subscription_id)
 
 
-def _having(
-    sessions: Iterable[WampSession], attribute: str, values: Collection[str] | None
-) -> set[ISession] | None:
+def subscription_details(subscription: Subscription) -> dict[str, Any]:
     """
-    The sessions whose C{attribute} is one of C{values}; C{None} when no
-    values were given.
+    What the subscription meta API says about a subscription.
     """
-    if values is None:
-        return None
-    wanted = set(values)
-    return {s for s in sessions if getattr(s, attribute) in wanted}
+    return {
+        "id": subscription.id,
+        "created": subscription.created,
+        "uri": subscription.pattern,
+        "match": subscription.match,
+    }

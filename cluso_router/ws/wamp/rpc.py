@@ -1,316 +1,295 @@
 """
-Calls and registrations of one WAMP session: its CALL of any router
-procedure, and REGISTER of procedures it answers (its registrations become
-router procedures, so JSON-dialect clients can invoke them too). (The
-realm-wide dealer is the router's procedure registry.)
+Calls and registrations of one WAMP session: its side as a caller (CALL,
+CANCEL; RESULT and ERROR back) and as a callee (REGISTER, UNREGISTER;
+INVOCATION and INTERRUPT out, YIELD and ERROR back). The realm-wide part is
+the L{cluso_router.ws.wamp.dealer.Dealer}.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from autobahn.wamp import message
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from cluso_router.router.procedures import ProcedureError
-from cluso_router.router.router import Router
-from cluso_router.ws.wamp.codec import error_code, error_uri, value_of
+from cluso_router.router.subscriptions import Match
+from cluso_router.ws.wamp.codec import ProtocolViolation, passthru_options
+from cluso_router.ws.wamp.dealer import (
+    CALL,
+    CANCEL_MODES,
+    ERROR,
+    INVOCATION,
+    MAX_PENDING_CALLS,
+    RESULT,
+    UNREGISTERED,
+    Call,
+    DealerError,
+    Payload,
+    Registration,
+    text,
+)
 from cluso_router.ws.wamp.realm import WampRealm, WampSession
 
 Send = Callable[[Any], None]
-Args = list[Any]
-Kwargs = dict[str, Any] | None
-#: Receives one progressive result as WAMP arguments.
-Progress = Callable[[Args, Kwargs], None]
-
-#: Registration ids are router-wide.
-_registration_ids: Final = itertools.count(1)
 
 
-class CalleeError(ProcedureError):
+def payload_of(
+    msg: Any, options: Mapping[str, Any], sender: WampSession | None = None, role: str = ""
+) -> Payload:
     """
-    The ERROR a WAMP callee answered an invocation with; a WAMP caller gets
-    it back unchanged, a JSON-dialect caller as a message and code.
+    The payload of a CALL, YIELD or ERROR as sent.
+
+    @raise ProtocolViolation: for C{ppt_*} options from a C{sender} that did
+        not announce payload passthru mode for its C{role}.
+    """
+    passthru = passthru_options(options)
+    if (
+        "ppt_scheme" in passthru
+        and sender is not None
+        and not sender.supports(role, "payload_passthru_mode")
+    ):
+        raise ProtocolViolation(f"payload passthru mode was not announced by this {role}")
+    raw = msg.payload if isinstance(msg.payload, bytes) else None
+    return Payload(list(msg.args or []), msg.kwargs or None, raw, passthru)
+
+
+class _CallerReply:
+    """
+    Answers to one CALL of this session.
     """
 
-    def __init__(self, uri: str, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None):
-        text = args[0] if args and isinstance(args[0], str) else uri
-        super().__init__(text, error_code(uri))
-        self.uri = uri
-        self.error_args = list(args or [])
-        self.error_kwargs = dict(kwargs) if kwargs else None
+    __slots__ = ("_request", "_rpc")
 
+    def __init__(self, rpc: SessionRPC, request: int) -> None:
+        self._rpc = rpc
+        self._request = request
 
-class Registration:
-    """
-    A procedure a WAMP callee registered.
-    """
+    def progress(self, answer: Payload) -> None:
+        self._rpc._result(self._request, answer, progress=True)
 
-    def __init__(self, name: str, dealer: SessionRPC) -> None:
-        self.id = next(_registration_ids)
-        self.name = name
-        self._dealer = dealer
+    def result(self, answer: Payload) -> None:
+        self._rpc._calls.pop(self._request, None)
+        self._rpc._result(self._request, answer, progress=False)
 
-    def invoke(self, args: Args, kwargs: Kwargs, progress: Progress | None) -> Deferred[Any]:
-        """
-        Send INVOCATION to the callee; fires with the YIELD's C{(args, kwargs)}.
-        """
-        return self._dealer.invoke(self, args, kwargs, progress)
-
-    def procedure(self, data: Any, *, progress: Callable[[Any], None] | None = None) -> Any:
-        """
-        The router procedure: C{data} is the callee's one argument, and the
-        YIELD's payload comes back as one value (L{value_of}).
-        """
-
-        def forward(args: Args, kwargs: Kwargs) -> None:
-            assert progress is not None
-            progress(value_of(args, kwargs))
-
-        d = self.invoke([data], None, forward if progress is not None else None)
-        return d.addCallback(lambda answer: value_of(*answer))
-
-
-@dataclass
-class _Invocation:
-    deferred: Deferred[Any]
-    progress: Progress | None
-
-
-class _Call:
-    """
-    A CALL this session made that is not answered yet.
-    """
+    def error(self, uri: str, answer: Payload) -> None:
+        self._rpc._calls.pop(self._request, None)
+        self._rpc._send_error(CALL, self._request, uri, answer)
 
 
 class SessionRPC:
     """
     Remote procedure calls for one WAMP session, as caller and as callee.
+
+    @param max_registrations: registrations the session may hold.
     """
 
     log = Logger()
 
-    def __init__(self, session: WampSession, router: Router, realm: WampRealm, send: Send) -> None:
-        self._session = session
-        self._router = router
-        self._realm = realm
-        self._send = send
-        self._registrations: dict[int, Registration] = {}
-        self._invocations: dict[int, _Invocation] = {}
-        self._invocation_ids = itertools.count(1)
-        self._calls: dict[int, _Call] = {}
-
-    def _error(
-        self, request_type: int, request: int, uri: str, args: Args, kwargs: Kwargs = None
+    def __init__(
+        self, session: WampSession, realm: WampRealm, send: Send, max_registrations: int
     ) -> None:
-        self._send(message.Error(request_type, request, uri, args=args, kwargs=kwargs))
+        self.session = session
+        self._realm = realm
+        self._dealer = realm.dealer
+        self._send = send
+        self._max_registrations = max_registrations
+        self._registrations: dict[int, Registration] = {}
+        self._invocations: dict[int, Call] = {}
+        self._invocation_ids = itertools.count(1)
+        self._calls: dict[int, Call] = {}
+
+    def _send_error(self, request_type: int, request: int, uri: str, answer: Payload) -> None:
+        self._send([ERROR, request_type, request, dict(answer.options), uri, *answer.items()])
+
+    def _error(self, msg: Any, uri: str, message_text: str) -> None:
+        self._send_error(msg.MESSAGE_TYPE, msg.request, uri, text(message_text))
 
     # callee
 
-    def register(self, msg: message.Register) -> None:
-        name = msg.procedure
-        if msg.match not in (None, "exact") or msg.invoke not in (None, "single"):
+    def register(self, msg: message.Register, options: Mapping[str, Any]) -> None:
+        match: Match = msg.match or "exact"
+        if not self._realm.authorize(self.session, msg.procedure, "register"):
             self._error(
-                msg.MESSAGE_TYPE,
-                msg.request,
-                "wamp.error.invalid_argument",
-                ["only exact, single registrations are supported"],
+                msg, "wamp.error.not_authorized", f"not authorized to register {msg.procedure!r}"
             )
             return
-        if name.startswith("wamp."):
+        if len(self._registrations) >= self._max_registrations:
             self._error(
-                msg.MESSAGE_TYPE,
-                msg.request,
-                "wamp.error.invalid_uri",
-                ["procedures under wamp. are reserved"],
+                msg,
+                "cluso.error.too_many_registrations",
+                f"a session may hold at most {self._max_registrations} registrations",
             )
             return
-        if name in self._router.procedures:
-            self._error(
-                msg.MESSAGE_TYPE,
-                msg.request,
-                "wamp.error.procedure_already_exists",
-                [f"procedure {name!r} is already registered"],
+        try:
+            registration = self._dealer.register(
+                self, msg.procedure, match, msg.invoke or "single", msg.force_reregister is True
             )
+        except DealerError as e:
+            self._error(msg, e.uri, e.text)
             return
-        registration = Registration(name, self)
-        self._router.register(name, registration.procedure)
-        self._realm.callees[name] = registration
         self._registrations[registration.id] = registration
         self._send(message.Registered(msg.request, registration.id))
 
-    def unregister(self, msg: message.Unregister) -> None:
+    def unregister(self, msg: message.Unregister, options: Mapping[str, Any]) -> None:
         registration = self._registrations.pop(msg.registration, None)
         if registration is None:
             self._error(
-                msg.MESSAGE_TYPE,
-                msg.request,
+                msg,
                 "wamp.error.no_such_registration",
-                [f"no registration {msg.registration} on this session"],
+                f"no registration {msg.registration} on this session",
             )
             return
-        self._drop(registration)
         self._send(message.Unregistered(msg.request))
+        self._dealer.unregister(self, registration)
 
-    def _drop(self, registration: Registration) -> None:
-        self._router.procedures.unregister(registration.name)
-        if self._realm.callees.get(registration.name) is registration:
-            del self._realm.callees[registration.name]
+    def revoke(self, registration: Registration, reason: str) -> None:
+        """
+        The router took C{registration} from this callee; it is told when it
+        announced registration revocation.
+        """
+        if self._registrations.pop(registration.id, None) is None:
+            return
+        if self.session.supports("callee", "registration_revocation"):
+            self._send([UNREGISTERED, 0, {"registration": registration.id, "reason": reason}])
 
-    def invoke(
-        self, registration: Registration, args: Args, kwargs: Kwargs, progress: Progress | None
-    ) -> Deferred[Any]:
+    def invoke(self, call: Call, registration: Registration) -> None:
+        """
+        Send C{call} to this callee as an INVOCATION.
+        """
         request = next(self._invocation_ids)
-        invocation = message.Invocation(
-            request,
-            registration.id,
-            args=args,
-            kwargs=kwargs,
-            receive_progress=True if progress is not None else None,
-        )
-        d: Deferred[Any] = Deferred()
-        self._send(invocation)
-        self._invocations[request] = _Invocation(d, progress)
-        return d
+        session = self.session
+        details: dict[str, Any] = dict(call.payload.options)
+        if registration.match != "exact":
+            details["procedure"] = call.procedure
+        if call.receive_progress:
+            details["receive_progress"] = True
+        if call.timeout and session.supports("callee", "call_timeout"):
+            details["timeout"] = call.timeout
+        caller = call.caller
+        if call.disclose and caller is not None:
+            details["caller"] = caller.wamp_id
+            details["caller_authid"] = caller.authid
+            details["caller_authrole"] = caller.authrole
+        try:
+            self._send([INVOCATION, request, registration.id, details, *call.payload.items()])
+        except (TypeError, ValueError) as e:
+            self._dealer.failed(
+                call,
+                "wamp.error.invalid_argument",
+                text(f"the arguments cannot be sent to the callee: {e}"),
+            )
+            return
+        call.invocation = request
+        self._invocations[request] = call
 
-    def yield_(self, msg: message.Yield) -> None:
+    def interrupt(self, call: Call, mode: str) -> None:
+        """
+        Tell this callee to stop working on C{call}; after C{killnowait}
+        nothing it says about it matters any more.
+        """
+        if self._invocations.get(call.invocation) is not call:
+            return
+        if mode == "killnowait":
+            del self._invocations[call.invocation]
+        self._send(message.Interrupt(call.invocation, mode=mode))
+
+    def yield_(self, msg: message.Yield, options: Mapping[str, Any]) -> None:
         """
         A result (or, with C{progress}, a progressive result) of an
         invocation; one for an invocation no longer waited for is ignored.
         """
-        invocation = self._invocations.get(msg.request)
-        if invocation is None:
+        call = self._invocations.get(msg.request)
+        if call is None:
             return
-        args, kwargs = list(msg.args or []), msg.kwargs or None
+        answer = payload_of(msg, options, self.session, "callee")
         if not msg.progress:
             del self._invocations[msg.request]
-            invocation.deferred.callback((args, kwargs))
-        elif invocation.progress is not None:
-            invocation.progress(args, kwargs)
+        self._dealer.answered(call, answer, bool(msg.progress))
 
-    def error(self, msg: message.Error) -> None:
-        invocation = self._invocations.pop(msg.request, None)
-        if invocation is not None:
-            invocation.deferred.errback(CalleeError(msg.error, msg.args, msg.kwargs))
+    def error(self, msg: message.Error, options: Mapping[str, Any]) -> None:
+        call = self._invocations.pop(msg.request, None)
+        if call is not None:
+            self._dealer.failed(call, msg.error, payload_of(msg, options))
 
     # caller
 
-    def call(self, msg: message.Call) -> None:
+    def call(self, msg: message.Call, options: Mapping[str, Any]) -> None:
         """
-        Call a procedure registered by another WAMP client (its arguments
-        passed through unchanged) or any other router procedure (called
-        with the payload's one value, L{value_of}).
+        Hand a CALL to the dealer; its answers come back through a
+        L{_CallerReply}.
         """
-        request = msg.request
-        if msg.payload is not None:
+        session = self.session
+        if not self._realm.authorize(session, msg.procedure, "call"):
             self._error(
-                msg.MESSAGE_TYPE,
+                msg, "wamp.error.not_authorized", f"not authorized to call {msg.procedure!r}"
+            )
+            return
+        if msg.request in self._calls:
+            self._error(msg, "wamp.error.invalid_argument", "this request id is still pending")
+            return
+        if len(self._calls) >= MAX_PENDING_CALLS:
+            self._error(
+                msg,
+                "cluso.error.too_many_calls",
+                f"a session may have at most {MAX_PENDING_CALLS} calls in flight",
+            )
+            return
+        timeout = msg.timeout or 0
+        call = Call(
+            msg.procedure,
+            payload_of(msg, options, session, "caller"),
+            _CallerReply(self, msg.request),
+            caller=session,
+            receive_progress=bool(msg.receive_progress),
+            timeout=timeout if timeout > 0 else 0,
+            disclose=options.get("disclose_me") is True
+            or self._realm.discloses(session.authrole, "caller"),
+        )
+        self._calls[msg.request] = call
+        self._dealer.call(call)
+
+    def _result(self, request: int, answer: Payload, progress: bool) -> None:
+        details: dict[str, Any] = dict(answer.options)
+        if progress:
+            details["progress"] = True
+        try:
+            self._send([RESULT, request, details, *answer.items()])
+        except (TypeError, ValueError) as e:
+            self.log.info("A result could not be serialized for its caller: {error}", error=e)
+            self._send_error(
+                CALL,
                 request,
                 "wamp.error.invalid_argument",
-                ["transparent payloads are not supported"],
+                text(f"the result cannot be serialized for this session: {e}"),
             )
+
+    def cancel(self, msg: message.Cancel, options: Mapping[str, Any]) -> None:
+        """
+        Cancel a pending call; the mode (C{skip}, C{kill}, C{killnowait})
+        defaults to C{killnowait}.
+        """
+        call = self._calls.get(msg.request)
+        if call is None:
             return
-        call = _Call()
-        self._calls[request] = call
-        progress: Progress | None = None
-        if msg.receive_progress:
-
-            def progress(args: Args, kwargs: Kwargs) -> None:
-                if self._calls.get(request) is call:
-                    self._send(message.Result(request, args=args, kwargs=kwargs, progress=True))
-
-        callee = self._realm.callees.get(msg.procedure)
-        if callee is not None:
-            d = callee.invoke(list(msg.args or []), msg.kwargs or None, progress)
-        else:
-            d = self._router.call(
-                msg.procedure,
-                value_of(msg.args, msg.kwargs),
-                None if progress is None else _one_value(progress),
-            ).addCallback(lambda value: ([value], None))
-        d.addCallbacks(
-            self._answered,
-            self._failed,
-            callbackArgs=(request, call),
-            errbackArgs=(request, call, msg.procedure),
-        )
-
-    def _settle(self, request: int, call: _Call) -> bool:
-        """
-        Whether C{call} still waits for its answer (it was not canceled nor
-        its session left); it no longer does after this.
-        """
-        if self._calls.get(request) is not call:
-            return False
-        del self._calls[request]
-        return True
-
-    def _answered(self, answer: tuple[Args, Kwargs], request: int, call: _Call) -> None:
-        if not self._settle(request, call):
-            return
-        args, kwargs = answer
-        try:
-            self._send(message.Result(request, args=args, kwargs=kwargs))
-        except (TypeError, ValueError) as e:
-            self.log.error("A procedure returned a value that is not JSON: {error}", error=e)
-            self._error(
-                message.Call.MESSAGE_TYPE,
-                request,
-                "cluso.error.internal_error",
-                ["result is not JSON"],
-            )
-
-    def _failed(self, failure: Failure, request: int, call: _Call, procedure: str) -> None:
-        if not self._settle(request, call):
-            return
-        error = failure.value
-        call_type = message.Call.MESSAGE_TYPE
-        if isinstance(error, CalleeError):
-            self._error(call_type, request, error.uri, error.error_args, error.error_kwargs)
-        elif isinstance(error, ProcedureError):
-            self._error(call_type, request, error_uri(error.code), [error.message])
-        else:
-            self.log.failure(
-                "Procedure {procedure} failed for {connection_id}",
-                failure,
-                procedure=procedure,
-                connection_id=self._session.connection_id,
-            )
-            self._error(
-                call_type, request, "cluso.error.internal_error", [str(error) or repr(error)]
-            )
-
-    def cancel(self, msg: message.Cancel) -> None:
-        """
-        Answer a pending call with C{wamp.error.canceled} at once and drop
-        its result when it comes (every mode is treated as C{skip}).
-        """
-        if self._calls.pop(msg.request, None) is not None:
-            self._error(message.Call.MESSAGE_TYPE, msg.request, "wamp.error.canceled", ["canceled"])
+        mode = msg.mode or "killnowait"
+        if mode not in CANCEL_MODES:
+            mode = "killnowait"
+        self._dealer.cancel(call, mode)
 
     def leave(self) -> None:
         """
         Unregister this session's procedures, fail the invocations it did
-        not answer and forget its own pending calls.
+        not answer and drop its own pending calls (interrupting their
+        callees).
         """
-        for registration in self._registrations.values():
-            self._drop(registration)
-        self._registrations.clear()
+        registrations, self._registrations = self._registrations, {}
+        for registration in registrations.values():
+            self._dealer.unregister(self, registration)
         invocations, self._invocations = self._invocations, {}
-        for invocation in invocations.values():
-            invocation.deferred.errback(
-                CalleeError("cluso.error.callee_lost", ["the callee went away"], None)
-            )
-        self._calls.clear()
-
-
-def _one_value(progress: Progress) -> Callable[[Any], None]:
-    """
-    A router-level progress callable (one value) feeding C{progress}.
-    """
-    return lambda value: progress([value], None)
+        for call in invocations.values():
+            self._dealer.callee_lost(call)
+        calls, self._calls = self._calls, {}
+        for call in calls.values():
+            self._dealer.caller_left(call)
