@@ -78,6 +78,32 @@ async function call(procedure, data, options) {
   }
 }
 
+// The contract links: a tab signed in by a #token= link holds its token, not a cookie, so a
+// plain link would reach the sign-in page. Fetch the document with the token instead and
+// show it in a new tab (opened at the click, so no popup blocker stops it).
+for (const link of document.querySelectorAll("footer.contracts a[href]")) {
+  link.addEventListener("click", async (event) => {
+    if (storedToken() === null) return;
+    event.preventDefault();
+    const shown = window.open("", "_blank");
+    try {
+      const response = await client.fetch(link.getAttribute("href"));
+      if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
+      const text = JSON.stringify(await response.json(), null, 2);
+      const url = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+      if (shown) {
+        shown.opener = null;
+        shown.location.href = url;
+      } else {
+        location.href = url;
+      }
+    } catch (error) {
+      shown?.close();
+      say(`${link.textContent} could not be loaded: ${error.message}`);
+    }
+  });
+}
+
 // Panels: a count and, where the panel has no list of its own, an event log.
 
 const panels = new Map();

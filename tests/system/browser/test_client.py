@@ -242,7 +242,8 @@ def test_invoke_times_out(page: Any, server: Server) -> None:
     )
     assert result["lost"]["code"] == "timeout"
     assert result["lost"]["message"] == "Request timeout for channel server.info"
-    assert 290 <= result["lost"]["ms"] < 3000
+    # Timers may fire a little early against performance.now() under load.
+    assert 250 <= result["lost"]["ms"] < 3000
     assert result["next"]["ok"]
     assert result["status"] == "open"
     assert result["sockets"] == 1

@@ -356,19 +356,17 @@ def test_backups_card_creates_restores_after_confirming_and_deletes(
 
     page.click(f"{manual} button.restore")
     page.click('.confirm[data-action="restore"] button.confirm-yes')
-    page.wait_for_function(
-        "document.getElementById('backup-state').textContent.startsWith('Restored')"
-    )
+    wait_in_page(page, "document.getElementById('backup-state').textContent.startsWith('Restored')")
     assert "1 file changed" in page.inner_text("#backup-state")
     assert (server.root / "notes.md").read_text() == "original\n"
-    page.wait_for_function("document.querySelectorAll('#backup-list li.backup').length === 2")
+    wait_in_page(page, "document.querySelectorAll('#backup-list li.backup').length === 2")
     first = page.locator("#backup-list li.backup").first
     assert first.get_attribute("data-automatic") == "true"
     assert "automatic" in first.inner_text()
 
     page.click('#backup-list li.backup[data-automatic="true"] button.delete')
     page.click('.confirm[data-action="delete"] button.confirm-yes')
-    page.wait_for_function("document.querySelectorAll('#backup-list li.backup').length === 1")
+    wait_in_page(page, "document.querySelectorAll('#backup-list li.backup').length === 1")
     assert page.inner_text("#backup-state").startswith("Deleted")
     assert page.is_hidden("#backup-progress-row")
     assert page.inner_text("#panel-backup [data-count]") != "0 events"
@@ -422,14 +420,23 @@ def test_the_contracts_are_linked_from_the_dashboard(
     page: Any, launch: Callable[..., Server]
 ) -> None:
     """
-    The dashboard links the OpenAPI and AsyncAPI documents; following the
-    AsyncAPI link, signed in by the cookie, shows this server's channels.
+    The dashboard links the OpenAPI and AsyncAPI documents. A tab signed in
+    by the #token= link (no cookie) opens them in a new tab, fetched with
+    its token, and the dashboard stays; the AsyncAPI one lists this
+    server's channels, the OpenAPI one its operations.
     """
     server = launch()
     open_dashboard(page, server)
     assert page.get_attribute("#link-openapi", "href") == "api/openapi.json"
-    page.click("#link-asyncapi")
-    page.wait_for_url("**/api/asyncapi.json")
-    document = json.loads(page.inner_text("body"))
-    assert document["asyncapi"] == "3.0.0"
-    assert {"files", "git", "search"} <= set(document["channels"])
+    documents = {}
+    for link in ("#link-asyncapi", "#link-openapi"):
+        with page.expect_popup() as popup:
+            page.click(link)
+        shown = popup.value
+        shown.wait_for_url("blob:**")
+        documents[link] = json.loads(shown.inner_text("body"))
+        shown.close()
+    assert page.get_attribute("#status", "data-status") == "open"
+    assert documents["#link-asyncapi"]["asyncapi"] == "3.0.0"
+    assert {"files", "git", "search"} <= set(documents["#link-asyncapi"]["channels"])
+    assert "/api/files/read" in documents["#link-openapi"]["paths"]
