@@ -169,7 +169,11 @@ class Session:
         self.counters = counters if counters is not None else QueueCounters()
         self._queue: deque[bytes | _Slot] | None = None
         self._queued_bytes = 0
-        self._pending: list[bytes] | None = None
+        #: What this session gathered in the current batch: one frame as
+        #: is, several in a list (made only then: a list per session per
+        #: read would be thousands of objects for the garbage collector,
+        #: whose full collections then stall the reactor).
+        self._pending: bytes | list[bytes] | None = None
         self._pending_bytes = 0
         self._keyed: dict[Hashable, _Slot] | None = None
         self._superseded = 0
@@ -220,9 +224,12 @@ class Session:
         if _BATCH.depth:
             pending = self._pending
             if pending is None:
-                pending = self._pending = []
+                self._pending = frame
                 _BATCH.sessions.append(self)
-            pending.append(frame)
+            elif isinstance(pending, list):
+                pending.append(frame)
+            else:
+                self._pending = [pending, frame]
             self._pending_bytes += len(frame)
             if self._pending_bytes > MAX_BATCH_BYTES:
                 self.flush()
@@ -243,7 +250,7 @@ class Session:
         self._pending_bytes = 0
         if self._closed or not pending:
             return
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        data = b"".join(pending) if isinstance(pending, list) else pending
         if not write_frame(self._transport, data, self._direct):
             self._closed = True
 
