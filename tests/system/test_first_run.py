@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,7 +172,12 @@ def test_first_run_searches_and_leaves_the_project_alone(
     assert printed is not None, log
     assert printed.group(1) in (f"http://localhost:{port}/", f"http://127.0.0.1:{port}/")
     token = printed.group(2)
-    assert f"Searching with {fresh.venv / 'bin' / 'rg'}" in log
+    searching = f"Searching with {fresh.venv / 'bin' / 'rg'}"
+    # Sources start after the sign-in block is printed; give search a moment.
+    deadline = time.monotonic() + 20
+    while searching not in "".join(child.log) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert searching in "".join(child.log), "".join(child.log)
 
     events = search(port, token, "needle")
     assert len(events) >= 2
