@@ -25,7 +25,7 @@ from cluso_router.ws.context import ConnectionContext
 from cluso_router.ws.json import codec as messages
 from cluso_router.ws.json.handler import JsonHandler
 from cluso_router.ws.limits import Limits
-from cluso_router.ws.session import Session, batched_writes
+from cluso_router.ws.session import Session
 from cluso_router.ws.wamp import (
     DEFAULT_REALM,
     WEBSOCKET,
@@ -154,6 +154,7 @@ class ClusoServerProtocol(WebSocketServerProtocol):
                 wamp_wire.encoder,
                 max_queue_bytes=context.limits.max_queue_bytes,
                 counters=context.router.queue_counters,
+                coalescer=context.router.writes,
             )
             self._handler = open_wamp(context, wamp_session, wamp_wire, self._wamp_authenticated)
         else:
@@ -163,6 +164,7 @@ class ClusoServerProtocol(WebSocketServerProtocol):
                 messages.JSON_ENCODER,
                 max_queue_bytes=context.limits.max_queue_bytes,
                 counters=context.router.queue_counters,
+                coalescer=context.router.writes,
             )
             session.attach()
             handler = JsonHandler(context, session)
@@ -172,13 +174,24 @@ class ClusoServerProtocol(WebSocketServerProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         """
-        Handle one read, whatever it holds, with the frames it causes sent
-        per session at the end (L{batched_writes}). (Autobahn's version
-        also formats the arguments of a debug log line for every read,
-        logged or not.)
+        Handle one read, whatever it holds, as one batch of writes
+        (L{cluso_router.router.writes}): a publisher's burst costs each
+        subscriber one send. (Autobahn's version also formats the arguments
+        of a debug log line for every read, logged or not.)
         """
-        with batched_writes():
+        with self.factory.context.router.writes.batch():
             self._dataReceived(data)
+
+    def sendCloseFrame(
+        self, code: int | None = None, reasonUtf8: bytes | None = None, isReply: bool = False
+    ) -> None:
+        """
+        Send what the session gathered before the close frame, whoever
+        closes: nothing may follow a close frame on the wire.
+        """
+        if self.session is not None:
+            self.session.flush()
+        super().sendCloseFrame(code, reasonUtf8, isReply)
 
     def onMessageEnd(self) -> None:
         """

@@ -8,8 +8,7 @@ import secrets
 import string
 import time
 from collections import deque
-from collections.abc import Hashable, Iterator
-from contextlib import contextmanager
+from collections.abc import Hashable
 from typing import Any, Final, Protocol
 
 from twisted.internet.interfaces import IPushProducer
@@ -20,6 +19,7 @@ from cluso_router._json import dumps
 from cluso_router.interfaces import IFrameEncoder, ISession
 from cluso_router.router.conflation import KeyedFrame
 from cluso_router.router.stats import QueueCounters
+from cluso_router.router.writes import MAX_GATHERED_BYTES, UNTIMED, WriteCoalescer
 from cluso_router.ws._directwrite import buffered_bytes, supports_direct_write, write_frame
 from cluso_router.ws.json.codec import text_frame
 
@@ -28,8 +28,6 @@ CLOSE_SLOW_CONSUMER: Final = 4008
 DEFAULT_MAX_QUEUE_BYTES: Final = 1024 * 1024
 #: Superseded queue entries tolerated before the queue is compacted.
 _COMPACT_AFTER: Final = 64
-#: Bytes a session gathers during one batch before it sends them anyway.
-MAX_BATCH_BYTES: Final = 256 * 1024
 
 _ALPHABET: Final = string.digits + string.ascii_lowercase
 #: An unmasked ping frame without payload.
@@ -43,44 +41,6 @@ def new_connection_id() -> str:
     """
     tail = "".join(secrets.choice(_ALPHABET) for _ in range(8))
     return f"conn-{int(time.time() * 1000)}-{tail}"
-
-
-class _WriteBatch:
-    """
-    The sessions that gathered frames while one inbound read was handled
-    (L{batched_writes}); the reactor runs one read at a time, so one batch
-    serves them all.
-    """
-
-    def __init__(self) -> None:
-        self.depth = 0
-        self.sessions: list[Session] = []
-
-    def flush(self) -> None:
-        sessions, self.sessions = self.sessions, []
-        for session in sessions:
-            session.flush()
-
-
-_BATCH: Final = _WriteBatch()
-
-
-@contextmanager
-def batched_writes() -> Iterator[None]:
-    """
-    While inside, what sessions are handed gathers per session; on leaving,
-    each session sends what it gathered at once. An inbound read holding
-    many messages (a publisher's burst) then costs each subscriber one
-    send instead of one per event; order is kept, and frames go out before
-    the reactor does anything else.
-    """
-    _BATCH.depth += 1
-    try:
-        yield
-    finally:
-        _BATCH.depth -= 1
-        if not _BATCH.depth:
-            _BATCH.flush()
 
 
 class Connection(Protocol):
@@ -129,6 +89,7 @@ class Session:
     # key index exist only while the transport is paused.
     __slots__ = (
         "_closed",
+        "_coalescer",
         "_connection",
         "_direct",
         "_keyed",
@@ -139,6 +100,7 @@ class Session:
         "_queued_bytes",
         "_superseded",
         "_transport",
+        "_turn",
         "channels",
         "connection_id",
         "counters",
@@ -155,6 +117,7 @@ class Session:
         connection_id: str | None = None,
         max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
         counters: QueueCounters | None = None,
+        coalescer: WriteCoalescer | None = None,
     ) -> None:
         self.connection_id = connection_id or new_connection_id()
         self.channels: set[str] = set()
@@ -167,9 +130,12 @@ class Session:
         self._paused = False
         self._closed = False
         self.counters = counters if counters is not None else QueueCounters()
+        self._coalescer = coalescer if coalescer is not None else UNTIMED
+        #: The coalescer's turn in which this session last wrote at once.
+        self._turn = -1
         self._queue: deque[bytes | _Slot] | None = None
         self._queued_bytes = 0
-        #: What this session gathered in the current batch: one frame as
+        #: What this session gathered in the current batch or turn: one frame as
         #: is, several in a list (made only then: a list per session per
         #: read would be thousands of objects for the garbage collector,
         #: whose full collections then stall the reactor).
@@ -205,6 +171,8 @@ class Session:
         if self._closed:
             return False
         if self._paused or self._queue:
+            if self._pending is not None:
+                self.flush()
             if type(frame) is KeyedFrame:
                 return self._enqueue_keyed(frame)
             if self._queued_bytes + len(frame) > self.max_queue_bytes:
@@ -221,19 +189,23 @@ class Session:
             # that frame.
             self._overflow()
             return False
-        if _BATCH.depth:
+        coalescer = self._coalescer
+        if coalescer.depth or self._turn == coalescer.turn:
             pending = self._pending
             if pending is None:
                 self._pending = frame
-                _BATCH.sessions.append(self)
+                coalescer.gathered(self)
             elif isinstance(pending, list):
                 pending.append(frame)
             else:
                 self._pending = [pending, frame]
             self._pending_bytes += len(frame)
-            if self._pending_bytes > MAX_BATCH_BYTES:
+            if self._pending_bytes > MAX_GATHERED_BYTES:
                 self.flush()
             return not self._closed
+        if coalescer.timed:
+            self._turn = coalescer.turn
+            coalescer.wrote_directly()
         if write_frame(self._transport, frame, self._direct):
             return True
         self._closed = True
@@ -241,7 +213,8 @@ class Session:
 
     def flush(self) -> None:
         """
-        Send what this session gathered in the current batch, in one write.
+        Send what this session gathered in the current batch or turn, in
+        one write.
         """
         pending = self._pending
         if pending is None:
@@ -250,7 +223,11 @@ class Session:
         self._pending_bytes = 0
         if self._closed or not pending:
             return
-        data = b"".join(pending) if isinstance(pending, list) else pending
+        if isinstance(pending, list):
+            self._coalescer.joined += len(pending) - 1
+            data = b"".join(pending)
+        else:
+            data = pending
         if not write_frame(self._transport, data, self._direct):
             self._closed = True
 

@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import gc
 
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
+from cluso_router.router.writes import MAX_GATHERED_BYTES, WriteCoalescer
 from cluso_router.testing import decode_text_frame
 from cluso_router.ws.json.codec import JSON_ENCODER
-from cluso_router.ws.session import (
-    CLOSE_SLOW_CONSUMER,
-    MAX_BATCH_BYTES,
-    Session,
-    batched_writes,
-)
+from cluso_router.ws.session import CLOSE_SLOW_CONSUMER, Session
 
 
 class FakeConnection:
@@ -146,13 +143,15 @@ class CountingTransport(StringTransport):
 
 def test_batched_writes_send_each_session_one_write() -> None:
     """
-    Frames handed to sessions inside L{batched_writes} are written once per
-    session when it ends, in order; outside, each frame is written at once.
+    Frames handed to sessions inside a coalescer's batch are written once
+    per session when it ends, in order; outside, with no clock to tell
+    turns apart, each frame is written at once.
     """
+    writes = WriteCoalescer()
     transports = [CountingTransport() for _ in range(2)]
-    sessions = [Session(FakeConnection(), t, JSON_ENCODER) for t in transports]
+    sessions = [Session(FakeConnection(), t, JSON_ENCODER, coalescer=writes) for t in transports]
 
-    with batched_writes():
+    with writes.batch():
         for n in range(5):
             for session in sessions:
                 assert session.deliver(b"%d," % n)
@@ -171,14 +170,15 @@ def test_a_batch_of_one_frame_per_session_makes_no_garbage_per_session() -> None
     of sessions, made full collections stall the reactor for 150 ms); the
     frame is written as it is.
     """
+    writes = WriteCoalescer()
     transports = [CountingTransport() for _ in range(2000)]
-    sessions = [Session(FakeConnection(), t, JSON_ENCODER) for t in transports]
+    sessions = [Session(FakeConnection(), t, JSON_ENCODER, coalescer=writes) for t in transports]
     frame = b"one event"
     gc.collect()
     gc.disable()
     try:
         before = gc.get_count()[0]
-        with batched_writes():
+        with writes.batch():
             for session in sessions:
                 session.deliver(frame)
             allocated = gc.get_count()[0] - before
@@ -190,20 +190,21 @@ def test_a_batch_of_one_frame_per_session_makes_no_garbage_per_session() -> None
 
 def test_batch_is_bounded_and_flushed_before_control_frames() -> None:
     """
-    A session that gathers more than L{MAX_BATCH_BYTES} in one batch writes
+    A session that gathers more than L{MAX_GATHERED_BYTES} in one batch writes
     them then; a close (or ping) inside a batch sends what was gathered
     first, so nothing overtakes it; an aborted session drops it.
     """
+    writes = WriteCoalescer()
     big, closing, aborted = (CountingTransport() for _ in range(3))
     connection = FakeConnection()
     sessions = [
-        Session(FakeConnection(), big, JSON_ENCODER),
-        Session(connection, closing, JSON_ENCODER),
-        Session(FakeConnection(), aborted, JSON_ENCODER),
+        Session(FakeConnection(), big, JSON_ENCODER, coalescer=writes),
+        Session(connection, closing, JSON_ENCODER, coalescer=writes),
+        Session(FakeConnection(), aborted, JSON_ENCODER, coalescer=writes),
     ]
-    chunk = b"x" * (MAX_BATCH_BYTES // 2 + 1)
+    chunk = b"x" * (MAX_GATHERED_BYTES // 2 + 1)
 
-    with batched_writes():
+    with writes.batch():
         sessions[0].deliver(chunk)
         sessions[0].deliver(chunk)
         written_early = big.writes
@@ -217,3 +218,98 @@ def test_batch_is_bounded_and_flushed_before_control_frames() -> None:
     assert closed_after == b"goodbye"
     assert connection.close_frames == [(1000, b"bye")]
     assert aborted.value() == b""
+
+
+def test_a_burst_within_one_turn_costs_each_session_two_writes() -> None:
+    """
+    Outside any batch, a session's first frame of a reactor turn is written
+    at once (a lone event waits for nothing) and the other 99 of a
+    100-event burst in that turn join into one write when the turn ends;
+    the next turn's first frame is again written at once.
+    """
+    clock = Clock()
+    writes = WriteCoalescer(clock)
+    transports = [CountingTransport() for _ in range(3)]
+    sessions = [Session(FakeConnection(), t, JSON_ENCODER, coalescer=writes) for t in transports]
+
+    for n in range(100):
+        for session in sessions:
+            assert session.deliver(b"%d," % n)
+    assert [t.writes for t in transports] == [1, 1, 1]
+    assert all(t.value() == b"0," for t in transports)
+
+    clock.advance(0)
+    expected = b"".join(b"%d," % n for n in range(100))
+    assert [t.writes for t in transports] == [2, 2, 2]
+    assert all(t.value() == expected for t in transports)
+    assert writes.joined == 3 * 98
+
+    sessions[0].deliver(b"lone")
+    assert transports[0].writes == 3
+    assert transports[0].value().endswith(b"lone")
+
+
+def test_a_burst_in_a_batch_is_one_write_per_session() -> None:
+    """
+    A 100-event burst handed over inside a batch (one inbound read, or
+    C{Router.publish_many}) reaches each session in exactly one write, in
+    order, even in a turn where the session already wrote.
+    """
+    clock = Clock()
+    writes = WriteCoalescer(clock)
+    transport = CountingTransport()
+    session = Session(FakeConnection(), transport, JSON_ENCODER, coalescer=writes)
+    session.deliver(b"first;")
+
+    with writes.batch():
+        for n in range(100):
+            session.deliver(b"%d," % n)
+        assert transport.writes == 1
+
+    assert transport.writes == 2
+    assert transport.value() == b"first;" + b"".join(b"%d," % n for n in range(100))
+
+
+def test_gathered_frames_go_before_queued_ones_when_the_transport_pauses() -> None:
+    """
+    When the transport pauses while a session holds frames of the current
+    turn, those frames are written before anything queued after them, so
+    the pause never reorders a burst.
+    """
+    clock = Clock()
+    writes = WriteCoalescer(clock)
+    transport = CountingTransport()
+    session = Session(
+        FakeConnection(), transport, JSON_ENCODER, max_queue_bytes=1000, coalescer=writes
+    )
+    session.attach()
+    session.deliver(b"a")
+    session.deliver(b"b")
+    session.pauseProducing()
+    session.deliver(b"c")
+    assert transport.value() == b"ab"
+    session.resumeProducing()
+    clock.advance(0)
+    assert transport.value() == b"abc"
+
+
+def test_a_turns_gathered_bytes_are_bounded() -> None:
+    """
+    Within one turn a session holds at most L{MAX_GATHERED_BYTES} before it
+    writes them; the rest waits for the end of the turn.
+    """
+    clock = Clock()
+    writes = WriteCoalescer(clock)
+    transport = CountingTransport()
+    session = Session(
+        FakeConnection(), transport, JSON_ENCODER, max_queue_bytes=10**7, coalescer=writes
+    )
+    chunk = b"x" * (MAX_GATHERED_BYTES // 4 + 1)
+    session.deliver(b"first")
+    for _ in range(4):
+        session.deliver(chunk)
+    assert transport.writes == 2
+    session.deliver(b"tail")
+    clock.advance(0)
+    assert transport.writes == 3
+    assert transport.value() == b"first" + chunk * 4 + b"tail"

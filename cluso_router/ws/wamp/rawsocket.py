@@ -23,7 +23,6 @@ from cluso_router.router.router import Router
 from cluso_router.security import AccessPolicy
 from cluso_router.ws.context import ConnectionContext
 from cluso_router.ws.limits import Limits
-from cluso_router.ws.session import batched_writes
 from cluso_router.ws.wamp.handler import WampHandler, open_wamp
 from cluso_router.ws.wamp.realm import WampRealm, WampSession
 from cluso_router.ws.wamp.serializers import RAWSOCKET_SERIALIZERS
@@ -118,7 +117,7 @@ class RawSocketProtocol(Protocol):
                 deadline.cancel()
 
     def dataReceived(self, data: bytes) -> None:
-        with batched_writes():
+        with self.factory.context.router.writes.batch():
             self._received(data)
 
     def _received(self, data: bytes) -> None:
@@ -181,6 +180,7 @@ class RawSocketProtocol(Protocol):
             rawsocket_wire.encoder,
             max_queue_bytes=context.limits.max_queue_bytes,
             counters=context.router.queue_counters,
+            coalescer=context.router.writes,
         )
         session.peer_max_length = 2 ** ((octets[1] >> 4) + MIN_LENGTH_EXPONENT)
         self.session = session
