@@ -88,6 +88,13 @@ class IPublisher(Interface):
         is what a WAMP publisher gave beyond C{data}.
         """
 
+    def publish_many(channel: str, items: Any) -> Any:
+        """
+        Publish each of C{items} (a sequence of event data) on C{channel},
+        in order, as one burst; return a list of delivery reports (or a
+        Deferred of it). Nothing is published when any item is invalid.
+        """
+
 
 class IAudienceResolver(Interface):
     """

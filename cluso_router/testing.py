@@ -115,6 +115,9 @@ class RecordingPublisher:
         self.published.append((channel, data))
         return DeliveryReport(0, 0)
 
+    def publish_many(self, channel: str, items: Sequence[Any]) -> list[DeliveryReport]:
+        return [self.publish(channel, data) for data in items]
+
 
 @dataclass
 class RunningServer:

@@ -21,7 +21,7 @@ import random
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlsplit
 import txredisapi  # type: ignore[import-untyped]
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, ensureDeferred, fail
+from twisted.internet.defer import Deferred, ensureDeferred, fail, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IReactorTCP, IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
@@ -490,6 +490,19 @@ class RedisBackplane(MultiService):
         return d.addCallbacks(
             lambda reply: DeliveryReport(int(reply[2]), 0, publication), self._publish_failed
         )
+
+    def publish_many(self, channel: str, items: Sequence[Any]) -> Deferred[list[DeliveryReport]]:
+        """
+        Publish each of C{items} in order: the commands leave in one write
+        (the connection buffers them until the reactor's next pass), and
+        every node gets them in this order.
+        """
+        try:
+            for data in items:
+                encode_data(channel, data)
+        except InvalidEvent:
+            return fail()
+        return gatherResults([self.publish(channel, data) for data in items], consumeErrors=True)
 
     def _publish_failed(self, failure: Failure) -> Failure:
         self.publish_failures += 1

@@ -619,6 +619,10 @@ def install_openapi(root: Resource) -> None:
                     "post": {
                         "operationId": "post_api_events_channel",
                         "summary": "Publish the JSON body as an event on a channel",
+                        "description": (
+                            "With batch=1 the body is a JSON array, each element one "
+                            "event, published in order as one burst (at most 1000)."
+                        ),
                         "tags": ["server"],
                         "parameters": [
                             {
@@ -626,7 +630,13 @@ def install_openapi(root: Resource) -> None:
                                 "in": "path",
                                 "required": True,
                                 "schema": {"type": "string"},
-                            }
+                            },
+                            {
+                                "name": "batch",
+                                "in": "query",
+                                "required": False,
+                                "schema": {"type": "string", "enum": ["1", "true", "0", "false"]},
+                            },
                         ],
                         "requestBody": {
                             "required": True,

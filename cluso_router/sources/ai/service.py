@@ -184,6 +184,7 @@ class AIService(SourceService):
             self.http,
             self.clock,
             self.settings.idle_timeout,
+            burst=self.broadcaster.burst,
         )
         self.streams[stream.id] = stream
         if listener is not None:

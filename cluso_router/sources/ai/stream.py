@@ -7,6 +7,7 @@ end, successful or not, whatever happens upstream.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
@@ -20,6 +21,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 
 from cluso_router._json import dumps, loads
+from cluso_router.router.broadcaster import Burst
 from cluso_router.sources.ai.providers import IAnswerReader, IChatProvider
 from cluso_router.sources.ai.request import ChatError, ChatRequest
 from cluso_router.sources.ai.sse import SSEParser, StreamFormatError
@@ -115,6 +117,7 @@ class ChatStream:
         http: Any,
         clock: IReactorTime,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        burst: Burst = nullcontext,
     ) -> None:
         self.id = id
         self.request = request
@@ -122,6 +125,7 @@ class ChatStream:
         self._http = http
         self._clock = clock
         self._idle_timeout = idle_timeout
+        self._burst = burst
         self._listeners: list[Listener] = []
         self._texts: list[str] = []
         self._provider_name = "The AI provider"
@@ -205,12 +209,14 @@ class ChatStream:
 
         def on_data(data: bytes) -> bool:
             self._arm()
-            for event in parser.feed(data):
-                for text in reader.event(event):
-                    if text:
-                        self._emit(text)
-                if reader.complete:
-                    return True
+            # The chunks of one read reach subscribers as one burst.
+            with self._burst():
+                for event in parser.feed(data):
+                    for text in reader.event(event):
+                        if text:
+                            self._emit(text)
+                    if reader.complete:
+                        return True
             return False
 
         await self._read(response, on_data)

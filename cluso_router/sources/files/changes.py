@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from typing import Final
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
+from cluso_router.router.broadcaster import Burst
 from cluso_router.sources.files.ignore import IgnoreRules
 from cluso_router.sources.files.scan import Snapshot, Stat, stat_path
 from cluso_router.workspace.ledger import FileEvent
@@ -47,11 +49,13 @@ class ChangeTracker:
         rules: IgnoreRules,
         delay: float = DEFAULT_DELAY,
         max_delay: float = DEFAULT_MAX_DELAY,
+        burst: Burst = nullcontext,
     ) -> None:
         self.root = root
         self.rules = rules
         self.index: dict[str, Stat] = {}
         self._announce = announce
+        self._burst = burst
         self._clock = clock
         self._delay = delay
         self._max_delay = max(delay, max_delay)
@@ -184,7 +188,8 @@ class ChangeTracker:
     def _fire(self) -> None:
         """
         Settle every path whose deadline passed, in path order (a directory
-        before its children), then wait for the next deadline, at least a
+        before its children) and as one burst (a checkout's hundreds of
+        changes reach each subscriber in one write), then wait for the next deadline, at least a
         fraction of the delay later so a long burst costs few timer rounds.
         """
         self._timer = None
@@ -198,7 +203,8 @@ class ChangeTracker:
                 later = deadline
         for path in due:
             del self._pending[path]
-        for path in sorted(due):
-            self.settle(path)
+        with self._burst():
+            for path in sorted(due):
+                self.settle(path)
         if self._active and later is not None and self._pending:
             self._schedule_at(max(later, now + self._delay / 4))

@@ -37,6 +37,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
+from cluso_router.router.broadcaster import Burst
 from cluso_router.router.procedures import ProcedureError
 from cluso_router.sources.context import SourceContext
 from cluso_router.sources.files.bridge import ThreadBridge, stop_observer
@@ -84,6 +85,7 @@ class FileWatcher(Service):
         ignore: Sequence[str] = (),
         delay: float = DEFAULT_DELAY,
         observer_factory: Callable[[], BaseObserver] = Observer,
+        burst: Burst = contextlib.nullcontext,
     ) -> None:
         self.root = os.path.realpath(root)
         self._announce = announce
@@ -91,7 +93,12 @@ class FileWatcher(Service):
         self._extra_ignore = tuple(ignore)
         self._observer_factory = observer_factory
         self.tracker = ChangeTracker(
-            self.root, self._announced, reactor, IgnoreRules.load(self.root, ignore), delay
+            self.root,
+            self._announced,
+            reactor,
+            IgnoreRules.load(self.root, ignore),
+            delay,
+            burst=burst,
         )
         self.watching = False
         self._observer: BaseObserver | None = None
@@ -408,6 +415,7 @@ class FilesSource(SourceService):
             context.reactor,
             ignore=context.ignore,
             delay=float(context.options.get("watch-delay", DEFAULT_DELAY)),
+            burst=context.broadcaster.burst,
             **watcher_options,
         )
         self.watcher.setServiceParent(self)

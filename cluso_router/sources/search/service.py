@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -32,6 +33,7 @@ from twisted.python.failure import Failure
 from cluso_grep import BUDGET_SPENT
 from cluso_router._process import ChildProcess, LineSplitter, ProcessResult, spawn
 from cluso_router._time import iso_timestamp
+from cluso_router.router.broadcaster import Burst
 from cluso_router.router.procedures import ProcedureError
 from cluso_router.sources.context import SourceContext
 from cluso_router.sources.lifecycle import SourceService
@@ -140,6 +142,7 @@ class Search:
         reactor: Any,
         on_progress: Callable[[Progress], None],
         ignore: tuple[str, ...] = (),
+        burst: Burst = nullcontext,
     ) -> None:
         self.search_id = search_id
         self.request = request
@@ -148,6 +151,7 @@ class Search:
         self._root = root
         self._reactor = reactor
         self._on_progress = on_progress
+        self._burst = burst
         self._chosen = GlobFilter(request.globs)
         self._ignored = GitIgnoreSpec.from_lines(ignore) if ignore else None
         self._listing: ChildProcess | None = None
@@ -214,7 +218,12 @@ class Search:
         return self._cancelled
 
     def _spawn(self, argv: list[str | bytes], splitter: LineSplitter) -> ChildProcess:
-        child = spawn(self._reactor, argv, self._root, on_output=splitter.feed)
+        def output(data: bytes) -> None:
+            # The progress one read of output gives is published as one burst.
+            with self._burst():
+                splitter.feed(data)
+
+        child = spawn(self._reactor, argv, self._root, on_output=output)
         self._children.add(child)
 
         def ended(result: ProcessResult) -> ProcessResult:
@@ -539,6 +548,7 @@ class SearchService(SourceService):
             self._reactor,
             on_progress,
             self.context.ignore,
+            burst=self._broadcaster.burst,
         )
         self._running[search_id] = search
         finished = self._finished[search_id] = ensureDeferred(search.run())
