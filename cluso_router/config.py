@@ -14,6 +14,7 @@ from twisted.internet.endpoints import serverFromString
 from cluso_router.backplane.redis import DEFAULT_PREFIX, RedisAddress
 from cluso_router.router.history import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENT_BYTES
 from cluso_router.router.liveness import DEFAULT_PING_INTERVAL
+from cluso_router.router.statsfeed import DEFAULT_STATS_INTERVAL
 from cluso_router.security import (
     check_token,
     endpoint_is_loopback,
@@ -42,6 +43,8 @@ class ServerConfig:
     #: own site (L{cluso_router.service.ClusoService.resource}).
     listen: str | None = DEFAULT_LISTEN
     ping_interval: float = DEFAULT_PING_INTERVAL
+    #: Seconds between samples on the C{router.stats} channel; 0: none.
+    stats_interval: float = DEFAULT_STATS_INTERVAL
     #: A built single-page app served at C{/} instead of the dashboard.
     ui: str | None = None
     #: Event sources to run by name; C{None} runs all that apply to the root.
@@ -102,6 +105,8 @@ class ServerConfig:
             RedisAddress.parse(self.redis)
         if self.ping_interval <= 0:
             raise ValueError("ping interval must be positive")
+        if self.stats_interval < 0:
+            raise ValueError("--stats-interval must be 0 (off) or a positive number of seconds")
         if self.max_body <= 0:
             raise ValueError("max body must be a positive number of bytes")
         if self.max_publish_body is None:

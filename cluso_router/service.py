@@ -30,8 +30,10 @@ from cluso_router.mcp import install_mcp
 from cluso_router.router.broadcaster import Broadcaster
 from cluso_router.router.event import DeliveryReport
 from cluso_router.router.history import MemoryHistory
+from cluso_router.router.lag import ReactorLagProbe
 from cluso_router.router.liveness import PingSweeper
 from cluso_router.router.router import Router
+from cluso_router.router.statsfeed import RouterStatsFeed
 from cluso_router.security import AccessPolicy, is_loopback_address
 from cluso_router.sessions import SessionTable
 from cluso_router.sources import SourceContext, SourcesService
@@ -311,6 +313,12 @@ class ClusoService(MultiService):
         self.broadcaster = EventBroadcaster(self.backplane)
         self.file_changes = FileChangeLedger(self.broadcaster, clock=reactor)
         self.sweeper = PingSweeper(self.router, config.ping_interval, clock=reactor)
+        self.lag = ReactorLagProbe(reactor)
+        self.stats = (
+            RouterStatsFeed(self.router, self.lag, config.stats_interval, clock=reactor)
+            if config.stats_interval
+            else None
+        )
         self.policy = AccessPolicy(
             config.token,
             config.allowed_origins,
@@ -326,7 +334,7 @@ class ClusoService(MultiService):
             policy=self.policy,
             realm=self.realm,
         )
-        registry = metrics_registry(self.router, self.sweeper)
+        registry = metrics_registry(self.router, self.sweeper, self.lag)
         registry.register(BackplaneCollector(self.backplane))
         self.root_resource.putChild(b"metrics", MetricsResource(registry))
         self.mcp = install_mcp(
@@ -382,6 +390,9 @@ class ClusoService(MultiService):
             self.backplane.setServiceParent(self)
             WampCluster(self.realm, self.backplane, clock=reactor).setServiceParent(self)
         self.sweeper.setServiceParent(self)
+        self.lag.setServiceParent(self)
+        if self.stats is not None:
+            self.stats.setServiceParent(self)
         if self.web is not None:
             self.web.setServiceParent(self)
         if self.rawsocket is not None:

@@ -23,6 +23,7 @@ from cluso_router.config import DEFAULT_LISTEN, ServerConfig
 from cluso_router.interfaces import IEventSourceFactory
 from cluso_router.router.history import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_EVENT_BYTES
 from cluso_router.router.liveness import DEFAULT_PING_INTERVAL
+from cluso_router.router.statsfeed import DEFAULT_STATS_INTERVAL
 from cluso_router.security import load_token
 from cluso_router.service import ClusoService
 from cluso_router.sessions import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_LIFETIME
@@ -80,6 +81,13 @@ class Options(usage.Options):
             None,
             DEFAULT_PING_INTERVAL,
             "Seconds between ping sweeps; a connection silent for a whole interval is dropped.",
+            float,
+        ],
+        [
+            "stats-interval",
+            None,
+            DEFAULT_STATS_INTERVAL,
+            "Seconds between samples on the router.stats channel (0: none).",
             float,
         ],
         [
@@ -422,6 +430,7 @@ class Options(usage.Options):
                 root=root,
                 listen=self["listen"],
                 ping_interval=self["ping-interval"],
+                stats_interval=self["stats-interval"],
                 ui=self["ui"],
                 sources=sources,
                 source_options=source_values,

@@ -22,6 +22,7 @@ from prometheus_client.process_collector import ProcessCollector
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from cluso_router.router.lag import ReactorLagProbe
 from cluso_router.router.liveness import PingSweeper
 from cluso_router.router.router import FANOUT_BUCKETS, MAX_COUNTED_CHANNELS, OTHER_CHANNELS, Router
 
@@ -31,9 +32,15 @@ class RouterCollector:
     Collects a router's (and optionally a ping sweeper's) metrics on scrape.
     """
 
-    def __init__(self, router: Router, sweeper: PingSweeper | None = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        sweeper: PingSweeper | None = None,
+        lag: ReactorLagProbe | None = None,
+    ) -> None:
         self._router = router
         self._sweeper = sweeper
+        self._lag = lag
 
     def describe(self) -> Iterable[Metric]:
         return ()
@@ -135,6 +142,22 @@ class RouterCollector:
         yield self._fanout()
         if self._sweeper is not None:
             yield from self._sweeps(self._sweeper)
+        if self._lag is not None:
+            yield GaugeMetricFamily(
+                "cluso_reactor_lag_seconds",
+                "How late the reactor ran its last probe timer.",
+                value=self._lag.last,
+            )
+            yield GaugeMetricFamily(
+                "cluso_reactor_lag_max_seconds",
+                "The worst reactor lateness since the server started.",
+                value=self._lag.worst,
+            )
+        yield CounterMetricFamily(
+            "cluso_writes_joined",
+            "Frames that left in one write with others of their burst.",
+            value=router.writes.joined,
+        )
 
     def _history(self) -> Iterator[Metric]:
         history = self._router.history
@@ -211,13 +234,15 @@ def _by_channel(
     return family
 
 
-def metrics_registry(router: Router, sweeper: PingSweeper | None = None) -> CollectorRegistry:
+def metrics_registry(
+    router: Router, sweeper: PingSweeper | None = None, lag: ReactorLagProbe | None = None
+) -> CollectorRegistry:
     """
     A registry with the router's metrics and the process's (memory, CPU,
     open files).
     """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RouterCollector(router, sweeper))
+    registry.register(RouterCollector(router, sweeper, lag))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

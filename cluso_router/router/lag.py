@@ -1,0 +1,72 @@
+"""
+How late the reactor runs its timers: the one number that says whether a
+burst, a broadcast to thousands or a sweep holds up everything else.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+
+from cluso_router._reactor import default_reactor
+
+#: Seconds between the probe's ticks.
+DEFAULT_PROBE_INTERVAL: Final = 0.05
+
+
+class ReactorLagProbe(Service):
+    """
+    A L{LoopingCall} that measures its own lateness: each tick compares
+    when it ran with when it was due. A stall of the reactor (a long
+    callback, a full garbage collection) shows as one late tick.
+
+    @ivar last: the lateness of the last tick, in seconds.
+    @ivar worst: the worst lateness since the service started.
+    """
+
+    name = "reactor-lag"
+
+    def __init__(
+        self, clock: IReactorTime | None = None, interval: float = DEFAULT_PROBE_INTERVAL
+    ) -> None:
+        self._clock: IReactorTime = clock if clock is not None else default_reactor()
+        self.interval = interval
+        self.last = 0.0
+        self.worst = 0.0
+        self._window_worst = 0.0
+        self._due = 0.0
+        self._loop: LoopingCall | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = self._clock
+        self._due = self._clock.seconds() + self.interval
+        self._loop.start(self.interval, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+
+    def _tick(self) -> None:
+        now = self._clock.seconds()
+        late = max(0.0, now - self._due)
+        # LoopingCall skips the ticks a stall swallowed; the next is due on
+        # the interval's grid after now.
+        self._due += self.interval * (1 + int(late / self.interval))
+        self.last = late
+        self.worst = max(self.worst, late)
+        self._window_worst = max(self._window_worst, late)
+
+    def take_window(self) -> float:
+        """
+        The worst lateness since the previous call (or the start), and
+        start a new window.
+        """
+        worst, self._window_worst = self._window_worst, 0.0
+        return worst
