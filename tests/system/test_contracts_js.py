@@ -175,7 +175,9 @@ async def test_the_asyncapi_document_describes_every_running_channel(
         stop_child_server(child)
     started = set(re.findall(r"Event source (\S+) started", "".join(child.log)))
     assert started >= {"files", "git", "search", "validation", "lsp", "ticker"}
-    expected = {"files", "git", "backup"}.union(*(SOURCE_CHANNELS[s] for s in started))
+    expected = {"files", "git", "backup", "router.stats"}.union(
+        *(SOURCE_CHANNELS[s] for s in started)
+    )
 
     saved = tmp_path / "asyncapi.json"
     saved.write_text(json.dumps(document))
