@@ -9,12 +9,16 @@ time embedded; the client records when every subscriber got it. Per server and
 subscriber count N this measures deliveries per second, delivery latency, the
 server's CPU seconds per million deliveries (from C{/proc/<pid>/stat}), the
 load client's own CPU use, the server's RSS per idle subscribed connection,
-and p99 latency at a fixed offered load below saturation. Medians over the
+p99 latency at a fixed offered load below saturation, and bursts: B events
+written back to back in one write (B = 1, 10, 100) to N = 1000 subscribers,
+with the time from each burst's write to the last subscriber's receipt of
+all of it. Medians over the
 rounds and ratios against the baselines are printed, and written as JSON with
 C{--json}.
 
     python bench/fanout.py                 # the full run (a few minutes)
     python bench/fanout.py --quick         # tiny N and K: a smoke test for CI
+    python bench/fanout.py --plot out.png  # also draw deliveries/s against N and B
 
 The exit status is 1 when any run lost, duplicated or reordered an event.
 """
@@ -67,6 +71,9 @@ class Plan:
     @ivar memory_n: subscribers at which RSS per idle connection is measured,
         against C{memory_base} subscribers.
     @ivar rate_n: subscribers of the fixed-offered-load run.
+    @ivar bursts: burst sizes B of the burst runs, at C{burst_n} subscribers,
+        each run publishing C{burst_events} events; at most C{window // N}
+        events (at least one burst) are incomplete at once.
     """
 
     sizes: tuple[int, ...] = (100, 1000, 5000)
@@ -80,12 +87,18 @@ class Plan:
     rate_seconds: float = 6.0
     warmup_deliveries: int = 50_000
     settle_seconds: float = 1.0
+    bursts: tuple[int, ...] = (1, 10, 100)
+    burst_n: int = 1000
+    burst_events: int = 2000
 
     def events(self, n: int) -> int:
         return max(self.min_events, self.deliveries // n)
 
     def in_flight(self, n: int) -> int:
         return max(1, min(self.events(n), self.window // n))
+
+    def bursts_in_flight(self, size: int) -> int:
+        return max(1, self.window // self.burst_n // size)
 
 
 QUICK = Plan(
@@ -100,6 +113,9 @@ QUICK = Plan(
     rate_seconds=0.6,
     warmup_deliveries=200,
     settle_seconds=0.2,
+    bursts=(1, 10),
+    burst_n=40,
+    burst_events=100,
 )
 
 
@@ -334,6 +350,8 @@ def run_summary(kind: str, result: Measured) -> dict[str, Any]:
         ),
         "server_cores": result.server_cpu / busy if busy else None,
         "client_cpu_seconds": result.client_cpu,
+        "client_cpu_per_million": result.client_cpu / deliveries * 1e6 if deliveries else None,
+        "burst_ms": answer.get("burstMs"),
         "client_cores": result.client_cpu / busy if busy else None,
         "softirq_cores": result.softirq / result.wall,
         "other_cores": result.other_cpu / result.wall,
@@ -421,18 +439,20 @@ def run_round(
             channel.receive(30)
             driver = Driver(name, channel, server, ProcessStats(client_process.pid), quietness, say)
             outcome["memory"] = idle_memory(driver, plan)
-            largest = max(*plan.sizes, plan.memory_n, plan.rate_n)
+            largest = max(*plan.sizes, plan.memory_n, plan.rate_n, plan.burst_n)
             channel.request({"cmd": "connect", "n": largest}, 300)
             warmup_events = max(2, plan.warmup_deliveries // largest)
             channel.request(
                 {"cmd": "run", "events": warmup_events, "window": plan.in_flight(largest)}, 120
             )
-            for n in sorted({*plan.sizes, plan.rate_n}, reverse=True):
+            for n in sorted({*plan.sizes, plan.rate_n, plan.burst_n}, reverse=True):
                 channel.request({"cmd": "connect", "n": n}, 120)
                 if n in plan.sizes:
                     outcome["runs"].append(throughput_run(driver, plan, n))
                 if n == plan.rate_n:
                     outcome["runs"].append(rate_run(driver, plan, n))
+                if n == plan.burst_n:
+                    outcome["runs"].extend(burst_run(driver, plan, b) for b in plan.bursts)
             channel.request({"cmd": "quit"}, 30)
     return outcome
 
@@ -491,6 +511,31 @@ def rate_run(driver: Driver, plan: Plan, n: int) -> dict[str, Any]:
     return summary
 
 
+def burst_run(driver: Driver, plan: Plan, size: int) -> dict[str, Any]:
+    count = max(1, plan.burst_events // size)
+    summary = driver.run(
+        "burst",
+        {
+            "cmd": "burst",
+            "bursts": count,
+            "size": size,
+            "inFlight": plan.bursts_in_flight(size),
+        },
+        timeout=60 + plan.burst_n * count * size / 10_000,
+    )
+    summary["burst"] = size
+    timing = summary["burst_ms"]
+    driver.say(
+        f"  {driver.name:15} N={plan.burst_n:<5} B={size:<4}"
+        f" {summary['deliveries_per_second'] or 0:>10,.0f} deliveries/s"
+        f"  server {summary['server_cpu_per_million']:.2f} CPU-s/M"
+        f"  client {summary['client_cpu_per_million']:.2f} CPU-s/M"
+        f"  burst p50 {timing['p50']:.2f} ms p99 {timing['p99']:.2f} ms"
+        f"{'' if summary['complete'] else '  INCOMPLETE'}"
+    )
+    return summary
+
+
 def median(values: Sequence[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
@@ -505,6 +550,7 @@ class Summary:
     throughput: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     rate: dict[str, dict[str, Any]] = field(default_factory=dict)
     memory: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bursts: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     ratios: dict[str, Any] = field(default_factory=dict)
     complete: bool = True
 
@@ -545,6 +591,19 @@ def summarise(rounds: list[dict[str, Any]], plan: Plan, servers: Sequence[str]) 
             "server_cpu_per_million": median([run["server_cpu_per_million"] for run in rate_runs]),
             "client_cores": median([run["client_cores"] for run in rate_runs]),
         }
+        summary.bursts[name] = {}
+        for size in plan.bursts:
+            at_b = [run for run in runs if run["kind"] == "burst" and run["burst"] == size]
+            summary.bursts[name][size] = {
+                "runs": len(at_b),
+                "complete": all(run["complete"] for run in at_b),
+                "deliveries_per_second": median([run["deliveries_per_second"] for run in at_b]),
+                "server_cpu_per_million": median([run["server_cpu_per_million"] for run in at_b]),
+                "client_cpu_per_million": median([run["client_cpu_per_million"] for run in at_b]),
+                "client_cores": median([run["client_cores"] for run in at_b]),
+                "burst_p50_ms": median([run["burst_ms"]["p50"] for run in at_b]),
+                "burst_p99_ms": median([run["burst_ms"]["p99"] for run in at_b]),
+            }
         summary.memory[name] = {
             "n": plan.memory_n,
             "bytes_per_connection": median([r["memory"]["bytes_per_connection"] for r in mine]),
@@ -586,8 +645,21 @@ def cluso_ratios(
                 ),
                 "server_cpu_per_delivery_per_round": per_round(peer, n, "server_cpu_per_million"),
             }
+        by_burst = {}
+        for size in plan.bursts:
+            ours, theirs = summary.bursts[CLUSO][size], summary.bursts[peer][size]
+            by_burst[size] = {
+                "deliveries_per_second": ratio(
+                    ours["deliveries_per_second"], theirs["deliveries_per_second"]
+                ),
+                "server_cpu_per_delivery": ratio(
+                    ours["server_cpu_per_million"], theirs["server_cpu_per_million"]
+                ),
+                "burst_p99": ratio(ours["burst_p99_ms"], theirs["burst_p99_ms"]),
+            }
         ratios[peer] = {
             "by_n": by_n,
+            "by_burst": by_burst,
             "rate_p99": ratio(summary.rate[CLUSO]["p99_ms"], summary.rate[peer]["p99_ms"]),
             "memory_per_connection": ratio(
                 summary.memory[CLUSO]["bytes_per_connection"],
@@ -644,6 +716,21 @@ def report(summary: Summary, plan: Plan, servers: Sequence[str], say: Any) -> No
             f"{name:15} {fmt(m['bytes_per_connection'] / 1024, '.2f'):>8} KiB"
             f"   (process at start: {fmt(m['rss_start'] / 2**20, '.1f')} MiB)"
         )
+    say(f"\nBursts: B events in one write, N={plan.burst_n} (medians)")
+    say(
+        f"{'server':15} {'B':>4} {'deliveries/s':>13} {'CPU-s/M':>8} {'client CPU-s/M':>14}"
+        f" {'burst p50 ms':>12} {'burst p99 ms':>12} {'complete':>8}"
+    )
+    for size in plan.bursts:
+        for name in servers:
+            b = summary.bursts[name][size]
+            say(
+                f"{name:15} {size:>4} {fmt(b['deliveries_per_second'], ',.0f'):>13}"
+                f" {fmt(b['server_cpu_per_million'], '.2f'):>8}"
+                f" {fmt(b['client_cpu_per_million'], '.2f'):>14}"
+                f" {fmt(b['burst_p50_ms'], '.2f'):>12} {fmt(b['burst_p99_ms'], '.2f'):>12}"
+                f" {'yes' if b['complete'] else 'NO':>8}"
+            )
     if not summary.ratios:
         return
     say("\nRatios of cluso-router to each baseline (ratio of medians; per-round in brackets)")
@@ -656,10 +743,59 @@ def report(summary: Summary, plan: Plan, servers: Sequence[str], say: Any) -> No
                 f" [{rounds}]   CPU per delivery {fmt(r['server_cpu_per_delivery'], '.2f')}x"
                 f" [{cpu_rounds}]"
             )
+        for size, r in ratios["by_burst"].items():
+            say(
+                f"vs {peer:15} B={size:<4} deliveries/s {fmt(r['deliveries_per_second'], '.2f')}x"
+                f"   CPU per delivery {fmt(r['server_cpu_per_delivery'], '.2f')}x"
+                f"   burst p99 {fmt(r['burst_p99'], '.2f')}x"
+            )
         say(
             f"vs {peer:15} fixed-load p99 {fmt(ratios['rate_p99'], '.2f')}x"
             f"   memory per connection {fmt(ratios['memory_per_connection'], '.2f')}x"
         )
+
+
+def plot(summary: Summary, plan: Plan, servers: Sequence[str], path: Path) -> None:
+    """
+    Deliveries per second against N (throughput runs) and against B (burst
+    runs), one line per server, from this run's medians.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit(
+            "fanout: --plot needs matplotlib: pip install -e '.[bench]' (or pip install matplotlib)"
+        ) from None
+    figure, (by_n, by_b) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in servers:
+        by_n.plot(
+            plan.sizes,
+            [summary.throughput[name][n]["deliveries_per_second"] for n in plan.sizes],
+            marker="o",
+            label=name,
+        )
+        by_b.plot(
+            plan.bursts,
+            [summary.bursts[name][b]["deliveries_per_second"] for b in plan.bursts],
+            marker="o",
+            label=name,
+        )
+    by_n.set(xscale="log", xlabel="subscribers N", ylabel="deliveries/s", title="Fan-out")
+    by_b.set(
+        xscale="log",
+        xlabel="events per burst B",
+        ylabel="deliveries/s",
+        title=f"Bursts, N={plan.burst_n}",
+    )
+    for axes in (by_n, by_b):
+        axes.grid(True, alpha=0.3)
+        axes.legend()
+        axes.set_ylim(bottom=0)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
 
 
 def machine() -> dict[str, Any]:
@@ -716,6 +852,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--deliveries", type=int, help="deliveries per throughput run")
     parser.add_argument("--window", type=int, help="deliveries in flight in throughput runs")
     parser.add_argument("--servers", default=",".join(SERVERS), help="which servers to run")
+    parser.add_argument("--bursts", help="comma-separated burst sizes B (default 1,10,100)")
+    parser.add_argument(
+        "--plot", type=Path, help="draw deliveries/s against N and B into this PNG (matplotlib)"
+    )
     parser.add_argument("--json", type=Path, help="write every run and the summary here")
     parser.add_argument("--keep-logs", type=Path, help="keep the servers' logs in this directory")
     parser.add_argument(
@@ -750,6 +890,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes["deliveries"] = args.deliveries
     if args.window:
         changes["window"] = args.window
+    if args.bursts:
+        changes["bursts"] = tuple(int(s) for s in args.bursts.split(","))
     if changes:
         plan = Plan(**{**plan.__dict__, **changes})
     rounds_per_server = args.rounds or (2 if args.quick else 3)
@@ -799,12 +941,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "throughput": summary.throughput,
                         "rate": summary.rate,
                         "memory": summary.memory,
+                        "bursts": summary.bursts,
                         "ratios": summary.ratios,
                     },
                 },
                 indent=2,
             )
         )
+    if args.plot:
+        plot(summary, plan, servers, args.plot)
+        say(f"\nplot written to {args.plot}")
     if not summary.complete:
         say("\nSOME RUNS LOST, DUPLICATED OR REORDERED EVENTS")
         return 1

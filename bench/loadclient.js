@@ -17,6 +17,12 @@
 //                                    subscriber has it); as fast as delivered
 //   {"cmd":"rate","events":K,"rate":R}
 //                                    publish K events at R per second
+//   {"cmd":"burst","bursts":K,"size":B,"inFlight":F}
+//                                    publish K bursts of B events, each burst's
+//                                    frames in one socket write, at most F
+//                                    bursts incomplete at once; also reports
+//                                    each burst's time from its write to the
+//                                    last subscriber's receipt of all of it
 //   {"cmd":"quit"}
 // Every subscriber checks that it gets each event once and in order.
 'use strict';
@@ -55,6 +61,10 @@ function fail(message) {
 
 const maskKey = Buffer.alloc(4);
 function sendFrame(conn, opcode, payload) {
+  conn.socket.write(encodeFrame(opcode, payload));
+}
+
+function encodeFrame(opcode, payload) {
   const length = payload.length;
   let header;
   if (length < 126) {
@@ -74,7 +84,7 @@ function sendFrame(conn, opcode, payload) {
   maskKey.copy(header, header.length - 4);
   const masked = Buffer.allocUnsafe(length);
   for (let i = 0; i < length; i++) masked[i] = payload[i] ^ maskKey[i & 3];
-  conn.socket.write(Buffer.concat([header, masked]));
+  return Buffer.concat([header, masked]);
 }
 
 function sendJson(conn, value) {
@@ -220,7 +230,7 @@ class Connection {
     r.deliveries += 1;
     if (++r.counts[index] === r.n) {
       r.completed += 1;
-      r.progress(r);
+      r.progress(r, index);
     }
   }
 }
@@ -246,16 +256,26 @@ async function connect(n) {
   return { n: subscribers.length, seconds: (performance.now() - started) / 1000, failures };
 }
 
-function publish(seq) {
-  const t = Math.round(performance.now() * 1000);
-  sendFrame(
-    publisher,
+function eventFrame(seq, t) {
+  return encodeFrame(
     1,
     Buffer.from(
       `{"type":"send","channel":${JSON.stringify(channel)},"data":{"bench":[${seq},${t}],` +
         `"file":"src/components/Editor.tsx","event":"change"}}`,
     ),
   );
+}
+
+function publish(seq) {
+  publisher.socket.write(eventFrame(seq, Math.round(performance.now() * 1000)));
+}
+
+// B events back to back: one write holding all their frames.
+function publishBurst(first, size) {
+  const t = Math.round(performance.now() * 1000);
+  const frames = [];
+  for (let i = 0; i < size; i++) frames.push(eventFrame(first + i, t));
+  publisher.socket.write(Buffer.concat(frames));
 }
 
 function percentile(sorted, q) {
@@ -322,6 +342,7 @@ function measure(events, start) {
           p99: percentile(latencies, 0.99) / 1000,
           max: latencies.length ? latencies[latencies.length - 1] / 1000 : null,
         },
+        burstMs: r.burstLatencies ? burstStats(r.burstLatencies) : undefined,
       });
     };
     const watchdog = setInterval(() => {
@@ -361,6 +382,42 @@ function fixedRate(events, rate) {
   });
 }
 
+function burstStats(microseconds) {
+  const sorted = Float64Array.from(microseconds).sort();
+  return {
+    bursts: sorted.length,
+    p50: percentile(sorted, 0.5) / 1000,
+    p99: percentile(sorted, 0.99) / 1000,
+    max: sorted.length ? sorted[sorted.length - 1] / 1000 : null,
+  };
+}
+
+function bursts(count, size, inFlight) {
+  return measure(count * size, (r, _send, finish) => {
+    const remaining = new Int32Array(count).fill(size);
+    const sentAt = new Float64Array(count);
+    r.burstLatencies = [];
+    let sent = 0;
+    const sendBurst = () => {
+      const now = performance.now() * 1000;
+      if (sent === 0) r.firstSend = now;
+      sentAt[sent] = now;
+      publishBurst(r.base + sent * size, size);
+      r.published += size;
+      sent += 1;
+    };
+    r.progress = (_, index) => {
+      const k = Math.floor(index / size);
+      if (--remaining[k] === 0) {
+        r.burstLatencies.push(performance.now() * 1000 - sentAt[k]);
+        if (sent < count) sendBurst();
+      }
+      if (r.completed === r.events) finish();
+    };
+    while (sent < Math.min(inFlight, count)) sendBurst();
+  });
+}
+
 async function handle(command) {
   switch (command.cmd) {
     case 'connect':
@@ -369,6 +426,8 @@ async function handle(command) {
       return throughput(command.events, command.window);
     case 'rate':
       return fixedRate(command.events, command.rate);
+    case 'burst':
+      return bursts(command.bursts, command.size, command.inFlight || 1);
     case 'quit':
       for (const conn of subscribers) conn.close();
       if (publisher) publisher.close();

@@ -52,6 +52,8 @@ def test_every_event_reaches_every_subscriber(
     throughput_sizes = sorted(run["n"] for run in runs if run["kind"] == "throughput")
     assert throughput_sizes == sorted(result["plan"]["sizes"] * 2)
     assert [run["kind"] for run in runs].count("rate") == 2
+    burst_sizes = sorted(run["burst"] for run in runs if run["kind"] == "burst")
+    assert burst_sizes == sorted(result["plan"]["bursts"] * 2)
     for run in runs:
         assert run["deliveries"] == run["n"] * run["events"], run
         assert (run["duplicates"], run["gaps"], run["missing"], run["complete"]) == (
@@ -92,3 +94,27 @@ def test_report_prints_ratios(quick_run: tuple[dict[str, Any], str]) -> None:
     for peer in ratios.values():
         for by_n in peer["by_n"].values():
             assert by_n["deliveries_per_second"] > 0
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_bursts_are_measured_per_size(quick_run: tuple[dict[str, Any], str], server: str) -> None:
+    """
+    For each burst size B, each server's burst runs delivered every event
+    once and in order, and report deliveries per second, the server's and
+    the load client's CPU per delivery, and the time from a burst's write
+    to its last receipt (p50 at most p99).
+    """
+    result, stdout = quick_run
+    assert "Bursts: B events in one write" in stdout
+    for size in result["plan"]["bursts"]:
+        measured = result["summary"]["bursts"][server][str(size)]
+        assert measured["complete"] is True
+        assert measured["runs"] == 2
+        assert measured["deliveries_per_second"] > 0
+        assert measured["server_cpu_per_million"] >= 0
+        assert measured["client_cpu_per_million"] >= 0
+        assert 0 < measured["burst_p50_ms"] <= measured["burst_p99_ms"]
+    if server == "cluso-router":
+        for peer in ("node-ws", "naive-autobahn"):
+            for ratios in result["summary"]["ratios"][peer]["by_burst"].values():
+                assert ratios["deliveries_per_second"] > 0
