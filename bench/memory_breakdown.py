@@ -95,7 +95,7 @@ def start_cluso(root: str) -> tuple[Any, str]:
     )
     service = makeService(options)
     service.startService()
-    port = service.web.port.getHost().port
+    port = service.port.getHost().port
     return service, f"ws://127.0.0.1:{port}/ws?token={TOKEN}"
 
 

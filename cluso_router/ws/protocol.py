@@ -57,6 +57,67 @@ _HANDSHAKE_LEFTOVERS: Final = (
 )
 
 
+#: What Twisted and Autobahn set on every connection, held in slots: as an
+#: instance dict these ~60 attributes cost 1.6 KiB per connection (CPython
+#: shares an instance dict's keys only up to 30 of them); as slots, 8
+#: bytes each.
+_CONNECTION_STATE: Final = (
+    "factory",
+    "connected",
+    "transport",
+    "peer",
+    "is_closed",
+    "is_open",
+    "_perMessageCompress",
+    "trackedTimings",
+    "trafficStats",
+    "state",
+    "send_state",
+    "data",
+    "triggered",
+    "utf8validator",
+    "wasMaxFramePayloadSizeExceeded",
+    "wasMaxMessagePayloadSizeExceeded",
+    "closedByMe",
+    "failedByMe",
+    "droppedByMe",
+    "wasClean",
+    "wasNotCleanReason",
+    "wasServerConnectionDropTimeout",
+    "wasOpenHandshakeTimeout",
+    "wasCloseHandshakeTimeout",
+    "wasServingFlashSocketPolicyFile",
+    "localCloseCode",
+    "localCloseReason",
+    "remoteCloseCode",
+    "remoteCloseReason",
+    "openHandshakeTimeoutCall",
+    "closeHandshakeTimeoutCall",
+    "autoPingTimeoutCall",
+    "autoPingPending",
+    "autoPingPendingCall",
+    "autoPingPendingSeq",
+    "autoPingPendingSent",
+    "websocket_version",
+    "websocket_protocols",
+    "websocket_origin",
+    "websocket_extensions",
+    "websocket_protocol_in_use",
+    "websocket_extensions_in_use",
+    "inside_message",
+    "current_frame",
+    "current_frame_masker",
+    "_isMessageCompressed",
+    "utf8validateIncomingCurrentMessage",
+    "utf8validateLast",
+    "message_is_binary",
+    "message_data",
+    "message_data_total_length",
+    "frame_length",
+    "frame_data",
+)
+
+
 class DialectHandler(Protocol):
     """
     What the protocol needs of a dialect's per-connection handler.
@@ -84,6 +145,8 @@ class ClusoServerProtocol(WebSocketServerProtocol):
     L{cluso_router.ws.wamp.WampHandler} does the talking).
     """
 
+    __slots__ = (*_CONNECTION_STATE, "session", "_handler", "_wamp", "_wamp_authenticated")
+
     # Not "log": Autobahn's own txaio logger lives there and filters levels.
     _log = Logger()
     #: Autobahn queues only chopped or synchronous sends, which this
@@ -91,10 +154,23 @@ class ClusoServerProtocol(WebSocketServerProtocol):
     #: in for each one's empty deque (760 bytes), and fails loudly if used.
     send_queue: Any = ()
     factory: ClusoWebSocketFactory
-    session: Session | None = None
-    _handler: DialectHandler | None = None
-    _wamp_authenticated = False
-    _wamp: WampSerializer | None = None
+    session: Session | None
+    _handler: DialectHandler | None
+    _wamp_authenticated: bool
+    _wamp: WampSerializer | None
+
+    def __init__(self) -> None:
+        # A slot hides the class attribute of the same name: give the slots
+        # whose names Twisted's and Autobahn's classes default their values.
+        self.factory = None  # type: ignore[assignment]
+        self.connected = 0
+        self.transport = None
+        self.peer = None
+        self.session = None
+        self._handler = None
+        self._wamp = None
+        self._wamp_authenticated = False
+        super().__init__()
 
     def onConnect(self, request: ConnectionRequest) -> str | None:
         """
@@ -213,6 +289,9 @@ class ClusoServerProtocol(WebSocketServerProtocol):
             self.__dict__.pop(name, None)
         if not self.send_queue:
             del self.send_queue
+        # The dict keeps its size after the pops; a new one is as small as
+        # what is left.
+        self.__dict__ = dict(self.__dict__)
 
     def onPing(self, payload: bytes) -> None:
         """
