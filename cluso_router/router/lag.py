@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from twisted.application.service import Service
+from twisted.application.internet import TimerService
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 
 from cluso_router._reactor import default_reactor
 
@@ -17,9 +16,9 @@ from cluso_router._reactor import default_reactor
 DEFAULT_PROBE_INTERVAL: Final = 0.05
 
 
-class ReactorLagProbe(Service):
+class ReactorLagProbe(TimerService):
     """
-    A L{LoopingCall} that measures its own lateness: each tick compares
+    A timer that measures its own lateness: each tick compares
     when it ran with when it was due. A stall of the reactor (a long
     callback, a full garbage collection) shows as one late tick.
 
@@ -32,29 +31,20 @@ class ReactorLagProbe(Service):
     def __init__(
         self, clock: IReactorTime | None = None, interval: float = DEFAULT_PROBE_INTERVAL
     ) -> None:
-        self._clock: IReactorTime = clock if clock is not None else default_reactor()
+        super().__init__(interval, self._tick)
+        self.clock: IReactorTime = clock if clock is not None else default_reactor()
         self.interval = interval
         self.last = 0.0
         self.worst = 0.0
         self._window_worst = 0.0
         self._due = 0.0
-        self._loop: LoopingCall | None = None
 
     def startService(self) -> None:
+        self._due = self.clock.seconds()
         super().startService()
-        self._loop = LoopingCall(self._tick)
-        self._loop.clock = self._clock
-        self._due = self._clock.seconds() + self.interval
-        self._loop.start(self.interval, now=False)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
 
     def _tick(self) -> None:
-        now = self._clock.seconds()
+        now = self.clock.seconds()
         late = max(0.0, now - self._due)
         # LoopingCall skips the ticks a stall swallowed; the next is due on
         # the interval's grid after now.

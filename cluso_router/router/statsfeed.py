@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from twisted.application.service import Service
+from twisted.application.internet import TimerService
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 
 from cluso_router._reactor import default_reactor
 from cluso_router._time import TIMESTAMP_SCHEMA, iso_timestamp
@@ -96,7 +96,7 @@ ROUTER_STATS: Final = ChannelSpec(
 )
 
 
-class RouterStatsFeed(Service):
+class RouterStatsFeed(TimerService):
     """
     Every C{interval} seconds, publish a sample of the router's counters on
     C{router.stats} to this node's subscribers. The sample is local (each
@@ -114,31 +114,25 @@ class RouterStatsFeed(Service):
         clock: IReactorTime | None = None,
         wallclock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(interval, self.tick)
+        self.clock: IReactorTime = clock if clock is not None else default_reactor()
         self._router = router
         self._probe = probe
         self.interval = interval
-        self._clock: IReactorTime = clock if clock is not None else default_reactor()
         self._wallclock = wallclock
-        self._loop: LoopingCall | None = None
         self._claim: ChannelClaim | None = None
         self._last: tuple[float, int, int] = (0.0, 0, 0)
 
     def startService(self) -> None:
-        super().startService()
         self._claim = self._router.claims.claim(ROUTER_STATS, "router")
-        self._last = (self._clock.seconds(), *self._totals())
-        self._loop = LoopingCall(self.tick)
-        self._loop.clock = self._clock
-        self._loop.start(self.interval, now=False)
+        self._last = (self.clock.seconds(), *self._totals())
+        super().startService()
 
-    def stopService(self) -> None:
-        super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        self._loop = None
+    def stopService(self) -> Deferred[None]:
         if self._claim is not None:
             self._router.claims.release(self._claim)
             self._claim = None
+        return super().stopService()  # type: ignore[no-any-return]
 
     def _totals(self) -> tuple[int, int]:
         return sum(self._router.published.values()), sum(self._router.delivered.values())
@@ -147,7 +141,7 @@ class RouterStatsFeed(Service):
         """
         Take a sample; publish it when anyone subscribes to the channel.
         """
-        now = self._clock.seconds()
+        now = self.clock.seconds()
         published, delivered = self._totals()
         then, published_before, delivered_before = self._last
         self._last = (now, published, delivered)

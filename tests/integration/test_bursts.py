@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest_twisted
 import treq
-from support.rawws import CLOSE, TEXT, RawWebSocket, close_code, frame
+from support.rawws import TEXT, RawWebSocket, frame
 from twisted.internet import threads
 
 from cluso_router.testing import WebSocketTestClient, connect_client, until
@@ -137,22 +137,10 @@ async def test_bursts_survive_a_slow_reader_and_a_reset_mid_burst(server: Any) -
     assert [e["seq"] for e in received] == list(range(1, 2001))
     assert [e["data"]["n"] for e in received] == list(range(2000))
 
-    def read_slow() -> tuple[list[Any], int | None]:
-        # The server closes with 4008 and, when the close frame is still
-        # stuck behind unread data at the closing handshake's deadline,
-        # aborts: a reset then ends what this reader gets.
-        messages: list[Any] = []
-        try:
-            while True:
-                opcode, payload = slow.receive_frame()
-                if opcode == CLOSE:
-                    return messages, close_code(payload)
-                if opcode == TEXT:
-                    messages.append(json.loads(payload))
-        except ConnectionResetError:
-            return messages, None
-
-    messages, code = await threads.deferToThread(read_slow)
+    # The server closes with 4008 and, when the close frame is still stuck
+    # behind unread data at the closing handshake's deadline, aborts: a
+    # reset then ends what this reader gets.
+    messages, code = await threads.deferToThread(slow.until_close, True)
     assert code in (4008, None)
     assert router.queue_counters.slow_consumer_closes == 1
     seqs = [m["seq"] for m in messages if m.get("channel") == "big"]

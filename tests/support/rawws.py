@@ -123,18 +123,24 @@ class RawWebSocket:
             if opcode == CLOSE:
                 raise EOFError(f"closed by server with code {close_code(payload)}")
 
-    def until_close(self) -> tuple[list[Any], int | None]:
+    def until_close(self, reset_ok: bool = False) -> tuple[list[Any], int | None]:
         """
         The text messages received up to the server's close frame, and the
-        code it carries.
+        code it carries; with C{reset_ok}, a reset also ends them (code
+        C{None}).
         """
         messages = []
-        while True:
-            opcode, payload = self.receive_frame()
-            if opcode == CLOSE:
-                return messages, close_code(payload)
-            if opcode == TEXT:
-                messages.append(json.loads(payload))
+        try:
+            while True:
+                opcode, payload = self.receive_frame()
+                if opcode == CLOSE:
+                    return messages, close_code(payload)
+                if opcode == TEXT:
+                    messages.append(json.loads(payload))
+        except ConnectionResetError:
+            if not reset_ok:
+                raise
+            return messages, None
 
     def reset(self) -> None:
         """

@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from support.transports import CountingTransport
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from cluso_router.interfaces import IPublisher
@@ -20,16 +20,6 @@ from cluso_router.router.router import Router
 from cluso_router.testing import FakeSession, RecordingPublisher, decode_text_frame
 from cluso_router.ws.json.codec import JSON_ENCODER
 from cluso_router.ws.session import Session
-
-
-class CountingTransport(StringTransport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes = 0
-
-    def write(self, data: bytes) -> None:
-        self.writes += 1
-        super().write(data)
 
 
 class NoConnection:

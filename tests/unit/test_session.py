@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 
+from support.transports import CountingTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
@@ -125,20 +126,6 @@ def split_frames(data: bytes) -> list[bytes]:
         frames.append(data[: header + length])
         data = data[header + length :]
     return frames
-
-
-class CountingTransport(StringTransport):
-    """
-    A transport that counts its writes.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes = 0
-
-    def write(self, data: bytes) -> None:
-        self.writes += 1
-        super().write(data)
 
 
 def test_batched_writes_send_each_session_one_write() -> None:
