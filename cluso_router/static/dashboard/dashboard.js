@@ -109,7 +109,7 @@ for (const link of document.querySelectorAll("footer.contracts a[href]")) {
 const panels = new Map();
 for (const section of document.querySelectorAll("section[data-channel]")) {
   const panel = { section, count: 0, countEl: section.querySelector("[data-count]"), log: null };
-  if (!["files", "git"].includes(section.dataset.channel)) {
+  if (!["files", "git", "router.stats"].includes(section.dataset.channel)) {
     panel.log = h("ol", { class: "list log", "data-empty": "No events on this channel yet." });
     showEmpty(panel.log);
     section.append(h("details", { class: "log" }, h("summary", {}, "Event log"), panel.log));
@@ -862,4 +862,79 @@ client.subscribe("backup", (data, meta) => {
   } else {
     scheduleBackupsRefresh(150);
   }
+});
+
+// Router: the server's own figures, one sample per --stats-interval on "router.stats"
+
+const SPARK_SAMPLES = 60;
+const routerSamples = [];
+let routerHeard = false;
+let routerWait = null;
+const number = new Intl.NumberFormat();
+
+/** A sparkline of the last samples of one rate, scaled to its own peak. */
+function drawSpark(canvas, values) {
+  const context = canvas.getContext("2d");
+  const { width, height } = canvas;
+  context.clearRect(0, 0, width, height);
+  if (values.length < 2) return;
+  const peak = Math.max(...values, 1);
+  const step = width / (SPARK_SAMPLES - 1);
+  const x0 = width - step * (values.length - 1);
+  context.beginPath();
+  values.forEach((value, i) => {
+    const x = x0 + i * step;
+    const y = height - 2 - (value / peak) * (height - 4);
+    if (i === 0) context.moveTo(x, y);
+    else context.lineTo(x, y);
+  });
+  context.strokeStyle = getComputedStyle(document.documentElement).getPropertyValue("--accent").trim() || "#2f6fde";
+  context.lineWidth = 1.5;
+  context.stroke();
+}
+
+function showRouterSample(sample) {
+  routerSamples.push(sample);
+  while (routerSamples.length > SPARK_SAMPLES) routerSamples.shift();
+  $("router-state").hidden = true;
+  $("router-body").hidden = false;
+  $("router-connections").textContent = number.format(sample.connections);
+  const dialects = Object.entries(sample.dialects ?? {}).filter(([, n]) => n > 0);
+  $("router-dialects").textContent = dialects.length
+    ? dialects.map(([name, n]) => `${name} ${number.format(n)}`).join(", ")
+    : "–";
+  $("router-channels").textContent = number.format(sample.channelCount);
+  $("router-published").textContent = number.format(sample.published);
+  $("router-delivered").textContent = number.format(sample.delivered);
+  const lag = sample.reactorLagMs ?? {};
+  $("router-lag").textContent = `${(lag.last ?? 0).toFixed(1)} ms (worst ${(lag.max ?? 0).toFixed(1)} ms)`;
+  $("router-events-rate").textContent = number.format(Math.round(sample.eventsPerSecond));
+  $("router-deliveries-rate").textContent = number.format(Math.round(sample.deliveriesPerSecond));
+  drawSpark($("router-events-spark"), routerSamples.map((s) => s.eventsPerSecond));
+  drawSpark($("router-deliveries-spark"), routerSamples.map((s) => s.deliveriesPerSecond));
+  const rows = (sample.channels ?? []).map(({ channel, subscribers }) =>
+    h("tr", {}, h("td", {}, h("code", {}, channel)), h("td", {}, number.format(subscribers))),
+  );
+  if (!rows.length) rows.push(h("tr", {}, h("td", { colspan: 2, class: "state" }, "No channel has subscribers.")));
+  $("router-table").tBodies[0].replaceChildren(...rows);
+}
+
+client.subscribe("router.stats", (data, meta) => {
+  routerHeard = true;
+  const panel = panels.get("router.stats");
+  panel.count += 1;
+  panel.countEl.textContent = plural(panel.count, "sample");
+  showRouterSample(data);
+});
+
+// A server without the channel (an older version, or --stats-interval 0) never sends a sample.
+client.onStatus((status) => {
+  if (status !== Status.OPEN || routerHeard) return;
+  clearTimeout(routerWait);
+  routerWait = setTimeout(() => {
+    if (!routerHeard) {
+      $("router-state").textContent =
+        "No router statistics from this server (started with --stats-interval 0, or an older version).";
+    }
+  }, 5000);
 });
