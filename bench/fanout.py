@@ -19,6 +19,8 @@ C{--json}.
     python bench/fanout.py                 # the full run (a few minutes)
     python bench/fanout.py --quick         # tiny N and K: a smoke test for CI
     python bench/fanout.py --plot out.png  # also draw deliveries/s against N and B
+    python bench/fanout.py --servers cluso-router --cluso-option=--redis=redis://127.0.0.1/9
+                                           # cluso-router behind its Redis backplane
 
 The exit status is 1 when any run lost, duplicated or reordered an event.
 """
@@ -872,6 +874,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="repeat a run (up to 4 times) during which other processes used more CPU than this",
     )
     parser.add_argument(
+        "--cluso-option",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="pass OPTION to cluso-router too (repeat; e.g. --cluso-option=--redis=redis://...)",
+    )
+    parser.add_argument(
         "--cluso-path",
         type=Path,
         default=REPO,
@@ -907,7 +916,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(line, flush=True)
 
     env = server_environment(args.cluso_path.resolve())
-    cluso = cluso_options(env) if CLUSO in servers else []
+    cluso = [*cluso_options(env), *args.cluso_option] if CLUSO in servers else []
     info = machine()
     say(
         f"fan-out benchmark on {info['cpu']} ({info['cores']} cores), Python {info['python']},"

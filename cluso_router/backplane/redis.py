@@ -129,6 +129,14 @@ class RedisAddress:
 class _Subscriber(txredisapi.SubscriberProtocol):
     factory: _Factory
 
+    def dataReceived(self, data: bytes, unpause: bool = False) -> None:
+        """
+        The events of one read (a burst another node published) reach
+        each subscriber in one write.
+        """
+        with self.factory.backplane.router.writes.batch():
+            super().dataReceived(data, unpause)
+
     def messageReceived(self, pattern: Any, channel: str, message: str) -> None:
         self.factory.backplane.received(message)
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from support.transports import CountingTransport
+import txredisapi  # type: ignore[import-untyped]
+from support.transports import CountingTransport, split_frames
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
+from cluso_router.backplane.envelope import envelope
+from cluso_router.backplane.redis import RedisAddress, RedisBackplane, _Factory, _Subscriber
 from cluso_router.interfaces import IPublisher
 from cluso_router.router.broadcaster import MAX_BURST_EVENTS, Broadcaster
 from cluso_router.router.event import DeliveryReport, InvalidEvent
@@ -187,3 +190,40 @@ def test_a_burst_holds_a_bounded_number_of_events() -> None:
         assert len(publisher.published) == MAX_BURST_EVENTS
     assert len(publisher.published) == MAX_BURST_EVENTS + 5
     assert [data for _, data in publisher.published] == list(range(MAX_BURST_EVENTS + 5))
+
+
+def test_a_burst_from_another_node_reaches_each_session_in_one_write() -> None:
+    """
+    Ten events that arrive from Redis in one read (a burst another node
+    published) are handled in that read, with hiredis, and reach each
+    subscriber of this node in one write, in order.
+    """
+    assert txredisapi.RedisProtocol is txredisapi.HiredisProtocol, (
+        "hiredis is not installed: txredisapi would take one reply per reactor turn"
+    )
+    clock = Clock()
+    router = Router(clock=clock)
+    backplane = RedisBackplane(router, RedisAddress(), clock=clock)
+    transports = [CountingTransport() for _ in range(3)]
+    for transport in transports:
+        session = Session(NoConnection(), transport, JSON_ENCODER, coalescer=router.writes)
+        router.register_session(session)
+        router.subscribe(session, "build")
+    subscriber = _Factory(_Subscriber, RedisAddress(), 5.0, backplane).buildProtocol(None)
+
+    read = b""
+    for seq in range(1, 11):
+        body = envelope("build", "2026-12-03T17:00:00.000Z", b"%d" % seq, seq, None)
+        message = b"%d epoch1 %s" % (seq, body)
+        channel = backplane.events_channel.encode()
+        read += b"*3\r\n$7\r\nmessage\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+            len(channel),
+            channel,
+            len(message),
+            message,
+        )
+    subscriber.dataReceived(read)
+
+    assert [t.writes for t in transports] == [1, 1, 1]
+    for transport in transports:
+        assert seqs(split_frames(transport.value())) == list(range(1, 11))

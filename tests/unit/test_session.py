@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gc
 
-from support.transports import CountingTransport
+from support.transports import CountingTransport, split_frames
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
@@ -113,19 +113,6 @@ def test_stop_producing_refuses_further_frames() -> None:
     session.stopProducing()
     assert not session.send_message({"late": True})
     assert transport.value() == b""
-
-
-def split_frames(data: bytes) -> list[bytes]:
-    frames: list[bytes] = []
-    while data:
-        length = data[1] & 0x7F
-        header = 2
-        if length == 126:
-            length = int.from_bytes(data[2:4], "big")
-            header = 4
-        frames.append(data[: header + length])
-        data = data[header + length :]
-    return frames
 
 
 def test_batched_writes_send_each_session_one_write() -> None:
