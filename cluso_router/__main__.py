@@ -96,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         globalLogBeginner.beginLoggingTo, [textFileLogObserver(log)], redirectStandardIO=False
     )
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    if os.environ.get("CLUSO_WORKER"):
+        from cluso_router.workers import become_worker
+
+        become_worker(reactor)
     reactor.run()
     return 0
 

@@ -91,6 +91,11 @@ class ServerConfig:
     backups: BackupSettings = field(default_factory=BackupSettings)
     #: Endpoint of the WAMP RawSocket transport; C{None} serves none.
     listen_rawsocket: str | None = None
+    #: Listen with C{SO_REUSEPORT}, sharing the port with other processes.
+    reuse_port: bool = False
+    #: C{"i/N"} in the processes a C{--workers} supervisor runs (they leave
+    #: the sign-in block to it), else C{None}.
+    worker: str | None = None
     #: The WAMP realm, authentication methods and roles (C{--wamp-config}).
     wamp: WampConfig = field(default_factory=WampConfig)
 

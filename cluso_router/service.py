@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from zope.interface import implementer
 
+from cluso_router._reuseport import reuse_port_endpoint
 from cluso_router.backplane import RedisAddress, RedisBackplane, memory_backplane
 from cluso_router.backplane.metrics import BackplaneCollector
 from cluso_router.config import DEFAULT_LISTEN, ServerConfig
@@ -265,6 +266,7 @@ def listening_service(
     token: str | None,
     sign_in: Callable[[str], str] | None = None,
     name: str = "web",
+    reuse_port: bool = False,
 ) -> tuple[StreamServerEndpointService, AnnouncingEndpoint]:
     """
     A service listening on endpoint C{description} (a UNIX socket there is
@@ -273,7 +275,9 @@ def listening_service(
     loopback addresses only.
     """
     endpoint = AnnouncingEndpoint(
-        serverFromString(reactor, private_unix_endpoint(description)),
+        reuse_port_endpoint(reactor, description)
+        if reuse_port
+        else serverFromString(reactor, private_unix_endpoint(description)),
         loopback_only=token is None,
         sign_in=sign_in,
         what="WAMP RawSocket" if name == "rawsocket" else None,
@@ -369,7 +373,12 @@ class ClusoService(MultiService):
         self.endpoint: AnnouncingEndpoint | None = None
         if config.listen is not None:
             self.web, self.endpoint = listening_service(
-                reactor, config.listen, self.site, config.token, self._sign_in_banner()
+                reactor,
+                config.listen,
+                self.site,
+                config.token,
+                self._sign_in_banner() if config.worker is None else None,
+                reuse_port=config.reuse_port,
             )
         self.rawsocket: StreamServerEndpointService | None = None
         self.rawsocket_endpoint: AnnouncingEndpoint | None = None

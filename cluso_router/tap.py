@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from twisted.application.service import IService
@@ -17,6 +17,7 @@ from twisted.python.components import Componentized
 from twisted.python.reflect import accumulateClassList
 
 from cluso_router._logfile import private_log_observer, twistd_log_file
+from cluso_router._reuseport import reuse_port_endpoint
 from cluso_router._version import __version__
 from cluso_router.backplane.redis import DEFAULT_PREFIX
 from cluso_router.config import DEFAULT_LISTEN, ServerConfig
@@ -25,7 +26,7 @@ from cluso_router.router.history import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_E
 from cluso_router.router.liveness import DEFAULT_PING_INTERVAL
 from cluso_router.router.statsfeed import DEFAULT_STATS_INTERVAL
 from cluso_router.security import load_token
-from cluso_router.service import ClusoService
+from cluso_router.service import ClusoService, sign_in_banner
 from cluso_router.sessions import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_LIFETIME
 from cluso_router.sources import ALL_SOURCES, Discovery, UnknownSource, discover_sources
 from cluso_router.sources.options import (
@@ -248,6 +249,14 @@ class Options(usage.Options):
             "tcp:8081:interface=127.0.0.1; default: none).",
         ],
         [
+            "workers",
+            None,
+            1,
+            "Run this many server processes behind the one --listen port (SO_REUSEPORT), "
+            "sharing channels through --redis, which they need.",
+            int,
+        ],
+        [
             "wamp-config",
             None,
             None,
@@ -289,6 +298,12 @@ class Options(usage.Options):
     optFlags = [
         ["list-sources", None, "Print the event sources found, then exit."],
         ["metrics-public", None, "Serve /metrics without the access token."],
+        [
+            "reuse-port",
+            None,
+            "Listen with SO_REUSEPORT, sharing the --listen port with other processes "
+            "(each --workers process does).",
+        ],
         [
             "rotate-token",
             None,
@@ -423,6 +438,7 @@ class Options(usage.Options):
         except UnknownSource as e:
             raise usage.UsageError(str(e)) from None
         source_values = self._source_values(chosen)
+        self._check_workers()
         try:
             token, token_store = self._token()
             wamp = load_config(self["wamp-config"]) if self["wamp-config"] else WampConfig()
@@ -461,10 +477,37 @@ class Options(usage.Options):
                 redis_prefix=self["redis-prefix"],
                 backups=self._backup_settings(),
                 listen_rawsocket=self["listen-rawsocket"],
+                reuse_port=bool(self["reuse-port"]),
+                worker=os.environ.get("CLUSO_WORKER") or None,
                 wamp=wamp,
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        #: The arguments as given, for the processes of --workers.
+        self.arguments = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
+
+    def _check_workers(self) -> None:
+        workers = self["workers"]
+        if workers < 1:
+            raise usage.UsageError("--workers must be at least 1")
+        if workers == 1 and not self["reuse-port"]:
+            return
+        if workers > 1 and not self["redis"]:
+            raise usage.UsageError(
+                "--workers needs --redis: the workers share channels through it "
+                "(e.g. --redis redis://127.0.0.1:6379/0)"
+            )
+        if workers > 1 and self["listen-rawsocket"]:
+            raise usage.UsageError("--workers cannot be combined with --listen-rawsocket yet")
+        from twisted.internet import reactor
+
+        try:
+            reuse_port_endpoint(reactor, self["listen"])
+        except ValueError as e:
+            raise usage.UsageError(f"--listen: {e}") from None
 
     def _source_values(self, chosen: list[IEventSourceFactory]) -> dict[str, dict[str, Any]]:
         """
@@ -659,6 +702,24 @@ class _LoggingToPrivateFile(ClusoService):
 
 
 def makeService(options: Options) -> IService:
+    config: ServerConfig = options["config"]
+    if options["workers"] > 1:
+        from twisted.internet import reactor
+
+        from cluso_router.workers import WorkerSupervisor
+
+        token = config.token
+        return WorkerSupervisor(
+            options.arguments,
+            options["workers"],
+            reuse_port_endpoint(reactor, options["listen"]),
+            reactor,
+            sign_in=(
+                (lambda url: sign_in_banner(url, token, config.ui is None, config.token_store))
+                if token is not None
+                else None
+            ),
+        )
     log_file = twistd_log_file(getattr(options, "parent", None))
     if log_file is not None:
         return _LoggingToPrivateFile(options["config"], log_file)

@@ -24,6 +24,7 @@ LAYERS = [
         "_logfile",
         "_process",
         "_reactor",
+        "_reuseport",
         "_time",
         "_version",
         "interfaces",
@@ -38,7 +39,7 @@ LAYERS = [
     {"mcp"},
     {"workspace"},
     {"sources"},
-    {"config", "service", "tap", "testing", "__init__", "__main__"},
+    {"config", "service", "tap", "testing", "workers", "__init__", "__main__"},
 ]
 
 
