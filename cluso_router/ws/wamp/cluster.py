@@ -29,6 +29,7 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from cluso_router._json import JSONError, dumps, loads
 from cluso_router.backplane.redis import RedisBackplane
@@ -225,12 +226,16 @@ class WampCluster(Service):
         except JSONError as e:
             self.log.warn("A WAMP control message could not be encoded: {error}", error=e)
             return
-        self._backplane.send_control(body, node).addErrback(
-            lambda failure: self.log.warn(
+        self._backplane.send_control(body, node).addErrback(self._not_sent)
+
+    def _not_sent(self, failure: Failure) -> None:
+        # A node stopping closes its Redis connection right after its
+        # "bye", before Redis answers: nothing to report then.
+        if self.running:
+            self.log.warn(
                 "A WAMP control message was not sent: {reason}",
                 reason=failure.getErrorMessage(),
             )
-        )
 
     def _announce(self, node: str | None = None) -> None:
         for registration in list(self._dealer.registrations.values()):
