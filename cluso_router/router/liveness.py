@@ -22,19 +22,26 @@ from cluso_router.router.router import Router
 DEFAULT_PING_INTERVAL: Final = 30.0
 #: Longest stretch one sweep keeps the reactor busy before yielding.
 SWEEP_SLICE_SECONDS: Final = 0.005
+#: Sessions pinged in one slice at most. Every ping brings a pong, each a
+#: read to handle (tens of microseconds) in the turns after the slice: 200
+#: keep that work, too, to a few milliseconds per turn.
+SWEEP_SLICE_SESSIONS: Final = 200
 
 
-class _TimeBudget:
+class _SliceBudget:
     """
-    A L{Cooperator} termination predicate: true once C{seconds} have passed.
+    A L{Cooperator} termination predicate: true once C{seconds} have passed
+    or C{steps} sessions were visited.
     """
 
-    def __init__(self, seconds: float, timer: Callable[[], float]) -> None:
+    def __init__(self, seconds: float, steps: int, timer: Callable[[], float]) -> None:
         self._deadline = timer() + seconds
+        self._steps = steps
         self._timer = timer
 
     def __call__(self) -> bool:
-        return self._timer() >= self._deadline
+        self._steps -= 1
+        return self._steps <= 0 or self._timer() >= self._deadline
 
 
 class PingSweeper(Service):
@@ -44,8 +51,9 @@ class PingSweeper(Service):
 
     Aborting rather than closing matters: a peer that stopped answering will
     not complete a closing handshake either. A sweep over many sessions runs
-    in slices of at most L{SWEEP_SLICE_SECONDS}, so it never holds up other
-    work on the reactor for long.
+    in slices of at most L{SWEEP_SLICE_SECONDS} and L{SWEEP_SLICE_SESSIONS},
+    so neither the pinging nor the answers it brings hold up other work on
+    the reactor for long.
     """
 
     log = Logger()
@@ -58,6 +66,7 @@ class PingSweeper(Service):
         clock: IReactorTime | None = None,
         timer: Callable[[], float] = time.perf_counter,
         slice_seconds: float = SWEEP_SLICE_SECONDS,
+        slice_sessions: int = SWEEP_SLICE_SESSIONS,
     ) -> None:
         if interval <= 0:
             raise ValueError("ping interval must be positive")
@@ -71,7 +80,7 @@ class PingSweeper(Service):
         self.slices = 0
         self._timer = timer
         self._cooperator = Cooperator(
-            terminationPredicateFactory=lambda: _TimeBudget(slice_seconds, timer),
+            terminationPredicateFactory=lambda: _SliceBudget(slice_seconds, slice_sessions, timer),
             scheduler=lambda work: self.clock.callLater(0, self._timed, work),
         )
         self._loop: LoopingCall | None = None

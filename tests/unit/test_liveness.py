@@ -116,6 +116,22 @@ def test_sweep_of_10000_sessions_yields_in_short_slices() -> None:
     assert sweeper.last_sweep_seconds == pytest.approx(0.05)
 
 
+def test_a_slice_pings_at_most_200_sessions() -> None:
+    """
+    Cheap pings still leave the reactor every 200 sessions, so the pongs
+    they bring back arrive 200 at a time: 10,000 sessions take 50 slices
+    (and one more that finds the sweep done).
+    """
+    clock = Clock()
+    router = Router(clock=clock)
+    sweeper = PingSweeper(router, interval=30, clock=clock, timer=FakeTimer())
+    for _ in range(10_000):
+        router.register_session(FakeSession())
+    run_sweep(clock, sweeper)
+    assert sum(s.pings for s in router.sessions()) == 10_000  # type: ignore[attr-defined]
+    assert sweeper.slices == 51
+
+
 def test_stopping_the_sweeper_stops_a_sweep_in_progress() -> None:
     """
     A sweep still going when the service stops pings no one after the stop.
