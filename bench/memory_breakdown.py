@@ -140,12 +140,13 @@ def deep_size(value: Any, depth: int = 2) -> int:
 
 def fields(instance: Any) -> dict[str, Any]:
     """
-    The instance attributes of C{instance}, from its C{__dict__} or slots.
+    The instance attributes of C{instance}: its slots and its C{__dict__}.
     """
-    if hasattr(instance, "__dict__"):
-        return dict(vars(instance))
     names = [n for cls in type(instance).__mro__ for n in getattr(cls, "__slots__", ())]
-    return {n: getattr(instance, n) for n in names if hasattr(instance, n)}
+    found = {n: getattr(instance, n) for n in names if n != "__dict__" and hasattr(instance, n)}
+    if hasattr(instance, "__dict__"):
+        found.update(vars(instance))
+    return found
 
 
 def own_size(instance: Any) -> int:

@@ -47,7 +47,11 @@ class ISession(Interface):
     """
 
     connection_id = Attribute("Opaque, unique id of this connection (C{str}).")
-    channels = Attribute("The C{set} of channel names this session subscribed to.")
+    channels = Attribute(
+        "The channel names this session subscribed to (exact match), a C{tuple} in"
+        " subscription order that the router replaces on each change: an idle"
+        " session's one channel costs 56 bytes as a tuple, 216 as a set."
+    )
     encoder = Attribute("The L{IFrameEncoder} of this session's wire dialect.")
     heard = Attribute("C{True} when anything (a message or a pong) arrived since the last sweep.")
 

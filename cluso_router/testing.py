@@ -67,7 +67,7 @@ class FakeSession:
         self, connection_id: str | None = None, encoder: IFrameEncoder = JSON_ENCODER
     ) -> None:
         self.connection_id = connection_id or new_connection_id()
-        self.channels: set[str] = set()
+        self.channels: tuple[str, ...] = ()
         self.encoder = encoder
         self.heard = True
         self.frames: list[bytes] = []

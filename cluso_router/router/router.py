@@ -165,9 +165,9 @@ class Router(Service):
             del self.dialects[session.encoder.dialect]
         if session.encoder.per_subscription:
             self._per_subscription_sessions -= 1
-        for channel in session.channels:
+        channels, session.channels = session.channels, ()
+        for channel in channels:
             self._remove_subscriber("exact", channel, session)
-        session.channels.clear()
         for match, pattern in self._patterns_of.pop(session, ()):
             self._remove_subscriber(match, pattern, session)
         if self._holds:
@@ -197,7 +197,7 @@ class Router(Service):
         if match == "exact":
             if channel in session.channels:
                 return False
-            session.channels.add(channel)
+            session.channels = (*session.channels, channel)
         else:
             held = self._patterns_of.setdefault(session, set())
             if (match, channel) in held:
@@ -220,7 +220,7 @@ class Router(Service):
         if match == "exact":
             if channel not in session.channels:
                 return False
-            session.channels.discard(channel)
+            session.channels = tuple(c for c in session.channels if c != channel)
         else:
             held = self._patterns_of.get(session)
             if not held or (match, channel) not in held:

@@ -120,7 +120,7 @@ class Session:
         coalescer: WriteCoalescer | None = None,
     ) -> None:
         self.connection_id = connection_id or new_connection_id()
-        self.channels: set[str] = set()
+        self.channels: tuple[str, ...] = ()
         self.encoder = encoder
         self.heard = True
         self.max_queue_bytes = max_queue_bytes

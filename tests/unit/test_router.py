@@ -79,7 +79,7 @@ def test_unregister_removes_every_subscription_and_empty_channels() -> None:
     router.unregister_session(a)
 
     assert router.subscriber_counts() == {"git": 1}
-    assert a.channels == set()
+    assert a.channels == ()
     assert router.connection_count == 1
     router.unregister_session(a)
     assert router.connection_count == 1
