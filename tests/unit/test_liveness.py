@@ -17,7 +17,7 @@ def run_sweep(clock: Clock, sweeper: PingSweeper) -> None:
     done: list[object] = []
     sweeper.sweep().addCallback(done.append)
     while not done:
-        clock.advance(0)
+        clock.advance(sweeper.slice_gap)
 
 
 def test_heard_sessions_are_pinged_and_silent_ones_aborted() -> None:
@@ -59,11 +59,11 @@ def test_sweeps_run_on_the_injected_clock_every_interval() -> None:
     clock.advance(29)
     assert session.pings == 0
     clock.advance(1)
-    clock.advance(0)
+    clock.advance(sweeper.slice_gap)
     assert session.pings == 1
     session.heard = True
     clock.advance(30)
-    clock.advance(0)
+    clock.advance(sweeper.slice_gap)
     assert session.pings == 2
     sweeper.stopService()
     clock.advance(300)
@@ -132,6 +132,28 @@ def test_a_slice_pings_at_most_200_sessions() -> None:
     assert sweeper.slices == 51
 
 
+def test_slices_are_spaced_so_the_pongs_of_one_are_read_before_the_next() -> None:
+    """
+    Consecutive slices are at least the slice gap apart on the reactor's
+    clock: a slice's pongs come in while the reactor waits, so they are not
+    read in the same turn as the next slice's pings.
+    """
+    clock = Clock()
+    router = Router(clock=clock)
+    sweeper = PingSweeper(router, interval=30, clock=clock, timer=FakeTimer(), slice_gap=0.002)
+    sessions = [FakeSession() for _ in range(1_000)]
+    for session in sessions:
+        router.register_session(session)
+    sweeper.sweep()
+    pinged = []
+    for _ in range(5):
+        clock.advance(0.001)
+        pinged.append(sum(s.pings for s in sessions))
+        clock.advance(0.001)
+        pinged.append(sum(s.pings for s in sessions))
+    assert pinged == [0, 200, 200, 400, 400, 600, 600, 800, 800, 1000]
+
+
 def test_stopping_the_sweeper_stops_a_sweep_in_progress() -> None:
     """
     A sweep still going when the service stops pings no one after the stop.
@@ -152,5 +174,7 @@ def test_stopping_the_sweeper_stops_a_sweep_in_progress() -> None:
         router.register_session(session)
     sweeper.startService()
     clock.advance(30)
+    for _ in range(100):
+        clock.advance(sweeper.slice_gap)
     clock.advance(60)
     assert sum(s.pings for s in sessions) == 2_001
