@@ -18,6 +18,10 @@ publish on one worker to the last receipt on all of them.
 
     python bench/scale.py              # the full run (several minutes)
     python bench/scale.py --quick      # hundreds of connections: a smoke test for CI
+    python bench/scale.py --skip-workers --rounds 3   # part (a) three times, alternating
+
+With several rounds a server's figures are the medians over its rounds,
+except the worst broadcast and the reactor stalls, which are the worst seen.
 
 The exit status is 1 when a broadcast missed or duplicated a delivery.
 """
@@ -318,6 +322,39 @@ def workers(plan: Plan, workdir: Path, env: dict[str, str], redis: str, say: Any
         return result
 
 
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """
+    One server's rounds as one result: medians of the typical figures, the
+    worst of the worst ones, every broadcast, and each round as it was.
+    """
+    if len(runs) == 1:
+        return runs[0]
+
+    def median(key: str) -> Any:
+        values = [run[key] for run in runs if run[key] is not None]
+        return statistics.median(values) if values else None
+
+    def worst(key: str) -> Any:
+        values = [run[key] for run in runs if run[key] is not None]
+        return max(values) if values else None
+
+    return {
+        "connections": runs[0]["connections"],
+        "client_processes": runs[0]["client_processes"],
+        "open_seconds": median("open_seconds"),
+        "rss_before": median("rss_before"),
+        "rss_after": median("rss_after"),
+        "bytes_per_connection": median("bytes_per_connection"),
+        "broadcasts": [b for run in runs for b in run["broadcasts"]],
+        "broadcast_median_seconds": median("broadcast_median_seconds"),
+        "broadcast_worst_seconds": worst("broadcast_worst_seconds"),
+        "idle_lag_ms": worst("idle_lag_ms"),
+        "broadcast_lag_ms": worst("broadcast_lag_ms"),
+        "complete": all(run["complete"] for run in runs),
+        "rounds": runs,
+    }
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="cluso-router scale benchmark")
     parser.add_argument("--quick", action="store_true", help="hundreds of connections (CI)")
@@ -325,6 +362,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, help="worker processes of part (b) (5)")
     parser.add_argument("--worker-connections", type=int, help="connections of part (b) (90000)")
     parser.add_argument("--servers", default=f"{CLUSO},{NODE}", help="servers of part (a)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="rounds of part (a), servers alternating (1)"
+    )
     parser.add_argument("--skip-workers", action="store_true", help="run part (a) only")
     parser.add_argument("--redis", help="a Redis for part (b) (default: a redis-server of its own)")
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -366,9 +406,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cluso-scale-") as scratch:
         workdir = Path(args.keep_logs) if args.keep_logs else Path(scratch)
         workdir.mkdir(parents=True, exist_ok=True)
-        results["single"] = {}
-        for name in [s for s in args.servers.split(",") if s]:
-            results["single"][name] = single(name, plan, workdir, env, say)
+        names = [s for s in args.servers.split(",") if s]
+        rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+        for number in range(args.rounds):
+            if args.rounds > 1:
+                say(f"round {number + 1} of {args.rounds}")
+            for name in names:
+                rounds[name].append(single(name, plan, workdir, env, say))
+        results["single"] = {name: combine(runs) for name, runs in rounds.items()}
         if not args.skip_workers:
             with ExitStack() as stack:
                 redis = args.redis or stack.enter_context(redis_server(workdir))
@@ -384,6 +429,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else None
             ),
         }
+        if args.rounds > 1:
+            say("\nover all rounds (medians; worst broadcast and stalls: the worst seen)")
+            for name, run in single_runs.items():
+                say(
+                    f"  {name:28} {run['bytes_per_connection'] / 1024:5.2f} KiB each,"
+                    f" broadcast median {fmt_ms(run['broadcast_median_seconds'])}"
+                    f" worst {fmt_ms(run['broadcast_worst_seconds'])},"
+                    f" lag idle {fmt(run['idle_lag_ms'])} / broadcast"
+                    f" {fmt(run['broadcast_lag_ms'])} ms"
+                )
         say(
             f"\ncluso-router against Node ws at {plan.connections:,}: memory per connection"
             f" {results['ratios']['bytes_per_connection']:.2f}x, broadcast time"
