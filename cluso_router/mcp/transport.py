@@ -27,8 +27,8 @@ from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+import cluso_router.mcp.protocol as protocol
 from cluso_router._json import dumps
-from cluso_router.mcp import protocol
 from cluso_router.mcp.protocol import (
     HEADER_MISMATCH,
     INVALID_PARAMS,

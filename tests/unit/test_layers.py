@@ -114,3 +114,72 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
         "    from cluso_router.mcp import server\n"
     )
     assert [name for name, _ in imports(module)] == ["web", "_json", "service", "sources", "mcp"]
+
+
+def module_name(path: Path) -> str:
+    parts = ("cluso_router", *path.relative_to(PACKAGE).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def runtime_imports(path: Path, known: set[str]) -> set[str]:
+    """
+    The modules of C{known} that C{path} imports when it runs (imports under
+    C{if TYPE_CHECKING:} left out; function-level ones included).
+    """
+    tree = ast.parse(path.read_text(), str(path))
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for inner in ast.walk(node)
+    }
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found & known
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """
+    The import cycles of C{graph}: each a path that comes back to its start.
+    """
+    found: list[list[str]] = []
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        for imported in sorted(graph[module]):
+            if imported in path:
+                found.append([*path[path.index(imported) :], imported])
+            elif imported not in done:
+                visit(imported, [*path, imported])
+        done.add(module)
+
+    for module in sorted(graph):
+        if module not in done:
+            visit(module, [module])
+    return found
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    """
+    The modules' run-time imports form no cycle (a package's facade may
+    import its modules, but then none of them imports the facade): each
+    module can be read, and imported, after the ones it uses.
+    """
+    paths = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+    graph = {name: runtime_imports(path, set(paths)) - {name} for name, path in paths.items()}
+    assert cycles(graph) == []
+
+
+def test_the_cycle_check_sees_a_cycle() -> None:
+    """
+    A three-module loop is reported, a diamond is not.
+    """
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b", "c"}, "b": {"d"}, "c": {"d"}, "d": set()}) == []

@@ -24,8 +24,9 @@ from cluso_router.ws.limits import Limits
 from cluso_router.ws.wamp.auth import Authenticator, AuthFailure, Challenge, Hello, Principal
 from cluso_router.ws.wamp.config import ConfigError, parse_config
 from cluso_router.ws.wamp.handler import open_wamp
-from cluso_router.ws.wamp.realm import WampRealm, WampSession
+from cluso_router.ws.wamp.realm import WampRealm
 from cluso_router.ws.wamp.serializers import JSON
+from cluso_router.ws.wamp.session import WampSession
 from cluso_router.ws.wamp.wire import WEBSOCKET, wire
 
 TOKEN = "server-token-0123456789"

@@ -16,9 +16,10 @@ from twisted.internet.testing import StringTransport
 
 from cluso_router.router.router import Router
 from cluso_router.ws.wamp.cluster import HEARTBEAT, NODE_TIMEOUT, WampCluster
-from cluso_router.ws.wamp.realm import WampRealm, WampSession
+from cluso_router.ws.wamp.realm import WampRealm
 from cluso_router.ws.wamp.rpc import SessionRPC
 from cluso_router.ws.wamp.serializers import JSON
+from cluso_router.ws.wamp.session import WampSession
 from cluso_router.ws.wamp.wire import WEBSOCKET, wire
 
 

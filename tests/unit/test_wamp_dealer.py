@@ -20,9 +20,10 @@ from cluso_router.router.subscriptions import Subscription
 from cluso_router.ws.wamp.codec import ProtocolViolation
 from cluso_router.ws.wamp.dealer import MAX_PENDING_CALLS, Call, DealerError, Payload
 from cluso_router.ws.wamp.meta import MAX_TESTAMENTS, HistoryQuery
-from cluso_router.ws.wamp.realm import WampRealm, WampSession
+from cluso_router.ws.wamp.realm import WampRealm
 from cluso_router.ws.wamp.rpc import SessionRPC
 from cluso_router.ws.wamp.serializers import JSON
+from cluso_router.ws.wamp.session import WampSession
 from cluso_router.ws.wamp.wire import WEBSOCKET, wire
 
 CALLEE_FEATURES = {"callee": {"features": {"call_canceling": True}}}

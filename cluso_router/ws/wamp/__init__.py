@@ -9,8 +9,9 @@ the same operations. See C{docs/wamp.md}.
 
 from cluso_router.ws.wamp.config import DEFAULT_REALM, WampConfig
 from cluso_router.ws.wamp.handler import WampHandler, open_wamp
-from cluso_router.ws.wamp.realm import WampRealm, WampSession
+from cluso_router.ws.wamp.realm import WampRealm
 from cluso_router.ws.wamp.serializers import SERIALIZERS, WampSerializer, by_subprotocol
+from cluso_router.ws.wamp.session import WampSession
 from cluso_router.ws.wamp.wire import RAWSOCKET, WEBSOCKET, Wire, wire
 
 __all__ = [

@@ -21,9 +21,9 @@ from cluso_router.ws.limits import Admission, MessageRateLimiter
 from cluso_router.ws.wamp.auth import Authenticator, AuthFailure, Challenge, Hello, Principal
 from cluso_router.ws.wamp.codec import InvalidMessage, ProtocolViolation, decode, parse
 from cluso_router.ws.wamp.pubsub import SessionPubSub
-from cluso_router.ws.wamp.realm import WampSession
 from cluso_router.ws.wamp.rpc import SessionRPC
 from cluso_router.ws.wamp.serializers import WampSerializer, answering
+from cluso_router.ws.wamp.session import WampSession
 from cluso_router.ws.wamp.wire import Wire, wire
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ from cluso_router.router.payload import arguments_of
 from cluso_router.router.subscriptions import MATCHES, Subscription
 from cluso_router.ws.wamp.dealer import Call, DealerError, Payload
 from cluso_router.ws.wamp.pubsub import subscription_details, topic_problem
-from cluso_router.ws.wamp.realm import RESERVED_PREFIX, WampSession
+from cluso_router.ws.wamp.session import RESERVED_PREFIX, WampSession
 
 if TYPE_CHECKING:
     from cluso_router.ws.wamp.realm import WampRealm

@@ -7,7 +7,7 @@ PUBLISH on the router's channels, which are WAMP topics of the same name.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from autobahn.wamp import message
 from twisted.internet.defer import maybeDeferred
@@ -19,7 +19,10 @@ from cluso_router.router.payload import data_of
 from cluso_router.router.subscriptions import Match, Subscription
 from cluso_router.ws.json.codec import ProtocolError, check_channel
 from cluso_router.ws.wamp.codec import ProtocolViolation, passthru_options
-from cluso_router.ws.wamp.realm import RESERVED_PREFIX, WampRealm, WampSession
+from cluso_router.ws.wamp.session import RESERVED_PREFIX, WampSession
+
+if TYPE_CHECKING:
+    from cluso_router.ws.wamp.realm import WampRealm
 
 Send = Callable[[Any], None]
 UNSUBSCRIBED: Final = 35

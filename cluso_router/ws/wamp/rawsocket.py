@@ -24,8 +24,9 @@ from cluso_router.security import AccessPolicy
 from cluso_router.ws.context import ConnectionContext
 from cluso_router.ws.limits import Limits
 from cluso_router.ws.wamp.handler import WampHandler, open_wamp
-from cluso_router.ws.wamp.realm import WampRealm, WampSession
+from cluso_router.ws.wamp.realm import WampRealm
 from cluso_router.ws.wamp.serializers import RAWSOCKET_SERIALIZERS
+from cluso_router.ws.wamp.session import WampSession
 from cluso_router.ws.wamp.wire import RAWSOCKET, wire
 
 MAGIC: Final = 0x7F

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autobahn.wamp import message
 from twisted.logger import Logger
@@ -30,7 +30,10 @@ from cluso_router.ws.wamp.dealer import (
     Registration,
     text,
 )
-from cluso_router.ws.wamp.realm import WampRealm, WampSession
+from cluso_router.ws.wamp.session import WampSession
+
+if TYPE_CHECKING:
+    from cluso_router.ws.wamp.realm import WampRealm
 
 Send = Callable[[Any], None]
 
