@@ -21,14 +21,16 @@ from cluso_router.router.router import Router
 
 DEFAULT_PING_INTERVAL: Final = 30.0
 #: Longest stretch one sweep keeps the reactor busy before yielding.
-SWEEP_SLICE_SECONDS: Final = 0.005
-#: Sessions pinged in one slice at most. Every ping brings a pong, each a
-#: read to handle (tens of microseconds) in the turns after the slice: 200
-#: keep that work, too, to a few milliseconds per turn.
-SWEEP_SLICE_SESSIONS: Final = 200
-#: Pause between slices. The pongs a slice brings back come in during it
-#: and are read in turns of their own, instead of in the same turn as the
-#: next slice's pings (at 18,000 connections that pairing made 13 ms turns).
+SWEEP_SLICE_SECONDS: Final = 0.003
+#: Sessions pinged in one slice at most. A ping to a loopback peer costs
+#: some 30 microseconds of wall time (the kernel hands it to the reader
+#: then and there), and each brings back a pong to read: 100 keep a slice,
+#: and the reads its pongs cause, to a few milliseconds each.
+SWEEP_SLICE_SESSIONS: Final = 100
+#: Least pause between slices; after a longer slice, the pause is as long
+#: as the slice, so a sweep takes at most half of the reactor's time. The
+#: pongs of a slice come in during the pause and are read in turns of their
+#: own, not with the next slice's pings.
 SWEEP_SLICE_GAP_SECONDS: Final = 0.002
 
 
@@ -56,8 +58,9 @@ class PingSweeper(Service):
     Aborting rather than closing matters: a peer that stopped answering will
     not complete a closing handshake either. A sweep over many sessions runs
     in slices of at most L{SWEEP_SLICE_SECONDS} and L{SWEEP_SLICE_SESSIONS},
-    L{SWEEP_SLICE_GAP_SECONDS} apart, so neither the pinging nor the answers
-    it brings hold up other work on the reactor for long.
+    each followed by a pause at least as long (L{SWEEP_SLICE_GAP_SECONDS} at
+    least), so neither the pinging nor the answers it brings hold up other
+    work on the reactor for long.
     """
 
     log = Logger()
@@ -87,8 +90,9 @@ class PingSweeper(Service):
         self.slice_gap = slice_gap
         self._cooperator = Cooperator(
             terminationPredicateFactory=lambda: _SliceBudget(slice_seconds, slice_sessions, timer),
-            scheduler=lambda work: self.clock.callLater(self.slice_gap, self._timed, work),
+            scheduler=self._schedule,
         )
+        self._slice_started: float | None = None
         self._loop: LoopingCall | None = None
         self._task: CooperativeTask | None = None
 
@@ -126,9 +130,22 @@ class PingSweeper(Service):
 
         return task.whenDone().addCallback(finished)
 
+    def _schedule(self, work: Callable[[], None]) -> Any:
+        """
+        Run the next slice after a pause as long as the slice that asks for
+        it took (L{SWEEP_SLICE_GAP_SECONDS} at least).
+        """
+        pause = self.slice_gap
+        if self._slice_started is not None:
+            pause = max(pause, self._timer() - self._slice_started)
+        return self.clock.callLater(pause, self._timed, work)
+
     def _timed(self, work: Callable[[], None]) -> None:
-        started = self._timer()
-        work()
+        started = self._slice_started = self._timer()
+        try:
+            work()
+        finally:
+            self._slice_started = None
         self.slices += 1
         self.longest_slice_seconds = max(self.longest_slice_seconds, self._timer() - started)
 

@@ -202,6 +202,11 @@ class RouterCollector:
             "How long the last ping sweep over all connections took.",
             value=sweeper.last_sweep_seconds,
         )
+        yield GaugeMetricFamily(
+            "cluso_ping_sweep_longest_slice_seconds",
+            "The longest reactor turn one slice of a ping sweep took since the start.",
+            value=sweeper.longest_slice_seconds,
+        )
         yield CounterMetricFamily("cluso_ping_sweeps", "Ping sweeps run.", value=sweeper.sweeps)
         yield CounterMetricFamily(
             "cluso_ping_dropped",

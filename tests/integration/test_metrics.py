@@ -82,6 +82,7 @@ async def test_metrics_follow_what_the_router_does(secured_server: Any) -> None:
     assert metrics["cluso_refusals_total"][(("reason", "token"),)] >= 1
     assert metrics["cluso_ping_sweeps_total"][()] == 1
     assert metrics["cluso_ping_sweep_seconds"][()] >= 0
+    assert 0 < metrics["cluso_ping_sweep_longest_slice_seconds"][()] < 1
     assert metrics["cluso_queue_bytes"][()] == 0
     assert metrics["cluso_slow_consumer_closes_total"][()] == 0
     assert metrics["process_resident_memory_bytes"][()] > 1_000_000
