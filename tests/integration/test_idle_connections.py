@@ -6,18 +6,18 @@ ping sweep's answers are handled.
 from __future__ import annotations
 
 import gc
-import os
 import socket
 import struct
 import subprocess
 import sys
-import time
 import tracemalloc
-from collections.abc import Callable
 from typing import Any
 
 import pytest_twisted
+from support.rawws import CLOSE, frame, upgrade_request
 from twisted.internet import reactor, task
+
+from cluso_router.testing import until
 
 #: Python heap one idle subscribed connection may cost, in bytes (3,076
 #: measured; it was 3,810 before the protocol let go of what the handshake
@@ -46,18 +46,6 @@ sys.stdin.read()
 """
 
 
-async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await task.deferLater(reactor, 0.02, lambda: None)
-
-
-def address(server: Any) -> tuple[str, int]:
-    host, port = server.url[len("http://") :].rstrip("/").split(":")
-    return host, int(port)
-
-
 def subscribers(server: Any, channel: str) -> int:
     subscription = server.service.router.subscription(channel)
     return 0 if subscription is None else len(subscription.sessions)
@@ -72,13 +60,12 @@ async def test_an_idle_subscribed_connection_costs_little_heap(server: Any) -> N
     connection counters outlives the moment it served.
     """
     count = 1_000
-    host, port = address(server)
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.take_snapshot()
         holder = subprocess.Popen(
-            [sys.executable, "-c", _HOLDER, host, str(port), str(count)],
+            [sys.executable, "-c", _HOLDER, "127.0.0.1", str(server.port), str(count)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -101,10 +88,7 @@ async def test_an_idle_subscribed_connection_costs_little_heap(server: Any) -> N
     await until(lambda: server.service.router.connection_count == 0)
 
 
-def masked(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    mask = os.urandom(4)
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes([(0x80 if fin else 0) | opcode, 0x80 | len(payload)]) + mask + body
+PONG, CONTINUATION = 0xA, 0x0
 
 
 class RawClient:
@@ -113,12 +97,9 @@ class RawClient:
     """
 
     def __init__(self, server: Any) -> None:
-        self.socket = socket.create_connection(address(server))
+        self.socket = socket.create_connection(("127.0.0.1", server.port))
         self.socket.setblocking(False)
-        self.socket.sendall(
-            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
+        self.socket.sendall(upgrade_request("127.0.0.1", server.port))
         self.received = b""
 
     def read(self) -> bytes:
@@ -148,24 +129,24 @@ async def test_pongs_count_as_heard_however_they_arrive(server: Any) -> None:
     await until(lambda: all(b"HTTP/1.1 101" in c.read() for c in clients))
     alone, split, payload, fragmented = clients
     request = b'{"type":"invoke","id":7,"channel":"server.info"}'
-    fragmented.socket.sendall(masked(0x1, request[:20], fin=False))
+    fragmented.socket.sendall(frame(0x1, request[:20], fin=False))
 
     await sweeper.sweep()
     await until(lambda: all(c.pings() == 1 for c in clients))
-    alone.socket.sendall(masked(0xA, b""))
-    pong = masked(0xA, b"")
+    alone.socket.sendall(frame(PONG, b""))
+    pong = frame(PONG, b"")
     split.socket.sendall(pong[:3])
-    payload.socket.sendall(masked(0xA, b"hi"))
-    fragmented.socket.sendall(masked(0xA, b""))
+    payload.socket.sendall(frame(PONG, b"hi"))
+    fragmented.socket.sendall(frame(PONG, b""))
     await task.deferLater(reactor, 0.05, lambda: None)
     split.socket.sendall(pong[3:])
-    fragmented.socket.sendall(masked(0x0, request[20:]))
+    fragmented.socket.sendall(frame(CONTINUATION, request[20:]))
     await until(lambda: all(router.session(s.connection_id).heard for s in router.sessions()))
 
     await sweeper.sweep()
     assert router.connection_count == 4
     await until(lambda: b'"id":7' in fragmented.read())
     for client in clients:
-        client.socket.sendall(masked(0x8, struct.pack(">H", 1000)))
+        client.socket.sendall(frame(CLOSE, struct.pack(">H", 1000)))
         client.socket.close()
     await until(lambda: router.connection_count == 0)
