@@ -50,25 +50,47 @@ def layer_of(part: str) -> int:
     raise AssertionError(f"cluso_router.{part} is in no layer; add it to LAYERS")
 
 
+def imported(path: Path, typing: bool = True) -> Iterator[tuple[list[str], int]]:
+    """
+    For each import statement of C{path} (function-level ones included, and
+    those under C{if TYPE_CHECKING:} unless C{typing} is false): the names
+    it may import, a module's and each C{module.name} it takes, with the line.
+    """
+    tree = ast.parse(path.read_text(), str(path))
+    typing_only = (
+        set()
+        if typing
+        else {
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for inner in ast.walk(node)
+        }
+    )
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            yield [alias.name for alias in node.names], node.lineno
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [f"{node.module}.{alias.name}" for alias in node.names]
+            yield [node.module, *names], node.lineno
+
+
 def imports(path: Path) -> Iterator[tuple[str, int]]:
     """
     The first component under C{cluso_router} of every module C{path}
     imports (C{TYPE_CHECKING} and function-level imports included), with
     the line.
     """
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-            if node.module == "cluso_router":
-                names = [f"cluso_router.{alias.name}" for alias in node.names]
-        else:
-            continue
+    for names, line in imported(path):
+        parts: list[str] = []
         for name in names:
-            parts = name.split(".")
-            if parts[0] == "cluso_router" and len(parts) > 1:
-                yield parts[1], node.lineno
+            part = name.split(".")[1] if name.startswith("cluso_router.") else None
+            if part is not None and part not in parts:
+                parts.append(part)
+        for part in parts:
+            yield part, line
 
 
 def test_every_module_imports_only_its_own_layer_and_those_below() -> None:
@@ -126,23 +148,7 @@ def runtime_imports(path: Path, known: set[str]) -> set[str]:
     The modules of C{known} that C{path} imports when it runs (imports under
     C{if TYPE_CHECKING:} left out; function-level ones included).
     """
-    tree = ast.parse(path.read_text(), str(path))
-    typing_only = {
-        id(inner)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-        for inner in ast.walk(node)
-    }
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return found & known
+    return {name for names, _ in imported(path, typing=False) for name in names} & known
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
