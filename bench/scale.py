@@ -7,9 +7,9 @@ several load-client processes (C{bench/scaleclient.js}, each under the
 per-process descriptor limit, each from its own loopback source address).
 Per server: the time to open them all, RSS per idle connection, the time
 from one publish to the last of the receipts (five broadcasts, median and
-worst), and for cluso-router the worst reactor stall its lag probe saw
-(C{router.stats}) while idle through ping sweeps and during the
-broadcasts.
+worst, with the server's CPU time over each), and for cluso-router the
+worst reactor stall its lag probe saw (C{router.stats}) while idle through
+ping sweeps and during the broadcasts.
 
 (b) Several processes: C{cluso --workers W} behind one port, sharing
 channels through Redis (a C{redis-server} of its own unless C{--redis}),
@@ -227,7 +227,9 @@ def hold(
         time.sleep(plan.idle_seconds)
         idle_lag = first.request({"cmd": "lag"}, 10)["lagMs"]
         broadcasts = []
+        server = ProcessStats(pid)
         for event in range(BROADCASTS):
+            cpu_before = sum(server.cpu_times())
             sent = first.request({"cmd": "publish", "id": event}, 10)["sentUs"]
             deadline = time.monotonic() + 60
             while True:
@@ -236,6 +238,7 @@ def hold(
                 if got >= total or time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
+            cpu = sum(server.cpu_times()) - cpu_before
             duplicates = sum(r["duplicates"] for r in reports)
             last = max((r["lastUs"] or 0) for r in reports)
             broadcasts.append(
@@ -244,12 +247,14 @@ def hold(
                     "duplicates": duplicates,
                     "complete": got == total and duplicates == 0,
                     "seconds": (last - sent) / 1e6 if got else None,
+                    "server_cpu_seconds": cpu,
                 }
             )
             time.sleep(1.0)
         broadcast_lag = first.request({"cmd": "lag"}, 10)["lagMs"]
         clients.all([{"cmd": "quit"}] * len(shares), 10)
     times = [b["seconds"] for b in broadcasts if b["seconds"] is not None]
+    cpu = [b["server_cpu_seconds"] for b in broadcasts]
     result = {
         "connections": total,
         "client_processes": clients_needed,
@@ -260,6 +265,7 @@ def hold(
         "broadcasts": broadcasts,
         "broadcast_median_seconds": statistics.median(times) if times else None,
         "broadcast_worst_seconds": max(times) if times else None,
+        "broadcast_cpu_seconds": statistics.median(cpu),
         "idle_lag_ms": idle_lag,
         "broadcast_lag_ms": broadcast_lag,
         "complete": all(b["complete"] for b in broadcasts),
@@ -268,7 +274,8 @@ def hold(
         f"  {name:28} {total:>7,} connections in {open_seconds:6.1f} s,"
         f" {result['bytes_per_connection'] / 1024:5.2f} KiB each,"
         f" broadcast median {fmt_ms(result['broadcast_median_seconds'])}"
-        f" worst {fmt_ms(result['broadcast_worst_seconds'])},"
+        f" worst {fmt_ms(result['broadcast_worst_seconds'])}"
+        f" (server CPU {fmt_ms(result['broadcast_cpu_seconds'])}),"
         f" lag idle {fmt(idle_lag)} / broadcast {fmt(broadcast_lag)} ms"
         f"{'' if result['complete'] else '  INCOMPLETE'}"
     )
@@ -348,6 +355,7 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "broadcasts": [b for run in runs for b in run["broadcasts"]],
         "broadcast_median_seconds": median("broadcast_median_seconds"),
         "broadcast_worst_seconds": worst("broadcast_worst_seconds"),
+        "broadcast_cpu_seconds": median("broadcast_cpu_seconds"),
         "idle_lag_ms": worst("idle_lag_ms"),
         "broadcast_lag_ms": worst("broadcast_lag_ms"),
         "complete": all(run["complete"] for run in runs),
@@ -428,6 +436,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if ours["broadcast_median_seconds"] and theirs["broadcast_median_seconds"]
                 else None
             ),
+            "broadcast_cpu": (
+                ours["broadcast_cpu_seconds"] / theirs["broadcast_cpu_seconds"]
+                if theirs["broadcast_cpu_seconds"]
+                else None
+            ),
         }
         if args.rounds > 1:
             say("\nover all rounds (medians; worst broadcast and stalls: the worst seen)")
@@ -435,14 +448,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 say(
                     f"  {name:28} {run['bytes_per_connection'] / 1024:5.2f} KiB each,"
                     f" broadcast median {fmt_ms(run['broadcast_median_seconds'])}"
-                    f" worst {fmt_ms(run['broadcast_worst_seconds'])},"
+                    f" worst {fmt_ms(run['broadcast_worst_seconds'])}"
+                    f" (server CPU {fmt_ms(run['broadcast_cpu_seconds'])}),"
                     f" lag idle {fmt(run['idle_lag_ms'])} / broadcast"
                     f" {fmt(run['broadcast_lag_ms'])} ms"
                 )
+            won = sum(
+                mine["broadcast_median_seconds"] < other["broadcast_median_seconds"]
+                for mine, other in zip(ours["rounds"], theirs["rounds"], strict=True)
+            )
+            results["ratios"]["rounds_won"] = won
+            say(f"  cluso-router's broadcast median was the lower in {won} of {args.rounds} rounds")
         say(
             f"\ncluso-router against Node ws at {plan.connections:,}: memory per connection"
             f" {results['ratios']['bytes_per_connection']:.2f}x, broadcast time"
-            f" {results['ratios']['broadcast_median'] or 0:.2f}x"
+            f" {results['ratios']['broadcast_median'] or 0:.2f}x, server CPU per broadcast"
+            f" {results['ratios']['broadcast_cpu'] or 0:.2f}x"
         )
     complete = (
         all(r["complete"] for r in single_runs.values())
