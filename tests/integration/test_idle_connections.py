@@ -16,6 +16,7 @@ from typing import Any
 import pytest_twisted
 from support.rawws import CLOSE, frame, upgrade_request
 from twisted.internet import reactor, task
+from twisted.web.http import HTTPChannel, Request
 
 from cluso_router.testing import until
 
@@ -85,6 +86,33 @@ async def test_an_idle_subscribed_connection_costs_little_heap(server: Any) -> N
         for stat in after.filter_traces(own).compare_to(before.filter_traces(own), "filename")
     )
     assert grown / count < HEAP_BUDGET_PER_CONNECTION, f"{grown / count:,.0f} bytes per connection"
+    await until(lambda: server.service.router.connection_count == 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upgrade_leaves_no_garbage_for_the_collector(server: Any) -> None:
+    """
+    Once a connection is upgraded, the HTTP channel and request that
+    carried its handshake are freed at once, not left in a reference cycle
+    for the garbage collector: with the collector off, none of them remain
+    after twenty upgrades.
+    """
+
+    def http_objects() -> int:
+        return sum(isinstance(o, (HTTPChannel, Request)) for o in gc.get_objects())
+
+    gc.collect()
+    baseline = http_objects()
+    gc.disable()
+    try:
+        clients = [RawClient(server) for _ in range(20)]
+        await until(lambda: all(b"HTTP/1.1 101" in c.read() for c in clients))
+        await until(lambda: server.service.router.connection_count == 20)
+        assert http_objects() == baseline
+    finally:
+        gc.enable()
+    for client in clients:
+        client.socket.close()
     await until(lambda: server.service.router.connection_count == 0)
 
 
