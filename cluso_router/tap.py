@@ -16,6 +16,7 @@ from twisted.python import usage
 from twisted.python.components import Componentized
 from twisted.python.reflect import accumulateClassList
 
+from cluso_router._heap import FreezeStartupHeap
 from cluso_router._logfile import private_log_observer, twistd_log_file
 from cluso_router._reuseport import reuse_port_endpoint
 from cluso_router._version import __version__
@@ -721,6 +722,8 @@ def makeService(options: Options) -> IService:
             ),
         )
     log_file = twistd_log_file(getattr(options, "parent", None))
-    if log_file is not None:
-        return _LoggingToPrivateFile(options["config"], log_file)
-    return ClusoService(options["config"])
+    service = (
+        _LoggingToPrivateFile(config, log_file) if log_file is not None else ClusoService(config)
+    )
+    FreezeStartupHeap(service.reactor).setServiceParent(service)
+    return service

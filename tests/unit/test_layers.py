@@ -19,6 +19,7 @@ PACKAGE = Path(cluso_router.__file__).parent
 #: (service, tap, testing, the public facade) may use everything.
 LAYERS = [
     {
+        "_heap",
         "_json",
         "_lazy",
         "_logfile",
