@@ -156,16 +156,23 @@ def node_command() -> list[str]:
     return ["node", str(BENCH / "baselines" / "node_ws_server.js"), "--port", "0"]
 
 
-def tree_rss(pid: int) -> int:
+def tree(pid: int) -> list[ProcessStats]:
     """
-    RSS of C{pid} and its children (a supervisor and its workers).
+    C{pid} and its children (a supervisor and its workers).
     """
-    total = ProcessStats(pid).rss_bytes()
+    processes = [ProcessStats(pid)]
     children = Path(f"/proc/{pid}/task/{pid}/children")
     if children.exists():
-        for child_pid in children.read_text().split():
-            total += ProcessStats(int(child_pid)).rss_bytes()
-    return total
+        processes += [ProcessStats(int(child)) for child in children.read_text().split()]
+    return processes
+
+
+def tree_rss(pid: int) -> int:
+    return sum(process.rss_bytes() for process in tree(pid))
+
+
+def tree_cpu(processes: list[ProcessStats]) -> float:
+    return sum(sum(process.cpu_times()) for process in processes)
 
 
 class Clients:
@@ -227,9 +234,9 @@ def hold(
         time.sleep(plan.idle_seconds)
         idle_lag = first.request({"cmd": "lag"}, 10)["lagMs"]
         broadcasts = []
-        server = ProcessStats(pid)
+        server = tree(pid)
         for event in range(BROADCASTS):
-            cpu_before = sum(server.cpu_times())
+            cpu_before = tree_cpu(server)
             sent = first.request({"cmd": "publish", "id": event}, 10)["sentUs"]
             deadline = time.monotonic() + 60
             while True:
@@ -238,7 +245,7 @@ def hold(
                 if got >= total or time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
-            cpu = sum(server.cpu_times()) - cpu_before
+            cpu = tree_cpu(server) - cpu_before
             duplicates = sum(r["duplicates"] for r in reports)
             last = max((r["lastUs"] or 0) for r in reports)
             broadcasts.append(

@@ -612,6 +612,7 @@ async def test_answers_streamed_at_once_are_capped(
                 {"type": "invoke", "id": n, "channel": "ai.chat", "data": body("openai")}
             )
             ids.append(reply["data"]["id"])
+        await until(lambda: len(fake.requests) == 3)
         refused = await client.request(
             {"type": "invoke", "id": 9, "channel": "ai.chat", "data": body("openai")}
         )
