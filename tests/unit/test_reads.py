@@ -1,8 +1,8 @@
 """
-What one inbound WebSocket read is to the write coalescer: a read of
-several frames is one batch (each subscriber gets the burst in one write),
-a read of exactly one frame is not (its event leaves at once for each
-subscriber, with nothing gathered first).
+What one inbound read (WebSocket or WAMP RawSocket) is to the write
+coalescer: a read of several frames is one batch (each subscriber gets the
+burst in one write), a read of exactly one frame is not (its event leaves
+at once for each subscriber, with nothing gathered first).
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from twisted.internet.testing import StringTransport
 from cluso_router.router.router import Router
 from cluso_router.security import AccessPolicy
 from cluso_router.testing import FakeSession
+from cluso_router.ws.limits import Limits
 from cluso_router.ws.protocol import ClusoWebSocketFactory, is_one_masked_frame
+from cluso_router.ws.wamp.rawsocket import RawSocketFactory, is_one_frame
+from cluso_router.ws.wamp.realm import WampRealm
 
 
 class BatchWatchingSession(FakeSession):
@@ -97,3 +100,59 @@ def test_one_masked_frame_is_recognised_by_its_length(data: bytes, whole: bool) 
     mask's and the announced payload's, for each of the three length forms.
     """
     assert is_one_masked_frame(data) is whole
+
+
+def rawsocket_frame(message: list[Any]) -> bytes:
+    payload = json.dumps(message).encode()
+    return b"\x00" + len(payload).to_bytes(3, "big") + payload
+
+
+def test_a_rawsocket_read_of_one_frame_is_not_a_batch_and_a_read_of_two_is() -> None:
+    """
+    The same over WAMP's RawSocket transport: a PUBLISH alone in its read
+    reaches the subscriber outside any batch, two in one read inside one,
+    and one split over two reads inside one.
+    """
+    router = Router()
+    subscriber = BatchWatchingSession(router)
+    router.register_session(subscriber)
+    router.subscribe(subscriber, "bench")
+    factory = RawSocketFactory(router, WampRealm(router), limits=Limits())
+    publisher = factory.buildProtocol(None)
+    transport = StringTransport()
+    publisher.makeConnection(transport)
+    publisher.dataReceived(b"\x7f\xf1\x00\x00")
+    publisher.dataReceived(rawsocket_frame([1, "cluso", {"roles": {"publisher": {}}}]))
+    assert b"[2," in transport.value(), transport.value()
+
+    def publish(n: int) -> bytes:
+        return rawsocket_frame([16, n, {}, "bench", [n]])
+
+    publisher.dataReceived(publish(1))
+    publisher.dataReceived(publish(2) + publish(3))
+    split = publish(4)
+    publisher.dataReceived(split[:7])
+    publisher.dataReceived(split[7:])
+
+    assert len(subscriber.frames) == 4
+    assert subscriber.in_batch == [False, True, True, True]
+
+
+@pytest.mark.parametrize(
+    ("data", "whole"),
+    [
+        (b"\x00\x00\x00\x00", True),
+        (b"\x00\x00\x00\x03abc", True),
+        (b"\x00\x00\x00\x03ab", False),
+        (b"\x00\x00\x00\x01a\x00", False),
+        (b"\x08\x00\x00\x00", False),
+        (b"\x00\x00", False),
+    ],
+)
+def test_one_rawsocket_frame_is_recognised_by_its_length(data: bytes, whole: bool) -> None:
+    """
+    A RawSocket read is one frame when its length is exactly the header's
+    and the announced payload's (with the 25th length bit in the type
+    octet).
+    """
+    assert is_one_frame(data) is whole

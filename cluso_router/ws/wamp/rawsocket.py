@@ -44,6 +44,22 @@ MIN_LENGTH_EXPONENT: Final = 9
 MAX_LENGTH_EXPONENT: Final = 24
 
 
+def frame_length(header: bytes) -> int:
+    """
+    The payload length a frame header announces: 24 bits, and a 25th in
+    the type octet for frames of 16 MiB and more.
+    """
+    return int.from_bytes(header[1:4], "big") | (0x1000000 if header[0] & 0x08 else 0)
+
+
+def is_one_frame(data: bytes) -> bool:
+    """
+    Whether C{data} is exactly one whole frame: its header and as many
+    payload bytes as the header announces, nothing more.
+    """
+    return len(data) >= 4 and len(data) == 4 + frame_length(data)
+
+
 def length_exponent(max_bytes: int) -> int:
     """
     The handshake's length nibble for a peer that takes messages of up to
@@ -118,6 +134,14 @@ class RawSocketProtocol(Protocol):
                 deadline.cancel()
 
     def dataReceived(self, data: bytes) -> None:
+        """
+        Handle a read of several frames as one batch of writes (each
+        subscriber gets what they publish in one write); a read of exactly
+        one frame has nothing to join, and its events leave at once.
+        """
+        if self._handler is not None and not self._buffer and is_one_frame(data):
+            self._received(data)
+            return
         with self.factory.context.router.writes.batch():
             self._received(data)
 
@@ -138,7 +162,7 @@ class RawSocketProtocol(Protocol):
             if header[0] & 0xF0:
                 self._drop("reserved bits set in a frame header")
                 return
-            length = int.from_bytes(header[1:], "big") | (0x1000000 if header[0] & 0x08 else 0)
+            length = frame_length(header)
             if length > self._max_length:
                 self._drop(f"a {length}-byte frame is more than the {self._max_length} announced")
                 return
