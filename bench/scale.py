@@ -9,7 +9,9 @@ Per server: the time to open them all, RSS per idle connection, the time
 from one publish to the last of the receipts (five broadcasts, median and
 worst, with the server's CPU time over each), and for cluso-router the
 worst reactor stall its lag probe saw (C{router.stats}) while idle through
-ping sweeps and during the broadcasts.
+ping sweeps and during the broadcasts. Beside each server's idle window a
+process with nothing but the same timer (C{bench/lagfloor.py}) measures the
+machine's own lateness, the floor under the probe's figure.
 
 (b) Several processes: C{cluso --workers W} behind one port, sharing
 channels through Redis (a C{redis-server} of its own unless C{--redis}),
@@ -61,6 +63,7 @@ from fanout import (
 )
 
 SCALECLIENT = BENCH / "scaleclient.js"
+LAGFLOOR = BENCH / "lagfloor.py"
 #: Connections one load-client process opens at most.
 PER_CLIENT = 15_000
 BROADCASTS = 5
@@ -226,13 +229,22 @@ def hold(
         )
         open_seconds = time.monotonic() - started
         assert sum(o["opened"] for o in opened) == total
+        floor = stack.enter_context(
+            subprocess.Popen(
+                [sys.executable, str(LAGFLOOR)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
+        )
         time.sleep(2.0)
         rss_after = tree_rss(pid)
         first = clients.channels[0]
         first.request({"cmd": "publisher", "local": "127.0.0.2"}, 60)
+        assert floor.stdin is not None
+        floor.stdin.write(b"\n")
+        floor.stdin.flush()
         first.request({"cmd": "lag"}, 10)
         time.sleep(plan.idle_seconds)
         idle_lag = first.request({"cmd": "lag"}, 10)["lagMs"]
+        machine_lag = json.loads(floor.communicate(timeout=10)[0])["worstMs"]
         broadcasts = []
         server = tree(pid)
         for event in range(BROADCASTS):
@@ -274,6 +286,7 @@ def hold(
         "broadcast_worst_seconds": max(times) if times else None,
         "broadcast_cpu_seconds": statistics.median(cpu),
         "idle_lag_ms": idle_lag,
+        "machine_lag_ms": machine_lag,
         "broadcast_lag_ms": broadcast_lag,
         "complete": all(b["complete"] for b in broadcasts),
     }
@@ -284,6 +297,7 @@ def hold(
         f" worst {fmt_ms(result['broadcast_worst_seconds'])}"
         f" (server CPU {fmt_ms(result['broadcast_cpu_seconds'])}),"
         f" lag idle {fmt(idle_lag)} / broadcast {fmt(broadcast_lag)} ms"
+        f" (an idle timer process: {fmt(machine_lag)} ms)"
         f"{'' if result['complete'] else '  INCOMPLETE'}"
     )
     return result
@@ -364,6 +378,7 @@ def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "broadcast_worst_seconds": worst("broadcast_worst_seconds"),
         "broadcast_cpu_seconds": median("broadcast_cpu_seconds"),
         "idle_lag_ms": worst("idle_lag_ms"),
+        "machine_lag_ms": worst("machine_lag_ms"),
         "broadcast_lag_ms": worst("broadcast_lag_ms"),
         "complete": all(run["complete"] for run in runs),
         "rounds": runs,
@@ -459,6 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f" (server CPU {fmt_ms(run['broadcast_cpu_seconds'])}),"
                     f" lag idle {fmt(run['idle_lag_ms'])} / broadcast"
                     f" {fmt(run['broadcast_lag_ms'])} ms"
+                    f" (an idle timer process: {fmt(run['machine_lag_ms'])} ms)"
                 )
             won = sum(
                 mine["broadcast_median_seconds"] < other["broadcast_median_seconds"]
