@@ -143,14 +143,16 @@ def is_one_masked_frame(data: bytes) -> bool:
     Whether C{data} is exactly one whole masked (client) frame: its header,
     mask and as many payload bytes as the header announces, nothing more.
     """
-    if len(data) < 6:
+    if len(data) < 2:
         return False
     length = data[1] & 0x7F
     if length < 126:
-        return len(data) == 6 + length
-    if length == 126:
-        return len(data) >= 8 and len(data) == 8 + int.from_bytes(data[2:4], "big")
-    return len(data) >= 14 and len(data) == 14 + int.from_bytes(data[2:10], "big")
+        header = 6
+    elif length == 126:
+        header, length = 8, int.from_bytes(data[2:4], "big")
+    else:
+        header, length = 14, int.from_bytes(data[2:10], "big")
+    return len(data) == header + length
 
 
 class DialectHandler(Protocol):
